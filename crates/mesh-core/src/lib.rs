@@ -1,0 +1,36 @@
+//! The devmesh libp2p node.
+//!
+//! A [`Node`] joins a namespace, announces the services this machine provides
+//! as signed [`record::Announcement`]s on a gossipsub topic, learns the
+//! services of the other members (gossip, plus a full-table sync on connect),
+//! and exposes everything it knows as a [`Snapshot`] that the proxy reads on
+//! every request. One task owns the libp2p `Swarm`; callers hold a
+//! cloneable [`NodeHandle`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mesh_core::Error> {
+//! use mesh_core::{Config, LocalService, Node, record::ServiceRecord};
+//! let keypair = libp2p::identity::Keypair::generate_ed25519();
+//! let (node, _task) = Node::spawn(Config::new(keypair, "team"))?;
+//! node.register(LocalService {
+//!     record: ServiceRecord::http("api", semver::Version::new(1, 4, 2)),
+//!     port: 3000,
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+mod error;
+pub mod identity;
+mod node;
+pub mod record;
+pub mod registry;
+mod snapshot;
+
+pub use error::Error;
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{
+    Config, Event, IDENTIFY_PROTOCOL, KAD_PROTOCOL, Node, NodeHandle, SYNC_PROTOCOL, SyncEntry,
+    SyncRequest, SyncResponse, is_relayed, peer_of,
+};
+pub use snapshot::{LocalService, PeerLink, Provider, RemoteService, Snapshot};
