@@ -1,0 +1,148 @@
+//! Header handling for forwarded requests and responses.
+
+use std::net::IpAddr;
+
+use http::{
+    HeaderMap, HeaderName, HeaderValue,
+    header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE},
+};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Headers that describe one hop and are never forwarded as they are.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` plus an
+/// `Upgrade` header), such as `websocket`.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if wants { headers.get(UPGRADE).cloned() } else { None }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header lists,
+/// and puts back the upgrade request when there is one.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // `TE: trailers` is the one TE value that passes through proxies.
+    if headers.get(TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        headers.remove(TE);
+    }
+    debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+}
+
+/// Adds `X-Forwarded-For/Host/Proto` for a request that entered at the
+/// front door from `client`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {client}"),
+        None => client.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if !headers.contains_key(X_FORWARDED_HOST)
+        && let Some(host) = headers.get(HOST).cloned()
+    {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+/// Points the `Host` header at the local backend, keeping the original in
+/// `X-Forwarded-Host` (dev servers reject host names they do not know).
+pub fn rewrite_host_for_backend(headers: &mut HeaderMap, port: u16) {
+    if !headers.contains_key(X_FORWARDED_HOST)
+        && let Some(host) = headers.get(HOST).cloned()
+    {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("localhost:{port}")) {
+        headers.insert(HOST, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_listed_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("accept", "*/*"),
+        ]);
+        assert!(upgrade_protocol(&h).is_none());
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, None);
+        assert!(h.contains_key("te"));
+    }
+
+    #[test]
+    fn keeps_upgrade() {
+        let mut h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let up = upgrade_protocol(&h);
+        assert_eq!(up.as_ref().unwrap(), "websocket");
+        strip_hop_by_hop(&mut h, up);
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+    }
+
+    #[test]
+    fn forwarded_headers_and_host_rewrite() {
+        let mut h = map(&[("host", "api.localhost:7700"), ("x-forwarded-for", "10.0.0.9")]);
+        add_forwarded(&mut h, "127.0.0.1".parse().unwrap());
+        rewrite_host_for_backend(&mut h, 3000);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "api.localhost:7700");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(h.get("host").unwrap(), "localhost:3000");
+    }
+}

@@ -1,0 +1,110 @@
+//! Which service a front-door request is for.
+
+use http::{HeaderMap, Uri, header::HOST};
+
+/// Header that names the service explicitly; it wins over the host name.
+pub const SERVICE_HEADER: &str = "x-devmesh-service";
+
+/// Where the service name of a request came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A service name.
+    Service(String),
+    /// The request names no service (for example `Host: 127.0.0.1:7700`).
+    Unnamed,
+}
+
+/// Finds the service a request is for: the `X-DevMesh-Service` header, then
+/// the authority of an absolute-form URI (`HTTP_PROXY` use), then `Host`.
+pub fn target(uri: &Uri, headers: &HeaderMap) -> Target {
+    if let Some(name) = headers.get(SERVICE_HEADER).and_then(|v| v.to_str().ok()) {
+        let name = name.trim().to_ascii_lowercase();
+        if !name.is_empty() {
+            return Target::Service(name);
+        }
+    }
+    let host = uri
+        .host()
+        .map(str::to_owned)
+        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()).map(strip_port));
+    match host.as_deref().and_then(service_from_host) {
+        Some(name) => Target::Service(name),
+        None => Target::Unnamed,
+    }
+}
+
+fn strip_port(host: &str) -> String {
+    if host.starts_with('[') {
+        // IPv6 literal: never a service name.
+        return host.split(']').next().unwrap_or(host).to_owned() + "]";
+    }
+    host.rsplit_once(':')
+        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+        .to_owned()
+}
+
+/// Maps a host name to a service name: `api.localhost`, `api.devmesh` and
+/// bare `api` all mean `api`. IP literals and `localhost` name no service.
+pub fn service_from_host(host: &str) -> Option<String> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() || host == "localhost" || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let name = host
+        .strip_suffix(".localhost")
+        .or_else(|| host.strip_suffix(".devmesh"))
+        .unwrap_or(&host);
+    if name.is_empty() {
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn t(uri: &str, host: Option<&str>, header: Option<&str>) -> Target {
+        let mut headers = HeaderMap::new();
+        if let Some(h) = host {
+            headers.insert(HOST, HeaderValue::from_str(h).unwrap());
+        }
+        if let Some(h) = header {
+            headers.insert(SERVICE_HEADER, HeaderValue::from_str(h).unwrap());
+        }
+        target(&uri.parse().unwrap(), &headers)
+    }
+
+    fn svc(s: &str) -> Target {
+        Target::Service(s.into())
+    }
+
+    #[test]
+    fn host_forms() {
+        assert_eq!(t("/x", Some("api.localhost:7700"), None), svc("api"));
+        assert_eq!(t("/x", Some("api.localhost"), None), svc("api"));
+        assert_eq!(t("/x", Some("API.Devmesh"), None), svc("api"));
+        assert_eq!(t("/x", Some("api.devmesh.:80"), None), svc("api"));
+        assert_eq!(t("/x", Some("api"), None), svc("api"));
+        assert_eq!(t("/x", Some("api:8080"), None), svc("api"));
+        assert_eq!(t("/x", Some("127.0.0.1:7700"), None), Target::Unnamed);
+        assert_eq!(t("/x", Some("localhost:7700"), None), Target::Unnamed);
+        assert_eq!(t("/x", Some("[::1]:7700"), None), Target::Unnamed);
+        assert_eq!(t("/x", None, None), Target::Unnamed);
+    }
+
+    #[test]
+    fn absolute_form_wins_over_host() {
+        assert_eq!(t("http://api.devmesh/x", Some("other"), None), svc("api"));
+        assert_eq!(t("http://web.localhost:7700/x?q=1", None, None), svc("web"));
+    }
+
+    #[test]
+    fn explicit_header_wins() {
+        assert_eq!(t("http://api.devmesh/x", Some("api.localhost"), Some("Billing")), svc("billing"));
+        assert_eq!(t("/x", Some("127.0.0.1"), Some(" db ")), svc("db"));
+        assert_eq!(t("/x", Some("api.localhost"), Some("")), svc("api"));
+    }
+}

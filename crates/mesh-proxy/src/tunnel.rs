@@ -1,0 +1,193 @@
+//! The `/devmesh/http/1` stream protocol.
+//!
+//! A consumer opens a libp2p stream to the provider and sends a hello frame;
+//! the provider answers with its own frame, then both speak HTTP/1.1 over the
+//! stream. The consumer keeps idle streams in a pool and sends the next
+//! request on them, like keep-alive connections. Each frame is a big-endian
+//! `u16` length followed by that many bytes of JSON.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    str::FromStr,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::{
+    client::legacy::connect::{Connected, Connection},
+    rt::TokioIo,
+};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+
+use crate::error::TunnelError;
+
+/// Protocol of HTTP tunnels.
+pub const HTTP_PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/http/1");
+/// Version put in hello frames.
+pub const TUNNEL_VERSION: u32 = 1;
+/// Largest hello frame accepted.
+pub const MAX_FRAME: usize = 4096;
+/// Time allowed to open a stream and exchange hellos.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// First frame on a tunnel stream, from the consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// Tunnel format version.
+    pub v: u32,
+    /// Namespace of the consumer.
+    pub namespace: String,
+}
+
+/// The provider's answer to [`Hello`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// Whether the tunnel is accepted.
+    pub ok: bool,
+    /// Why not, when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Writes one length-prefixed JSON frame.
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(io: &mut W, value: &T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    if bytes.len() > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"));
+    }
+    let mut buf = Vec::with_capacity(bytes.len() + 2);
+    buf.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+    buf.extend_from_slice(&bytes);
+    io.write_all(&buf).await?;
+    io.flush().await
+}
+
+/// Reads one length-prefixed JSON frame of at most [`MAX_FRAME`] bytes.
+pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(io: &mut R) -> std::io::Result<T> {
+    let len = usize::from(io.read_u16().await?);
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {MAX_FRAME}"),
+        ));
+    }
+    let mut buf = vec![0; len];
+    io.read_exact(&mut buf).await?;
+    serde_json::from_slice(&buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// A tunnel stream as hyper IO.
+pub struct TunnelIo {
+    inner: TokioIo<Compat<Stream>>,
+}
+
+impl TunnelIo {
+    /// Wraps a libp2p stream.
+    pub fn new(stream: Compat<Stream>) -> Self {
+        Self {
+            inner: TokioIo::new(stream),
+        }
+    }
+}
+
+impl Read for TunnelIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl Write for TunnelIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl Connection for TunnelIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// A hyper connector whose "host" is a peer id: it opens a tunnel stream to
+/// that peer and performs the hello exchange.
+#[derive(Clone)]
+pub struct TunnelConnector {
+    control: libp2p_stream::Control,
+    namespace: std::sync::Arc<str>,
+}
+
+impl TunnelConnector {
+    /// A connector for tunnels of `namespace`.
+    pub fn new(control: libp2p_stream::Control, namespace: &str) -> Self {
+        Self {
+            control,
+            namespace: namespace.into(),
+        }
+    }
+}
+
+impl tower_service::Service<http::Uri> for TunnelConnector {
+    type Response = TunnelIo;
+    type Error = TunnelError;
+    type Future = Pin<Box<dyn Future<Output = Result<TunnelIo, TunnelError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let mut control = self.control.clone();
+        let namespace = self.namespace.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default();
+            let peer = PeerId::from_str(host).map_err(|_| TunnelError::BadTarget(host.to_owned()))?;
+            let open = async {
+                let stream = control.open_stream(peer, HTTP_PROTOCOL).await.map_err(|e| TunnelError::Open {
+                    peer: peer.to_string(),
+                    reason: e.to_string(),
+                })?;
+                let mut stream = stream.compat();
+                let handshake_err = |e: std::io::Error| TunnelError::Handshake {
+                    peer: peer.to_string(),
+                    reason: e.to_string(),
+                };
+                write_frame(
+                    &mut stream,
+                    &Hello {
+                        v: TUNNEL_VERSION,
+                        namespace: namespace.to_string(),
+                    },
+                )
+                .await
+                .map_err(handshake_err)?;
+                let reply: HelloReply = read_frame(&mut stream).await.map_err(handshake_err)?;
+                if !reply.ok {
+                    return Err(TunnelError::Refused {
+                        peer: peer.to_string(),
+                        reason: reply.error.unwrap_or_else(|| "no reason given".into()),
+                    });
+                }
+                Ok(TunnelIo::new(stream))
+            };
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
+                .await
+                .map_err(|_| TunnelError::Open {
+                    peer: peer.to_string(),
+                    reason: format!("timed out after {HANDSHAKE_TIMEOUT:?}"),
+                })?
+        })
+    }
+}
