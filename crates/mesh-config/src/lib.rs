@@ -1,0 +1,92 @@
+//! devmesh's configuration files: the daemon's `config.toml` and a
+//! project's `devmesh.toml`.
+//!
+//! Both are parsed strictly: an unknown key or a bad value is an error that
+//! names the file, the line and the key.
+//!
+//! ```no_run
+//! let project = mesh_config::Project::load(std::path::Path::new("devmesh.toml"))?;
+//! for (name, service) in &project.services {
+//!     println!("{name} on port {}", service.port);
+//! }
+//! # Ok::<(), mesh_config::ConfigError>(())
+//! ```
+
+mod daemon;
+mod project;
+
+use std::{
+    fmt,
+    ops::Range,
+    path::{Path, PathBuf},
+};
+
+pub use daemon::DaemonFile;
+pub use project::{MeshSection, Project, ProxySection, ServiceConfig, PROJECT_FILE};
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line of the problem, when known.
+    pub line: Option<usize>,
+    /// Dotted key of the problem, when known: `services.api.version`.
+    pub key: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl ConfigError {
+    fn io(path: &Path, e: std::io::Error) -> Self {
+        Self {
+            path: path.to_owned(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        }
+    }
+
+    fn at(path: &Path, source: &str, span: Option<Range<usize>>, key: Option<String>, message: String) -> Self {
+        Self {
+            path: path.to_owned(),
+            line: span.map(|s| line_of(source, s.start)),
+            key,
+            message,
+        }
+    }
+
+    fn from_toml(path: &Path, source: &str, e: toml::de::Error) -> Self {
+        let span = e.span();
+        // For unknown keys and wrong types the span covers the key or value;
+        // name the key when the span is a bare key.
+        let key = span.clone().and_then(|s| {
+            let text = source.get(s)?.trim();
+            let bare = !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            (bare && e.message().contains("unknown field")).then(|| text.to_owned())
+        });
+        let message = e.message().trim().to_owned();
+        Self::at(path, source, span, key, message)
+    }
+}
+
+fn line_of(source: &str, offset: usize) -> usize {
+    source[..offset.min(source.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, e))
+}

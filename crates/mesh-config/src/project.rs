@@ -1,0 +1,243 @@
+//! A project's `devmesh.toml`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::{ConfigError, read};
+
+/// File name of a project configuration.
+pub const PROJECT_FILE: &str = "devmesh.toml";
+
+/// A parsed and validated `devmesh.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Project {
+    /// Where it was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// `[mesh]`: which mesh to join.
+    pub mesh: MeshSection,
+    /// `[proxy]`: the local front door.
+    pub proxy: ProxySection,
+    /// `[services.<name>]`: the services of the project.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// `[mesh]` of `devmesh.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshSection {
+    /// Namespace of the team. Default: the daemon's.
+    pub namespace: Option<String>,
+    /// Bootstrap multiaddrs. Default: the daemon's.
+    pub bootstrap: Vec<String>,
+}
+
+/// `[proxy]` of `devmesh.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxySection {
+    /// Front-door port. Default: the daemon's (7700).
+    pub port: Option<u16>,
+}
+
+/// `[services.<name>]` of `devmesh.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Local port the service listens on. Required.
+    pub port: u16,
+    /// Semantic version. Default: `0.0.0`.
+    #[serde(default = "default_version")]
+    pub version: Spanned<String>,
+    /// Command that starts the service (for `devmesh up`).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// `http` (default).
+    #[serde(default)]
+    pub protocol: Option<Spanned<String>>,
+    /// Path prefixes the service claims.
+    #[serde(default)]
+    pub routes: Vec<Spanned<String>>,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Health check path or URL.
+    #[serde(default)]
+    pub health: Option<String>,
+    /// Version requirements on other services: `api = "^2.1"`.
+    #[serde(default)]
+    pub requires: BTreeMap<String, Spanned<String>>,
+}
+
+fn default_version() -> Spanned<String> {
+    Spanned::new(0..0, "0.0.0".to_owned())
+}
+
+impl ServiceConfig {
+    /// The parsed version (validated at load).
+    pub fn version(&self) -> semver::Version {
+        semver::Version::parse(self.version.get_ref()).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+    }
+}
+
+impl Project {
+    /// Looks for `devmesh.toml` in `dir` and its parents.
+    pub fn find(dir: &Path) -> Option<PathBuf> {
+        dir.ancestors().map(|d| d.join(PROJECT_FILE)).find(|p| p.is_file())
+    }
+
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::parse(path, &read(path)?)
+    }
+
+    /// Parses and validates the text of `path`.
+    pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
+        let mut project: Project = toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, e))?;
+        project.path = path.to_owned();
+        project.validate(source)?;
+        Ok(project)
+    }
+
+    fn validate(&self, source: &str) -> Result<(), ConfigError> {
+        let err = |span, key: String, message: String| Err(ConfigError::at(&self.path, source, span, Some(key), message));
+        for (name, service) in &self.services {
+            if !valid_name(name) {
+                let span = source.find(&format!("services.{name}")).map(|i| i..i);
+                return err(
+                    span,
+                    format!("services.{name}"),
+                    format!("{name:?} is not a valid service name: use 1-63 lowercase letters, digits or '-'"),
+                );
+            }
+            if service.port == 0 {
+                let span = source.find(&format!("services.{name}")).map(|i| i..i);
+                return err(span, format!("services.{name}.port"), "port must be between 1 and 65535".into());
+            }
+            if let Err(e) = semver::Version::parse(service.version.get_ref()) {
+                return err(
+                    Some(service.version.span()),
+                    format!("services.{name}.version"),
+                    format!("{:?} is not a semantic version ({e}); write it like \"1.4.2\"", service.version.get_ref()),
+                );
+            }
+            if let Some(p) = &service.protocol
+                && p.get_ref() != "http"
+            {
+                return err(
+                    Some(p.span()),
+                    format!("services.{name}.protocol"),
+                    format!("protocol {:?} is not supported; use \"http\"", p.get_ref()),
+                );
+            }
+            for route in &service.routes {
+                if !route.get_ref().starts_with('/') {
+                    return err(
+                        Some(route.span()),
+                        format!("services.{name}.routes"),
+                        format!("route {:?} must start with '/'", route.get_ref()),
+                    );
+                }
+            }
+            for (dep, req) in &service.requires {
+                if let Err(e) = semver::VersionReq::parse(req.get_ref()) {
+                    return err(
+                        Some(req.span()),
+                        format!("services.{name}.requires.{dep}"),
+                        format!("{:?} is not a version requirement ({e}); write it like \"^2.1\"", req.get_ref()),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Project, ConfigError> {
+        Project::parse(Path::new("/p/devmesh.toml"), s)
+    }
+
+    #[test]
+    fn parses_a_full_file() {
+        let p = parse(
+            r#"
+[mesh]
+namespace = "team"
+bootstrap = ["/ip4/203.0.113.7/tcp/4001"]
+
+[proxy]
+port = 7701
+
+[services.api]
+port = 3000
+version = "1.4.2"
+command = "python3 -m http.server 3000"
+routes = ["/api/"]
+health = "/healthz"
+
+[services.web]
+port = 5173
+[services.web.requires]
+api = "^1.4"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.mesh.namespace.as_deref(), Some("team"));
+        assert_eq!(p.proxy.port, Some(7701));
+        assert_eq!(p.services["api"].version(), semver::Version::new(1, 4, 2));
+        assert_eq!(p.services["web"].version(), semver::Version::new(0, 0, 0));
+        assert_eq!(p.services["web"].requires["api"].get_ref(), "^1.4");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = parse("[services.api]\nport = 3000\nversion = \"one\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("services.api.version")));
+        assert!(e.to_string().starts_with("/p/devmesh.toml:3: key `services.api.version`: \"one\" is not a semantic version"), "{e}");
+
+        let e = parse("[services.api]\nport = 3000\nprot = 1\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("prot")));
+
+        let e = parse("[services.api]\nport = \"x\"\n").unwrap_err();
+        assert_eq!(e.line, Some(2));
+
+        let e = parse("[services.api]\nversion = \"1.0.0\"\n").unwrap_err();
+        assert!(e.message.contains("port"), "{e}");
+
+        let e = parse("[services.Api]\nport = 1\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("services.Api")));
+
+        let e = parse("[services.web]\nport = 1\n[services.web.requires]\napi = \"~>2\"\n").unwrap_err();
+        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("services.web.requires.api")));
+
+        let e = parse("[services.db]\nport = 5432\nprotocol = \"udp\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn find_walks_up() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PROJECT_FILE), "").unwrap();
+        let sub = dir.path().join("a/b");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert_eq!(Project::find(&sub), Some(dir.path().join(PROJECT_FILE)));
+    }
+}

@@ -1,0 +1,311 @@
+//! The daemon side of the control API.
+
+use std::{
+    collections::HashMap,
+    io::ErrorKind,
+    net::SocketAddr,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use mesh_core::{LocalService, Multiaddr, NodeHandle, Provider, record::ServiceRecord};
+use tokio::{
+    io::BufReader,
+    net::{UnixListener, UnixStream},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    JoinResult, PeerStatus, Reply, Request, RunResult, ServiceSpec, ServiceStatus, Status, read_line,
+    write_line,
+};
+
+/// Facts about the daemon that the node does not know.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// Address of the HTTP front door.
+    pub proxy_addr: SocketAddr,
+    /// Version of the daemon binary.
+    pub daemon_version: String,
+}
+
+/// Serves control requests for one node.
+pub struct Server {
+    node: NodeHandle,
+    info: ServerInfo,
+    shutdown: CancellationToken,
+    /// Which held connection registered each service.
+    owners: Mutex<HashMap<String, u64>>,
+    next_conn: AtomicU64,
+}
+
+impl Server {
+    /// A server for `node`; a `shutdown` request cancels `shutdown`.
+    pub fn new(node: NodeHandle, info: ServerInfo, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            info,
+            shutdown,
+            owners: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Binds the control socket at `path`, owner-only. Fails when another
+    /// daemon answers on it; a stale socket file is replaced.
+    pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                ErrorKind::AddrInUse,
+                format!(
+                    "a devmeshd is already running with control socket {}; stop it with `devmesh daemon stop` or use another DEVMESH_HOME",
+                    path.display()
+                ),
+            ));
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    }
+
+    /// Accepts control connections until shutdown.
+    pub async fn serve(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let stream = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        warn!(error = %e, "accepting a control connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let server = self.clone();
+            tokio::spawn(async move { server.connection(stream).await });
+        }
+    }
+
+    async fn connection(self: Arc<Self>, stream: UnixStream) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut stream = BufReader::new(stream);
+        loop {
+            let request: Request = match read_line(&mut stream).await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(error = %e, "bad control message");
+                    let reply = Reply {
+                        ok: false,
+                        result: serde_json::Value::Null,
+                        error: Some(format!("bad request: {e}")),
+                    };
+                    let _ = write_line(stream.get_mut(), &reply).await;
+                    break;
+                }
+            };
+            let reply = match self.handle(request, conn).await {
+                Ok(result) => Reply {
+                    ok: true,
+                    result,
+                    error: None,
+                },
+                Err(error) => Reply {
+                    ok: false,
+                    result: serde_json::Value::Null,
+                    error: Some(error),
+                },
+            };
+            if write_line(stream.get_mut(), &reply).await.is_err() {
+                break;
+            }
+        }
+        self.release(conn).await;
+    }
+
+    /// Withdraws the services a closed held connection registered.
+    async fn release(&self, conn: u64) {
+        let names: Vec<String> = {
+            let mut owners = self.owners.lock().expect("owners lock");
+            let names = owners
+                .iter()
+                .filter(|(_, c)| **c == conn)
+                .map(|(n, _)| n.clone())
+                .collect::<Vec<_>>();
+            for n in &names {
+                owners.remove(n);
+            }
+            names
+        };
+        for name in names {
+            info!(service = %name, "`devmesh run` ended; withdrawing its service");
+            let _ = self.node.unregister(&name).await;
+        }
+    }
+
+    async fn handle(&self, request: Request, conn: u64) -> Result<serde_json::Value, String> {
+        match request {
+            Request::Status => json(&self.status()),
+            Request::Peers => json(&self.peers()),
+            Request::Run { service, hold } => {
+                let result = self.run(service, hold, conn).await?;
+                json(&result)
+            }
+            Request::Stop { name } => {
+                self.owners.lock().expect("owners lock").remove(&name);
+                match self.node.unregister(&name).await {
+                    Ok(true) => Ok(serde_json::json!({"stopped": name})),
+                    Ok(false) => Err(format!(
+                        "service {name:?} is not provided by this node; `devmesh status` lists the services"
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Request::Join { addr } => {
+                let addr: Multiaddr = addr.parse().map_err(|e| {
+                    format!("{addr:?} is not a multiaddr ({e}); expected one like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...")
+                })?;
+                let dial = self.node.dial(addr.clone());
+                match tokio::time::timeout(Duration::from_secs(20), dial).await {
+                    Ok(Ok(peer)) => json(&JoinResult {
+                        peer_id: peer.to_string(),
+                    }),
+                    Ok(Err(e)) => Err(format!("{e}; check the address and that the peer's devmeshd is running")),
+                    Err(_) => Err(format!("no connection to {addr} within 20 s; check the address and the network")),
+                }
+            }
+            Request::Shutdown => {
+                info!("shutdown requested over the control socket");
+                self.shutdown.cancel();
+                Ok(serde_json::json!({"stopping": true}))
+            }
+        }
+    }
+
+    async fn run(&self, spec: ServiceSpec, hold: bool, conn: u64) -> Result<RunResult, String> {
+        mesh_core::record::validate_service_name(&spec.name).map_err(|e| e.to_string())?;
+        let version = semver::Version::parse(&spec.version).map_err(|e| {
+            format!(
+                "invalid version {:?} for service {}: {e}; use a semantic version such as 1.4.2",
+                spec.version, spec.name
+            )
+        })?;
+        if spec.port == 0 {
+            return Err(format!("service {}: port 0 is not a backend port; pass --port <port>", spec.name));
+        }
+        let mut record = ServiceRecord::http(&spec.name, version.clone());
+        record.routes = spec.routes;
+        record.tags = spec.tags;
+        self.node
+            .register(LocalService {
+                record,
+                port: spec.port,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        {
+            let mut owners = self.owners.lock().expect("owners lock");
+            if hold {
+                owners.insert(spec.name.clone(), conn);
+            } else {
+                owners.remove(&spec.name);
+            }
+        }
+        Ok(RunResult {
+            url: self.url(&spec.name),
+            name: spec.name,
+            version: version.to_string(),
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://{name}.localhost:{}/", self.info.proxy_addr.port())
+    }
+
+    fn status(&self) -> Status {
+        let snapshot = self.node.snapshot();
+        let now = Instant::now();
+        let mut services = Vec::new();
+        for name in snapshot.service_names() {
+            for p in snapshot.providers(name) {
+                let record = p.record();
+                let (provider, route, connection, port, expires) = match p {
+                    Provider::Local(l) => (snapshot.local_peer, "local", None, Some(l.port), None),
+                    Provider::Remote(r) => {
+                        let connection = match snapshot.peers.get(&r.peer) {
+                            Some(link) if link.direct => "direct",
+                            Some(_) => "relayed",
+                            None => "not-connected",
+                        };
+                        let expires = r.expires.saturating_duration_since(now).as_millis() as u64;
+                        (r.peer, "remote", Some(connection.to_owned()), None, Some(expires))
+                    }
+                };
+                services.push(ServiceStatus {
+                    name: name.to_owned(),
+                    version: record.version.to_string(),
+                    provider: provider.to_string(),
+                    route: route.to_owned(),
+                    connection,
+                    port,
+                    protocol: record.protocol.to_string(),
+                    health: serde_json::to_value(record.health)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    expires_in_ms: expires,
+                    url: self.url(name),
+                });
+            }
+        }
+        Status {
+            peer_id: snapshot.local_peer.to_string(),
+            namespace: snapshot.namespace.clone(),
+            listen_addrs: snapshot
+                .listen_addrs
+                .iter()
+                .map(|a| format!("{a}/p2p/{}", snapshot.local_peer))
+                .collect(),
+            proxy_addr: self.info.proxy_addr.to_string(),
+            daemon_version: self.info.daemon_version.clone(),
+            services,
+        }
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        let snapshot = self.node.snapshot();
+        snapshot
+            .peers
+            .iter()
+            .map(|(peer, link)| PeerStatus {
+                peer_id: peer.to_string(),
+                addresses: link.addrs.iter().map(ToString::to_string).collect(),
+                connection: if link.direct { "direct" } else { "relayed" }.to_owned(),
+                rtt_ms: link.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                agent: link.agent.clone(),
+                services: snapshot
+                    .remote
+                    .iter()
+                    .filter(|r| r.peer == *peer)
+                    .map(|r| format!("{}@{}", r.record.name, r.record.version))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, String> {
+    serde_json::to_value(value).map_err(|e| format!("encoding the answer: {e}"))
+}
