@@ -437,6 +437,8 @@ fn finish_response(mut resp: Response<Incoming>, downstream: Option<OnUpgrade>) 
         return resp.map(|b| b.boxed_unsync());
     }
     forward::strip_hop_by_hop(resp.headers_mut(), None);
+    // The client's connection has its own HTTP version; hyper picks it.
+    *resp.version_mut() = http::Version::HTTP_11;
     resp.map(|b| b.boxed_unsync())
 }
 

@@ -1,0 +1,99 @@
+//! Human and JSON output of listings. Results go to stdout.
+
+use mesh_control::{PeerStatus, Status};
+
+/// Prints any result as pretty JSON.
+pub fn json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("devmesh: encoding JSON: {e}"),
+    }
+}
+
+fn short(peer: &str) -> String {
+    if peer.len() > 16 {
+        format!("{}…{}", &peer[..8], &peer[peer.len() - 6..])
+    } else {
+        peer.to_owned()
+    }
+}
+
+fn table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+/// `devmesh status`.
+pub fn status(s: &Status) {
+    let port = s.proxy_addr.rsplit(':').next().unwrap_or("");
+    println!("node       {}", s.peer_id);
+    println!("namespace  {}", s.namespace);
+    println!("proxy      http://{}  (open http://<service>.localhost:{port}/)", s.proxy_addr);
+    for addr in &s.listen_addrs {
+        println!("listen     {addr}");
+    }
+    println!();
+    if s.services.is_empty() {
+        println!("no services yet: share one with `devmesh run <name> --port <port>`");
+        return;
+    }
+    let mut rows = vec![vec![
+        "SERVICE".into(),
+        "VERSION".into(),
+        "ROUTE".into(),
+        "PROVIDER".into(),
+        "CONNECTION".into(),
+        "URL".into(),
+    ]];
+    for svc in &s.services {
+        let connection = match (&svc.connection, svc.port) {
+            (Some(c), _) => c.clone(),
+            (None, Some(p)) => format!("port {p}"),
+            (None, None) => "-".into(),
+        };
+        rows.push(vec![
+            svc.name.clone(),
+            svc.version.clone(),
+            svc.route.clone(),
+            short(&svc.provider),
+            connection,
+            svc.url.clone(),
+        ]);
+    }
+    table(&rows);
+}
+
+/// `devmesh peers`.
+pub fn peers(peers: &[PeerStatus]) {
+    if peers.is_empty() {
+        println!("no connected peers: connect with `devmesh join <multiaddr>`");
+        return;
+    }
+    let mut rows = vec![vec![
+        "PEER".into(),
+        "CONNECTION".into(),
+        "RTT".into(),
+        "ADDRESS".into(),
+        "SERVICES".into(),
+    ]];
+    for p in peers {
+        rows.push(vec![
+            p.peer_id.clone(),
+            p.connection.clone(),
+            p.rtt_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")),
+            p.addresses.first().cloned().unwrap_or_default(),
+            if p.services.is_empty() { "-".into() } else { p.services.join(",") },
+        ]);
+    }
+    table(&rows);
+}

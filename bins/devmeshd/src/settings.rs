@@ -1,0 +1,113 @@
+//! Where each setting comes from: flag > `DEVMESH_*` environment > the
+//! config file in the home directory > default.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use mesh_config::DaemonFile;
+use mesh_core::Multiaddr;
+
+/// Default address of the HTTP front door.
+pub const DEFAULT_PROXY: &str = "127.0.0.1:7700";
+/// Default namespace.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The devmesh node: shares local services with the team and proxies to theirs.
+#[derive(Debug, clap::Parser)]
+#[command(name = "devmeshd", version, about)]
+pub struct Args {
+    /// Home directory: identity, config.toml, control socket [default: ~/.devmesh]
+    #[arg(long, env = "DEVMESH_HOME")]
+    pub home: Option<PathBuf>,
+    /// Config file [default: <home>/config.toml]
+    #[arg(long, env = "DEVMESH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// p2p listen multiaddr; repeat for several [default: TCP and QUIC, random ports]
+    #[arg(long, env = "DEVMESH_LISTEN", value_delimiter = ',')]
+    pub listen: Vec<String>,
+    /// Address of the HTTP front door; port 0 picks a free port [default: 127.0.0.1:7700]
+    #[arg(long, env = "DEVMESH_PROXY")]
+    pub proxy: Option<String>,
+    /// Namespace to join [default: default]
+    #[arg(long, env = "DEVMESH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Multiaddr of a peer to connect to at start; repeat for several
+    #[arg(long, env = "DEVMESH_BOOTSTRAP", value_delimiter = ',')]
+    pub bootstrap: Vec<String>,
+    /// Discover peers on the LAN with mDNS: true or false [default: true]
+    #[arg(long, env = "DEVMESH_MDNS")]
+    pub mdns: Option<bool>,
+    /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
+    #[arg(long, env = "DEVMESH_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The settings devmeshd runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub home: PathBuf,
+    pub listen: Vec<Multiaddr>,
+    pub proxy: SocketAddr,
+    pub namespace: String,
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    pub log: String,
+}
+
+/// The home directory: `DEVMESH_HOME`, else `~/.devmesh`.
+pub fn default_home() -> anyhow::Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --home or set DEVMESH_HOME")?;
+    Ok(PathBuf::from(home).join(".devmesh"))
+}
+
+impl Settings {
+    /// Merges flags, environment, file and defaults.
+    pub fn resolve(args: Args) -> anyhow::Result<Self> {
+        let home = match args.home {
+            Some(h) => h,
+            None => default_home()?,
+        };
+        let config_path = args.config.unwrap_or_else(|| home.join("config.toml"));
+        let file = DaemonFile::load(&config_path)?;
+        let listen = if !args.listen.is_empty() {
+            args.listen
+        } else {
+            file.listen.unwrap_or_else(|| {
+                vec!["/ip4/0.0.0.0/tcp/0".to_owned(), "/ip4/0.0.0.0/udp/0/quic-v1".to_owned()]
+            })
+        };
+        let bootstrap = if !args.bootstrap.is_empty() {
+            args.bootstrap
+        } else {
+            file.bootstrap.unwrap_or_default()
+        };
+        let proxy = args.proxy.or(file.proxy).unwrap_or_else(|| DEFAULT_PROXY.to_owned());
+        let namespace = args.namespace.or(file.namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        if namespace.is_empty() || namespace.len() > 64 || namespace.contains('/') {
+            anyhow::bail!("namespace {namespace:?} is invalid: use 1-64 characters without '/'");
+        }
+        Ok(Self {
+            listen: parse_addrs(&listen, "listen")?,
+            bootstrap: parse_addrs(&bootstrap, "bootstrap")?,
+            proxy: proxy.parse().with_context(|| {
+                format!("proxy address {proxy:?} is invalid: expected ip:port such as 127.0.0.1:7700")
+            })?,
+            namespace,
+            mdns: args.mdns.or(file.mdns).unwrap_or(true),
+            log: args.log,
+            home,
+        })
+    }
+}
+
+fn parse_addrs(addrs: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
+    addrs
+        .iter()
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| {
+            a.trim().parse().with_context(|| {
+                format!("{what} address {a:?} is not a multiaddr: expected one like /ip4/127.0.0.1/tcp/4001")
+            })
+        })
+        .collect()
+}
