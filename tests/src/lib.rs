@@ -1,1 +1,366 @@
-//! test kit
+//! Test kit of devmesh: finds the built binaries, runs `devmeshd` nodes in
+//! their own temporary homes on loopback, drives the `devmesh` CLI, and
+//! provides real backends ([`backend`]) and an HTTP client.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use devmesh_tests::{Daemon, backend::Backend};
+//! let a = Daemon::start().await;
+//! let b = Daemon::start().await;
+//! b.join(&a).await;
+//! let api = Backend::start("api").await;
+//! let _run = a.run_service("api", api.port(), "1.4.2").await;
+//! # }
+//! ```
+
+pub mod backend;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Output, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+};
+
+/// Generous bound for things that should take milliseconds.
+pub const SHORT: Duration = Duration::from_secs(10);
+
+/// Path of a binary of the workspace, built (once per test process) in the
+/// same profile as the running test so a test never runs a stale binary.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        // target/<profile>/deps/e2e-xxxx -> target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_owned();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "devmesh", "-p", "devmeshd"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build for the binaries");
+        assert!(status.success(), "building devmesh and devmeshd failed");
+        dir
+    });
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} is missing", path.display());
+    path
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A `devmeshd` process with its own home directory, on loopback.
+pub struct Daemon {
+    /// Its home (identity, config, socket, log).
+    pub home: tempfile::TempDir,
+    child: Option<Child>,
+    /// Its peer id.
+    pub peer_id: String,
+    /// Its first p2p listen address, with `/p2p/<id>`.
+    pub p2p_addr: String,
+    /// Its HTTP front door.
+    pub proxy: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts a node in namespace `test` with mDNS off.
+    pub async fn start() -> Daemon {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a node with extra `devmeshd` arguments.
+    pub async fn start_with(extra: &[&str]) -> Daemon {
+        let home = tempfile::Builder::new()
+            .prefix("devmesh-test-")
+            .tempdir()
+            .expect("temp home");
+        let log = std::fs::File::create(home.path().join("test-devmeshd.log")).expect("log file");
+        let mut cmd = Command::new(bin("devmeshd"));
+        cmd.env("DEVMESH_HOME", home.path())
+            .env("DEVMESH_LOG", "info,mesh_core=debug,mesh_proxy=debug")
+            .args([
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--proxy",
+                "127.0.0.1:0",
+                "--mdns",
+                "false",
+            ])
+            .args(["--namespace", "test"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawning devmeshd");
+        let mut daemon = Daemon {
+            home,
+            child: Some(child),
+            peer_id: String::new(),
+            p2p_addr: String::new(),
+            proxy: "127.0.0.1:0".parse().expect("addr"),
+        };
+        let status = eventually(SHORT, "devmeshd to report its addresses", || async {
+            let out = daemon.try_cli(&["status", "--json"]).await?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (!v["listen_addrs"].as_array()?.is_empty()).then_some(v)
+        })
+        .await;
+        daemon.peer_id = status["peer_id"].as_str().expect("peer_id").to_owned();
+        daemon.p2p_addr = status["listen_addrs"][0].as_str().expect("addr").to_owned();
+        daemon.proxy = status["proxy_addr"]
+            .as_str()
+            .expect("proxy")
+            .parse()
+            .expect("proxy addr");
+        daemon
+    }
+
+    /// A `devmesh` command aimed at this node.
+    pub fn devmesh(&self) -> Command {
+        let mut cmd = Command::new(bin("devmesh"));
+        cmd.env("DEVMESH_HOME", self.home.path())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn try_cli(&self, args: &[&str]) -> Option<Output> {
+        // Never let the CLI auto-start a second daemon while this one boots.
+        if !self.home.path().join("devmeshd.sock").exists() {
+            return None;
+        }
+        let out = tokio::time::timeout(SHORT, self.devmesh().args(args).output())
+            .await
+            .ok()?
+            .ok()?;
+        out.status.success().then_some(out)
+    }
+
+    /// Runs `devmesh <args>` to completion.
+    pub async fn cli(&self, args: &[&str]) -> Output {
+        tokio::time::timeout(Duration::from_secs(30), self.devmesh().args(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("devmesh {args:?} did not finish"))
+            .expect("running devmesh")
+    }
+
+    /// `devmesh status --json`.
+    pub async fn status(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]).await;
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// `devmesh peers --json`.
+    pub async fn peers(&self) -> serde_json::Value {
+        let out = self.cli(&["peers", "--json"]).await;
+        assert!(
+            out.status.success(),
+            "peers failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("peers json")
+    }
+
+    /// Connects this node to `other` with `devmesh join`.
+    pub async fn join(&self, other: &Daemon) {
+        let out = self.cli(&["join", &other.p2p_addr]).await;
+        assert!(
+            out.status.success(),
+            "join failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), other.peer_id);
+    }
+
+    /// Starts `devmesh run <name>` in the foreground and waits until it
+    /// printed its URL.
+    pub async fn run_service(&self, name: &str, port: u16, version: &str) -> Child {
+        let mut child = self
+            .devmesh()
+            .args([
+                "run",
+                name,
+                "--port",
+                &port.to_string(),
+                "--version",
+                version,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning devmesh run");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(SHORT, lines.next_line())
+            .await
+            .expect("devmesh run printed nothing")
+            .expect("reading devmesh run")
+            .expect("devmesh run exited early");
+        assert!(
+            line.starts_with(&format!("http://{name}.localhost:")),
+            "unexpected run output {line:?}"
+        );
+        child
+    }
+
+    /// Waits until `status` lists a provider of `service` matching `pred`.
+    pub async fn wait_for_service(&self, service: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+        eventually(SHORT, &format!("{service} in status"), || async {
+            let status = self.status().await;
+            status["services"]
+                .as_array()?
+                .iter()
+                .any(|s| s["name"] == service && pred(s))
+                .then_some(())
+        })
+        .await
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(
+            self.child
+                .as_ref()
+                .and_then(Child::id)
+                .expect("running daemon") as i32,
+        )
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signalling devmeshd");
+    }
+
+    /// Waits for the daemon to exit and returns its exit status.
+    pub async fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running daemon");
+        tokio::time::timeout(SHORT, child.wait())
+            .await
+            .expect("devmeshd did not exit")
+            .expect("waiting for devmeshd")
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("test-devmeshd.log")).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the daemon in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- devmeshd log ({}) ---\n{}", self.peer_id, self.log());
+        }
+    }
+}
+
+/// A response read whole (for small bodies).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A response header as text.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+/// Sends one request to `proxy` with the given `Host` header.
+pub async fn request(
+    proxy: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    body: Bytes,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{proxy}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body)).expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("reading body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `GET path` on `proxy` for `host`.
+pub async fn get(proxy: SocketAddr, host: &str, path: &str) -> Reply {
+    request(proxy, "GET", host, path, Bytes::new(), &[]).await
+}

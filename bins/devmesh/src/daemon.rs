@@ -27,7 +27,8 @@ impl std::error::Error for Unreachable {}
 
 /// `~/.devmesh`.
 pub fn default_home() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set; pass --home or set DEVMESH_HOME")?;
+    let home =
+        std::env::var_os("HOME").context("HOME is not set; pass --home or set DEVMESH_HOME")?;
     Ok(PathBuf::from(home).join(".devmesh"))
 }
 
@@ -70,7 +71,12 @@ pub async fn connect_or_start(home: &Path) -> anyhow::Result<Client> {
         .stderr(log)
         .process_group(0)
         .spawn()
-        .map_err(|e| Unreachable(format!("cannot start {} ({e}); is devmeshd installed next to devmesh or on PATH?", exe.display())))?;
+        .map_err(|e| {
+            Unreachable(format!(
+                "cannot start {} ({e}); is devmeshd installed next to devmesh or on PATH?",
+                exe.display()
+            ))
+        })?;
     eprintln!(
         "devmesh: devmeshd was not running; started it in the background (pid {}, log {})",
         child.id(),

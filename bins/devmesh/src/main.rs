@@ -103,7 +103,10 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("devmesh: {e}");
@@ -156,7 +159,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if detach {
                 return Ok(());
             }
-            let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut sigterm =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = sigterm.recv() => {}
@@ -166,7 +170,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             // Closing the connection withdraws the service; stop explicitly
             // as well so the withdrawal is done before we exit.
-            let _ = client.call(&Request::Stop { name: result.name.clone() }).await;
+            let _ = client
+                .call(&Request::Stop {
+                    name: result.name.clone(),
+                })
+                .await;
             eprintln!("devmesh: stopped sharing {}", result.name);
             Ok(())
         }
@@ -207,11 +215,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Daemon { action: DaemonAction::Start } => {
+        Command::Daemon {
+            action: DaemonAction::Start,
+        } => {
             daemon::connect_or_start(&home).await?;
             Ok(())
         }
-        Command::Daemon { action: DaemonAction::Stop } => {
+        Command::Daemon {
+            action: DaemonAction::Stop,
+        } => {
             let mut client = daemon::connect(&home).await?;
             client.call(&Request::Shutdown).await?;
             client.closed().await;
@@ -248,7 +260,9 @@ fn service_spec(
     if let Err(e) = semver::Version::parse(&version) {
         return Err(Failure {
             code: 2,
-            error: anyhow::anyhow!("invalid --version {version:?}: {e}; use a semantic version such as 1.4.2"),
+            error: anyhow::anyhow!(
+                "invalid --version {version:?}: {e}; use a semantic version such as 1.4.2"
+            ),
         });
     }
     let routes = if routes.is_empty() {

@@ -21,7 +21,13 @@ fn short(peer: &str) -> String {
 fn table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let line: Vec<String> = row
@@ -38,7 +44,10 @@ pub fn status(s: &Status) {
     let port = s.proxy_addr.rsplit(':').next().unwrap_or("");
     println!("node       {}", s.peer_id);
     println!("namespace  {}", s.namespace);
-    println!("proxy      http://{}  (open http://<service>.localhost:{port}/)", s.proxy_addr);
+    println!(
+        "proxy      http://{}  (open http://<service>.localhost:{port}/)",
+        s.proxy_addr
+    );
     for addr in &s.listen_addrs {
         println!("listen     {addr}");
     }
@@ -92,7 +101,11 @@ pub fn peers(peers: &[PeerStatus]) {
             p.connection.clone(),
             p.rtt_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")),
             p.addresses.first().cloned().unwrap_or_default(),
-            if p.services.is_empty() { "-".into() } else { p.services.join(",") },
+            if p.services.is_empty() {
+                "-".into()
+            } else {
+                p.services.join(",")
+            },
         ]);
     }
     table(&rows);

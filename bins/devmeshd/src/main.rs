@@ -25,7 +25,10 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("devmeshd: starting the async runtime: {e}");

@@ -56,7 +56,8 @@ pub struct Settings {
 
 /// The home directory: `DEVMESH_HOME`, else `~/.devmesh`.
 pub fn default_home() -> anyhow::Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set; pass --home or set DEVMESH_HOME")?;
+    let home =
+        std::env::var_os("HOME").context("HOME is not set; pass --home or set DEVMESH_HOME")?;
     Ok(PathBuf::from(home).join(".devmesh"))
 }
 
@@ -73,7 +74,10 @@ impl Settings {
             args.listen
         } else {
             file.listen.unwrap_or_else(|| {
-                vec!["/ip4/0.0.0.0/tcp/0".to_owned(), "/ip4/0.0.0.0/udp/0/quic-v1".to_owned()]
+                vec![
+                    "/ip4/0.0.0.0/tcp/0".to_owned(),
+                    "/ip4/0.0.0.0/udp/0/quic-v1".to_owned(),
+                ]
             })
         };
         let bootstrap = if !args.bootstrap.is_empty() {
@@ -81,8 +85,14 @@ impl Settings {
         } else {
             file.bootstrap.unwrap_or_default()
         };
-        let proxy = args.proxy.or(file.proxy).unwrap_or_else(|| DEFAULT_PROXY.to_owned());
-        let namespace = args.namespace.or(file.namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let proxy = args
+            .proxy
+            .or(file.proxy)
+            .unwrap_or_else(|| DEFAULT_PROXY.to_owned());
+        let namespace = args
+            .namespace
+            .or(file.namespace)
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         if namespace.is_empty() || namespace.len() > 64 || namespace.contains('/') {
             anyhow::bail!("namespace {namespace:?} is invalid: use 1-64 characters without '/'");
         }
@@ -90,7 +100,9 @@ impl Settings {
             listen: parse_addrs(&listen, "listen")?,
             bootstrap: parse_addrs(&bootstrap, "bootstrap")?,
             proxy: proxy.parse().with_context(|| {
-                format!("proxy address {proxy:?} is invalid: expected ip:port such as 127.0.0.1:7700")
+                format!(
+                    "proxy address {proxy:?} is invalid: expected ip:port such as 127.0.0.1:7700"
+                )
             })?,
             namespace,
             mdns: args.mdns.or(file.mdns).unwrap_or(true),

@@ -45,14 +45,22 @@ mod tests {
     #[test]
     fn parses_and_rejects_unknown_keys() {
         let p = Path::new("/h/config.toml");
-        let ok = DaemonFile::parse(p, "namespace = \"team\"\nmdns = false\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n").unwrap();
+        let ok = DaemonFile::parse(
+            p,
+            "namespace = \"team\"\nmdns = false\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\n",
+        )
+        .unwrap();
         assert_eq!(ok.namespace.as_deref(), Some("team"));
         assert_eq!(ok.mdns, Some(false));
-        let err = DaemonFile::parse(p, "namespace = \"team\"\n\nproxi = \"127.0.0.1:1\"\n").unwrap_err();
+        let err =
+            DaemonFile::parse(p, "namespace = \"team\"\n\nproxi = \"127.0.0.1:1\"\n").unwrap_err();
         assert_eq!(err.line, Some(3));
         assert_eq!(err.key.as_deref(), Some("proxi"));
         let text = err.to_string();
-        assert!(text.starts_with("/h/config.toml:3: key `proxi`: unknown field"), "{text}");
+        assert!(
+            text.starts_with("/h/config.toml:3: key `proxi`: unknown field"),
+            "{text}"
+        );
         let err = DaemonFile::parse(p, "mdns = \"yes\"\n").unwrap_err();
         assert_eq!(err.line, Some(1));
         assert!(err.message.contains("bool"), "{}", err.message);

@@ -22,7 +22,7 @@ use std::{
 };
 
 pub use daemon::DaemonFile;
-pub use project::{MeshSection, Project, ProxySection, ServiceConfig, PROJECT_FILE};
+pub use project::{MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,13 @@ impl ConfigError {
         }
     }
 
-    fn at(path: &Path, source: &str, span: Option<Range<usize>>, key: Option<String>, message: String) -> Self {
+    fn at(
+        path: &Path,
+        source: &str,
+        span: Option<Range<usize>>,
+        key: Option<String>,
+        message: String,
+    ) -> Self {
         Self {
             path: path.to_owned(),
             line: span.map(|s| line_of(source, s.start)),
@@ -75,7 +81,10 @@ impl ConfigError {
         // name the key when the span is a bare key.
         let key = span.clone().and_then(|s| {
             let text = source.get(s)?.trim();
-            let bare = !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            let bare = !text.is_empty()
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
             (bare && e.message().contains("unknown field")).then(|| text.to_owned())
         });
         let message = e.message().trim().to_owned();
@@ -84,7 +93,11 @@ impl ConfigError {
 }
 
 fn line_of(source: &str, offset: usize) -> usize {
-    source[..offset.min(source.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    source[..offset.min(source.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -82,14 +82,17 @@ fn default_version() -> Spanned<String> {
 impl ServiceConfig {
     /// The parsed version (validated at load).
     pub fn version(&self) -> semver::Version {
-        semver::Version::parse(self.version.get_ref()).unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+        semver::Version::parse(self.version.get_ref())
+            .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
     }
 }
 
 impl Project {
     /// Looks for `devmesh.toml` in `dir` and its parents.
     pub fn find(dir: &Path) -> Option<PathBuf> {
-        dir.ancestors().map(|d| d.join(PROJECT_FILE)).find(|p| p.is_file())
+        dir.ancestors()
+            .map(|d| d.join(PROJECT_FILE))
+            .find(|p| p.is_file())
     }
 
     /// Reads and validates `path`.
@@ -99,32 +102,50 @@ impl Project {
 
     /// Parses and validates the text of `path`.
     pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
-        let mut project: Project = toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, e))?;
+        let mut project: Project =
+            toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, e))?;
         project.path = path.to_owned();
         project.validate(source)?;
         Ok(project)
     }
 
     fn validate(&self, source: &str) -> Result<(), ConfigError> {
-        let err = |span, key: String, message: String| Err(ConfigError::at(&self.path, source, span, Some(key), message));
+        let err = |span, key: String, message: String| {
+            Err(ConfigError::at(
+                &self.path,
+                source,
+                span,
+                Some(key),
+                message,
+            ))
+        };
         for (name, service) in &self.services {
             if !valid_name(name) {
                 let span = source.find(&format!("services.{name}")).map(|i| i..i);
                 return err(
                     span,
                     format!("services.{name}"),
-                    format!("{name:?} is not a valid service name: use 1-63 lowercase letters, digits or '-'"),
+                    format!(
+                        "{name:?} is not a valid service name: use 1-63 lowercase letters, digits or '-'"
+                    ),
                 );
             }
             if service.port == 0 {
                 let span = source.find(&format!("services.{name}")).map(|i| i..i);
-                return err(span, format!("services.{name}.port"), "port must be between 1 and 65535".into());
+                return err(
+                    span,
+                    format!("services.{name}.port"),
+                    "port must be between 1 and 65535".into(),
+                );
             }
             if let Err(e) = semver::Version::parse(service.version.get_ref()) {
                 return err(
                     Some(service.version.span()),
                     format!("services.{name}.version"),
-                    format!("{:?} is not a semantic version ({e}); write it like \"1.4.2\"", service.version.get_ref()),
+                    format!(
+                        "{:?} is not a semantic version ({e}); write it like \"1.4.2\"",
+                        service.version.get_ref()
+                    ),
                 );
             }
             if let Some(p) = &service.protocol
@@ -150,7 +171,10 @@ impl Project {
                     return err(
                         Some(req.span()),
                         format!("services.{name}.requires.{dep}"),
-                        format!("{:?} is not a version requirement ({e}); write it like \"^2.1\"", req.get_ref()),
+                        format!(
+                            "{:?} is not a version requirement ({e}); write it like \"^2.1\"",
+                            req.get_ref()
+                        ),
                     );
                 }
             }
@@ -162,7 +186,9 @@ impl Project {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -210,8 +236,16 @@ api = "^1.4"
     #[test]
     fn errors_name_file_line_and_key() {
         let e = parse("[services.api]\nport = 3000\nversion = \"one\"\n").unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("services.api.version")));
-        assert!(e.to_string().starts_with("/p/devmesh.toml:3: key `services.api.version`: \"one\" is not a semantic version"), "{e}");
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("services.api.version"))
+        );
+        assert!(
+            e.to_string().starts_with(
+                "/p/devmesh.toml:3: key `services.api.version`: \"one\" is not a semantic version"
+            ),
+            "{e}"
+        );
 
         let e = parse("[services.api]\nport = 3000\nprot = 1\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(3), Some("prot")));
@@ -225,8 +259,12 @@ api = "^1.4"
         let e = parse("[services.Api]\nport = 1\n").unwrap_err();
         assert_eq!((e.line, e.key.as_deref()), (Some(1), Some("services.Api")));
 
-        let e = parse("[services.web]\nport = 1\n[services.web.requires]\napi = \"~>2\"\n").unwrap_err();
-        assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("services.web.requires.api")));
+        let e = parse("[services.web]\nport = 1\n[services.web.requires]\napi = \"~>2\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(4), Some("services.web.requires.api"))
+        );
 
         let e = parse("[services.db]\nport = 5432\nprotocol = \"udp\"\n").unwrap_err();
         assert_eq!(e.line, Some(3));

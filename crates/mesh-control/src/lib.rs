@@ -170,16 +170,23 @@ impl Client {
     /// Sends a request and returns the daemon's result.
     pub async fn call(&mut self, request: &Request) -> Result<serde_json::Value, ControlError> {
         write_line(self.stream.get_mut(), request).await?;
-        let reply: Reply = read_line(&mut self.stream).await?.ok_or(ControlError::Closed)?;
+        let reply: Reply = read_line(&mut self.stream)
+            .await?
+            .ok_or(ControlError::Closed)?;
         if reply.ok {
             Ok(reply.result)
         } else {
-            Err(ControlError::Refused(reply.error.unwrap_or_else(|| "request failed".into())))
+            Err(ControlError::Refused(
+                reply.error.unwrap_or_else(|| "request failed".into()),
+            ))
         }
     }
 
     /// Sends a request and decodes the result as `T`.
-    pub async fn call_as<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ControlError> {
+    pub async fn call_as<T: DeserializeOwned>(
+        &mut self,
+        request: &Request,
+    ) -> Result<T, ControlError> {
         let value = self.call(request).await?;
         serde_json::from_value(value).map_err(|e| ControlError::Protocol(e.to_string()))
     }
@@ -198,7 +205,10 @@ impl Client {
 }
 
 /// Writes one JSON line.
-pub async fn write_line<T: Serialize>(stream: &mut UnixStream, value: &T) -> Result<(), ControlError> {
+pub async fn write_line<T: Serialize>(
+    stream: &mut UnixStream,
+    value: &T,
+) -> Result<(), ControlError> {
     let mut line = serde_json::to_vec(value).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push(b'\n');
     stream.write_all(&line).await?;
@@ -206,14 +216,21 @@ pub async fn write_line<T: Serialize>(stream: &mut UnixStream, value: &T) -> Res
 }
 
 /// Reads one JSON line; `None` at end of stream.
-pub async fn read_line<T: DeserializeOwned>(stream: &mut BufReader<UnixStream>) -> Result<Option<T>, ControlError> {
+pub async fn read_line<T: DeserializeOwned>(
+    stream: &mut BufReader<UnixStream>,
+) -> Result<Option<T>, ControlError> {
     let mut line = Vec::new();
-    let n = (&mut *stream).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await?;
+    let n = (&mut *stream)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
     if n == 0 {
         return Ok(None);
     }
     if line.len() > MAX_LINE {
-        return Err(ControlError::Protocol(format!("message over {MAX_LINE} bytes")));
+        return Err(ControlError::Protocol(format!(
+            "message over {MAX_LINE} bytes"
+        )));
     }
     serde_json::from_slice(&line)
         .map(Some)
@@ -244,6 +261,9 @@ mod tests {
             r#"{"cmd":"run","service":{"name":"api","port":3000,"version":"1.4.2"},"hold":true}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
-        assert_eq!(serde_json::to_string(&Request::Status).unwrap(), r#"{"cmd":"status"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
     }
 }

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
-    JoinResult, PeerStatus, Reply, Request, RunResult, ServiceSpec, ServiceStatus, Status, read_line,
-    write_line,
+    JoinResult, PeerStatus, Reply, Request, RunResult, ServiceSpec, ServiceStatus, Status,
+    read_line, write_line,
 };
 
 /// Facts about the daemon that the node does not know.
@@ -182,8 +182,12 @@ impl Server {
                     Ok(Ok(peer)) => json(&JoinResult {
                         peer_id: peer.to_string(),
                     }),
-                    Ok(Err(e)) => Err(format!("{e}; check the address and that the peer's devmeshd is running")),
-                    Err(_) => Err(format!("no connection to {addr} within 20 s; check the address and the network")),
+                    Ok(Err(e)) => Err(format!(
+                        "{e}; check the address and that the peer's devmeshd is running"
+                    )),
+                    Err(_) => Err(format!(
+                        "no connection to {addr} within 20 s; check the address and the network"
+                    )),
                 }
             }
             Request::Shutdown => {
@@ -203,7 +207,10 @@ impl Server {
             )
         })?;
         if spec.port == 0 {
-            return Err(format!("service {}: port 0 is not a backend port; pass --port <port>", spec.name));
+            return Err(format!(
+                "service {}: port 0 is not a backend port; pass --port <port>",
+                spec.name
+            ));
         }
         let mut record = ServiceRecord::http(&spec.name, version.clone());
         record.routes = spec.routes;
@@ -250,7 +257,13 @@ impl Server {
                             None => "not-connected",
                         };
                         let expires = r.expires.saturating_duration_since(now).as_millis() as u64;
-                        (r.peer, "remote", Some(connection.to_owned()), None, Some(expires))
+                        (
+                            r.peer,
+                            "remote",
+                            Some(connection.to_owned()),
+                            None,
+                            Some(expires),
+                        )
                     }
                 };
                 services.push(ServiceStatus {

@@ -19,12 +19,10 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, Error> {
         source,
     };
     match std::fs::read(path) {
-        Ok(bytes) => {
-            Keypair::from_protobuf_encoding(&bytes).map_err(|e| Error::CorruptIdentity {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })
-        }
+        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| Error::CorruptIdentity {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let keypair = Keypair::generate_ed25519();
             let bytes = keypair

@@ -15,7 +15,9 @@ use libp2p::{
     multiaddr::Protocol,
     noise, ping, relay,
     request_response::{self, ProtocolSupport},
-    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts},
+    swarm::{
+        ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
+    },
     tcp, yamux,
 };
 use serde::{Deserialize, Serialize};
@@ -67,7 +69,9 @@ impl Config {
             namespace: namespace.into(),
             listen: vec![
                 "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
-                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
             ],
             bootstrap: Vec::new(),
             mdns: true,
@@ -84,7 +88,11 @@ impl Config {
 #[non_exhaustive]
 pub enum Event {
     /// A first connection to a peer opened.
-    PeerConnected { peer: PeerId, addr: Multiaddr, relayed: bool },
+    PeerConnected {
+        peer: PeerId,
+        addr: Multiaddr,
+        relayed: bool,
+    },
     /// The last connection to a peer closed.
     PeerDisconnected { peer: PeerId },
     /// The set of known services changed.
@@ -181,7 +189,8 @@ impl NodeHandle {
 
     /// Stops providing a service. Returns whether it was provided.
     pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
-        self.call(|tx| Command::Unregister(name.to_owned(), tx)).await
+        self.call(|tx| Command::Unregister(name.to_owned(), tx))
+            .await
     }
 
     /// Connects to a peer and waits until the connection is established.
@@ -239,7 +248,8 @@ impl Node {
         let swarm = build_swarm(&config)?;
         let peer_id = *swarm.local_peer_id();
         let control = swarm.behaviour().stream.new_control();
-        let topic = gossipsub::IdentTopic::new(format!("/devmesh/ns/{}/records/1", config.namespace));
+        let topic =
+            gossipsub::IdentTopic::new(format!("/devmesh/ns/{}/records/1", config.namespace));
         let snapshot = Arc::new(Snapshot {
             local_peer: peer_id,
             namespace: config.namespace.clone(),
@@ -284,10 +294,12 @@ impl Node {
             .subscribe(&self.topic)
             .map_err(|e| Error::Setup(format!("subscribing to records topic: {e}")))?;
         for addr in self.config.listen.clone() {
-            self.swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+            self.swarm
+                .listen_on(addr.clone())
+                .map_err(|e| Error::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
         }
         for addr in self.config.bootstrap.clone() {
             self.dial_addr(addr, None);
@@ -365,9 +377,15 @@ impl Node {
         }
     }
 
-    fn dial_addr(&mut self, addr: Multiaddr, reply: Option<oneshot::Sender<Result<PeerId, Error>>>) {
+    fn dial_addr(
+        &mut self,
+        addr: Multiaddr,
+        reply: Option<oneshot::Sender<Result<PeerId, Error>>>,
+    ) {
         let opts = match peer_of(&addr) {
-            Some(peer) => DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build(),
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .build(),
             None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
         };
         let id = opts.connection_id();
@@ -442,7 +460,9 @@ impl Node {
     }
 
     fn announce(&mut self) {
-        let Some(bytes) = self.own_announcement() else { return };
+        let Some(bytes) = self.own_announcement() else {
+            return;
+        };
         let topic = self.topic.clone();
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
             Ok(_) => {}
@@ -461,7 +481,8 @@ impl Node {
             self.announce();
         }
         // Give the withdrawal a moment to leave, then close every connection.
-        let deadline = tokio::time::sleep(Duration::from_millis(if had_services { 300 } else { 0 }));
+        let deadline =
+            tokio::time::sleep(Duration::from_millis(if had_services { 300 } else { 0 }));
         tokio::pin!(deadline);
         loop {
             tokio::select! {
@@ -493,22 +514,39 @@ impl Node {
         ttl: Duration,
         author: Option<PeerId>,
     ) -> Result<(), String> {
-        let announcement = Announcement::verify(bytes, &self.config.namespace).map_err(|e| e.to_string())?;
+        let announcement =
+            Announcement::verify(bytes, &self.config.namespace).map_err(|e| e.to_string())?;
         if let Some(author) = author
             && author != announcement.provider
         {
-            return Err(format!("record of {} published by {author}", announcement.provider));
+            return Err(format!(
+                "record of {} published by {author}",
+                announcement.provider
+            ));
         }
         if announcement.provider == *self.swarm.local_peer_id() {
             return Ok(());
         }
         let provider = announcement.provider;
-        let services: Vec<String> = announcement.services.iter().map(|s| format!("{}@{}", s.name, s.version)).collect();
-        match self.registry.insert(announcement, bytes.to_vec(), ttl, Instant::now()) {
+        let services: Vec<String> = announcement
+            .services
+            .iter()
+            .map(|s| format!("{}@{}", s.name, s.version))
+            .collect();
+        match self
+            .registry
+            .insert(announcement, bytes.to_vec(), ttl, Instant::now())
+        {
             Outcome::Changed => {
                 info!(%provider, via = %from, services = ?services, "service records updated");
                 self.dirty = true;
                 let _ = self.events.send(Event::ServicesChanged);
+                if !services.is_empty() && !self.swarm.is_connected(&provider) {
+                    // Learned through another peer: find the provider's
+                    // addresses in the DHT so tunnels can reach it.
+                    debug!(%provider, "looking up a provider we are not connected to");
+                    self.swarm.behaviour_mut().kad.get_closest_peers(provider);
+                }
             }
             Outcome::Refreshed => self.dirty = true,
             Outcome::Stale => debug!(%provider, "ignoring stale announcement"),
@@ -532,25 +570,53 @@ impl Node {
                 self.listen_addrs.retain(|a| a != &address);
                 self.dirty = true;
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
                 let addr = endpoint.get_remote_address().clone();
                 let relayed = is_relayed(&addr);
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
                 if endpoint.is_dialer() && !relayed {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
                 }
-                self.peers.entry(peer_id).or_default().conns.insert(connection_id, Conn { addr: addr.clone(), relayed });
+                self.peers.entry(peer_id).or_default().conns.insert(
+                    connection_id,
+                    Conn {
+                        addr: addr.clone(),
+                        relayed,
+                    },
+                );
                 if num_established.get() == 1 {
                     info!(peer = %peer_id, %addr, relayed, "peer connected");
                     let namespace = self.config.namespace.clone();
-                    self.swarm.behaviour_mut().sync.send_request(&peer_id, SyncRequest { namespace });
-                    let _ = self.events.send(Event::PeerConnected { peer: peer_id, addr, relayed });
+                    self.swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer_id, SyncRequest { namespace });
+                    let _ = self.events.send(Event::PeerConnected {
+                        peer: peer_id,
+                        addr,
+                        relayed,
+                    });
                 }
                 self.dirty = true;
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.conns.remove(&connection_id);
                 }
@@ -565,7 +631,12 @@ impl Node {
                 }
                 self.dirty = true;
             }
-            SwarmEvent::OutgoingConnectionError { connection_id, peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+                ..
+            } => {
                 debug!(peer = ?peer_id, %error, "outgoing connection failed");
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
@@ -574,7 +645,11 @@ impl Node {
                     }));
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 debug!(%send_back_addr, %error, "incoming connection failed");
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
@@ -586,20 +661,31 @@ impl Node {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer_id, addr.clone());
                 }
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.agent = Some(info.agent_version);
                     self.dirty = true;
                 }
             }
-            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.rtt = Some(rtt);
                     self.dirty = true;
                 }
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message }) => {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
                 let verdict = match message.source {
                     None => Err("unsigned gossip message".to_owned()),
                     Some(source) => self.accept_announcement(
@@ -628,37 +714,79 @@ impl Node {
                     self.announce();
                 }
             }
-            BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let entries = if request.namespace == self.config.namespace {
-                        self.sync_entries()
-                    } else {
-                        debug!(%peer, namespace = %request.namespace, "sync request for another namespace");
-                        Vec::new()
-                    };
-                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, SyncResponse { entries });
-                }
-                request_response::Message::Response { response, .. } => {
-                    for entry in response.entries {
-                        let ttl = Duration::from_millis(entry.remaining_ms);
-                        if let Err(reason) = self.accept_announcement(&entry.envelope, peer, ttl, None) {
-                            self.reject(peer, reason);
+            BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        let entries = if request.namespace == self.config.namespace {
+                            self.sync_entries()
+                        } else {
+                            debug!(%peer, namespace = %request.namespace, "sync request for another namespace");
+                            Vec::new()
+                        };
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_response(channel, SyncResponse { entries });
+                    }
+                    request_response::Message::Response { response, .. } => {
+                        for entry in response.entries {
+                            let ttl = Duration::from_millis(entry.remaining_ms);
+                            if let Err(reason) =
+                                self.accept_announcement(&entry.envelope, peer, ttl, None)
+                            {
+                                self.reject(peer, reason);
+                            }
                         }
                     }
                 }
-            },
-            BehaviourEvent::Sync(request_response::Event::OutboundFailure { peer, error, .. }) => {
+            }
+            BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+                peer, error, ..
+            }) => {
                 debug!(%peer, %error, "record sync failed");
             }
-            BehaviourEvent::Sync(request_response::Event::InboundFailure { peer, error, .. }) => {
+            BehaviourEvent::Sync(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
                 debug!(%peer, %error, "record sync request failed");
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
                     if !self.swarm.is_connected(&peer) {
                         debug!(%peer, %addr, "mDNS discovered a peer");
-                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                        let _ = self
+                            .swarm
+                            .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+                ..
+            }) => {
+                let providers: std::collections::HashSet<PeerId> = self
+                    .registry
+                    .live()
+                    .map(|e| e.announcement.provider)
+                    .collect();
+                for info in found.peers {
+                    if providers.contains(&info.peer_id)
+                        && !self.swarm.is_connected(&info.peer_id)
+                        && !info.addrs.is_empty()
+                    {
+                        debug!(peer = %info.peer_id, addrs = ?info.addrs, "dialling a provider found in the DHT");
+                        let _ = self.swarm.dial(
+                            DialOpts::peer_id(info.peer_id)
+                                .addresses(info.addrs)
+                                .build(),
+                        );
                     }
                 }
             }
@@ -706,12 +834,15 @@ impl Node {
             .iter()
             .filter(|(_, p)| !p.conns.is_empty())
             .map(|(peer, p)| {
-                (*peer, PeerLink {
-                    addrs: p.conns.values().map(|c| c.addr.clone()).collect(),
-                    direct: p.conns.values().any(|c| !c.relayed),
-                    rtt: p.rtt,
-                    agent: p.agent.clone(),
-                })
+                (
+                    *peer,
+                    PeerLink {
+                        addrs: p.conns.values().map(|c| c.addr.clone()).collect(),
+                        direct: p.conns.values().any(|c| !c.relayed),
+                        rtt: p.rtt,
+                        agent: p.agent.clone(),
+                    },
+                )
             })
             .collect();
         let snapshot = Snapshot {
@@ -732,7 +863,11 @@ fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
     let agent = config.agent.clone();
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
         .map_err(|e| setup(&e))?
         .with_quic()
         .with_dns()
@@ -769,15 +904,19 @@ fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
             Ok(Behaviour {
                 relay_client,
                 identify: identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public()).with_agent_version(agent),
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(agent),
                 ),
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                ),
                 gossipsub,
                 kad,
                 mdns: Toggle::from(mdns),
                 sync: request_response::json::Behaviour::new(
                     [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(10)),
                 ),
                 dcutr: dcutr::Behaviour::new(peer_id),
                 stream: libp2p_stream::Behaviour::new(),

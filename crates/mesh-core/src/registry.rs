@@ -150,14 +150,32 @@ mod tests {
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
         let mut r = Registry::default();
-        assert_eq!(r.insert(ann(peer, 5, &["api"]), vec![], ttl, now), Outcome::Changed);
-        assert_eq!(r.insert(ann(peer, 5, &["api"]), vec![], ttl, now), Outcome::Stale);
-        assert_eq!(r.insert(ann(peer, 4, &["web"]), vec![], ttl, now), Outcome::Stale);
-        assert_eq!(r.insert(ann(peer, 6, &["api"]), vec![], ttl, now), Outcome::Refreshed);
-        assert_eq!(r.insert(ann(peer, 7, &[]), vec![], ttl, now), Outcome::Changed);
+        assert_eq!(
+            r.insert(ann(peer, 5, &["api"]), vec![], ttl, now),
+            Outcome::Changed
+        );
+        assert_eq!(
+            r.insert(ann(peer, 5, &["api"]), vec![], ttl, now),
+            Outcome::Stale
+        );
+        assert_eq!(
+            r.insert(ann(peer, 4, &["web"]), vec![], ttl, now),
+            Outcome::Stale
+        );
+        assert_eq!(
+            r.insert(ann(peer, 6, &["api"]), vec![], ttl, now),
+            Outcome::Refreshed
+        );
+        assert_eq!(
+            r.insert(ann(peer, 7, &[]), vec![], ttl, now),
+            Outcome::Changed
+        );
         assert_eq!(r.live().count(), 0);
         // A replay of an older announcement cannot resurrect the withdrawn service.
-        assert_eq!(r.insert(ann(peer, 6, &["api"]), vec![], ttl, now), Outcome::Stale);
+        assert_eq!(
+            r.insert(ann(peer, 6, &["api"]), vec![], ttl, now),
+            Outcome::Stale
+        );
     }
 
     #[test]
@@ -170,8 +188,24 @@ mod tests {
         assert_eq!(r.expire(now + Duration::from_secs(3)), vec![peer]);
         assert_eq!(r.live().count(), 0);
         let later = now + Duration::from_secs(4);
-        assert_eq!(r.insert(ann(peer, 1, &["api"]), vec![], Duration::from_secs(9), later), Outcome::Stale);
-        assert_eq!(r.insert(ann(peer, 2, &["api"]), vec![], Duration::from_secs(9), later), Outcome::Changed);
+        assert_eq!(
+            r.insert(
+                ann(peer, 1, &["api"]),
+                vec![],
+                Duration::from_secs(9),
+                later
+            ),
+            Outcome::Stale
+        );
+        assert_eq!(
+            r.insert(
+                ann(peer, 2, &["api"]),
+                vec![],
+                Duration::from_secs(9),
+                later
+            ),
+            Outcome::Changed
+        );
         assert!(r.forget(&peer, later));
         assert!(!r.forget(&peer, later));
         assert_eq!(r.live().count(), 0);

@@ -32,7 +32,11 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if wants { headers.get(UPGRADE).cloned() } else { None }
+    if wants {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    }
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header lists,
@@ -52,7 +56,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
         headers.remove(name);
     }
     // `TE: trailers` is the one TE value that passes through proxies.
-    if headers.get(TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+    if headers
+        .get(TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         headers.remove(TE);
     }
     debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
@@ -102,7 +109,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -127,7 +137,10 @@ mod tests {
 
     #[test]
     fn keeps_upgrade() {
-        let mut h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
         let up = upgrade_protocol(&h);
         assert_eq!(up.as_ref().unwrap(), "websocket");
         strip_hop_by_hop(&mut h, up);
@@ -137,7 +150,10 @@ mod tests {
 
     #[test]
     fn forwarded_headers_and_host_rewrite() {
-        let mut h = map(&[("host", "api.localhost:7700"), ("x-forwarded-for", "10.0.0.9")]);
+        let mut h = map(&[
+            ("host", "api.localhost:7700"),
+            ("x-forwarded-for", "10.0.0.9"),
+        ]);
         add_forwarded(&mut h, "127.0.0.1".parse().unwrap());
         rewrite_host_for_backend(&mut h, 3000);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9, 127.0.0.1");

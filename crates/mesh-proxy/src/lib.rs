@@ -62,7 +62,10 @@ impl tower_service::Service<Name> for LoopbackResolver {
     type Error = std::io::Error;
     type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
 
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -161,7 +164,10 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
             .set_host(false)
-            .build(tunnel::TunnelConnector::new(node.stream_control(), &namespace));
+            .build(tunnel::TunnelConnector::new(
+                node.stream_control(),
+                &namespace,
+            ));
         Arc::new(Self {
             node,
             local,
@@ -171,7 +177,11 @@ impl Proxy {
     }
 
     /// Serves the front door on `listener` until `shutdown` is cancelled.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
         let local_addr = listener.local_addr()?;
         info!(addr = %local_addr, "proxy front door listening");
         loop {
@@ -235,7 +245,9 @@ impl Proxy {
     async fn serve_tunnel(self: Arc<Self>, peer: PeerId, stream: libp2p::Stream) {
         let mut stream = stream.compat();
         let hello: tunnel::Hello =
-            match tokio::time::timeout(tunnel::HANDSHAKE_TIMEOUT, tunnel::read_frame(&mut stream)).await {
+            match tokio::time::timeout(tunnel::HANDSHAKE_TIMEOUT, tunnel::read_frame(&mut stream))
+                .await
+            {
                 Ok(Ok(hello)) => hello,
                 Ok(Err(e)) => {
                     warn!(%peer, error = %e, "dropping tunnel stream with a malformed header");
@@ -254,7 +266,10 @@ impl Proxy {
                 tunnel::TUNNEL_VERSION
             ))
         } else if hello.namespace != namespace {
-            Some(format!("this node is not in namespace {:?}", hello.namespace))
+            Some(format!(
+                "this node is not in namespace {:?}",
+                hello.namespace
+            ))
         } else {
             None
         };
@@ -284,14 +299,27 @@ impl Proxy {
     }
 
     /// A request arriving at the front door.
-    async fn handle_front(&self, mut req: Request<Incoming>, client: SocketAddr, local: SocketAddr) -> Response<Body> {
+    async fn handle_front(
+        &self,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+        local: SocketAddr,
+    ) -> Response<Body> {
         let snapshot = self.node.snapshot();
         let json = pages::wants_json(req.headers());
         let service = match route::target(req.uri(), req.headers()) {
             route::Target::Service(name) => name,
             route::Target::Unnamed => {
-                let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-                return pages::unnamed(&snapshot, Some(host.as_deref().unwrap_or(&local.to_string())), json);
+                let host = req
+                    .headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned);
+                return pages::unnamed(
+                    &snapshot,
+                    Some(host.as_deref().unwrap_or(&local.to_string())),
+                    json,
+                );
             }
         };
         let candidates = candidates(&snapshot, &service);
@@ -306,7 +334,11 @@ impl Proxy {
         forward::strip_hop_by_hop(&mut headers, upgrade);
         forward::add_forwarded(&mut headers, client.ip());
         headers.remove(SERVICE_HEADER);
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
         // A request without a body can be sent again to the next provider.
         let retryable = hyper::body::Body::is_end_stream(&body) && on_upgrade.is_none();
         let mut body = Some(body.boxed_unsync());
@@ -328,8 +360,10 @@ impl Proxy {
                 }
                 Target::Remote { peer, .. } => {
                     *out.uri_mut() = backend_uri(&peer.to_string(), &path);
-                    out.headers_mut()
-                        .insert(SERVICE_HEADER, HeaderValue::from_str(&service).expect("validated name"));
+                    out.headers_mut().insert(
+                        SERVICE_HEADER,
+                        HeaderValue::from_str(&service).expect("validated name"),
+                    );
                     self.remote.request(out).await
                 }
             };
@@ -340,8 +374,13 @@ impl Proxy {
                     if let Ok(v) = HeaderValue::from_str(&candidate.provider.to_string()) {
                         h.insert("x-devmesh-provider", v);
                     }
-                    h.insert("x-devmesh-route", HeaderValue::from_static(candidate.target.route()));
-                    if let Ok(v) = HeaderValue::from_str(&format!("{service}@{}", candidate.version)) {
+                    h.insert(
+                        "x-devmesh-route",
+                        HeaderValue::from_static(candidate.target.route()),
+                    );
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("{service}@{}", candidate.version))
+                    {
                         h.insert("x-devmesh-service", v);
                     }
                     return resp;
@@ -369,7 +408,12 @@ impl Proxy {
     /// A request that came through a tunnel from `peer`, for a local service.
     async fn handle_tunneled(&self, mut req: Request<Incoming>, peer: PeerId) -> Response<Body> {
         let snapshot = self.node.snapshot();
-        let Some(service) = req.headers().get(SERVICE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        let Some(service) = req
+            .headers()
+            .get(SERVICE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
             warn!(%peer, "dropping a tunneled request without an x-devmesh-service header");
             return pages::bad_tunnel_request("missing x-devmesh-service header");
         };
@@ -396,14 +440,22 @@ impl Proxy {
             Err(e) => {
                 let reason = error_chain(&e);
                 warn!(%peer, %service, port, error = %reason, "local backend unreachable for a tunneled request");
-                pages::bad_gateway(&service, &snapshot.local_peer.to_string(), "local", &reason, false)
+                pages::bad_gateway(
+                    &service,
+                    &snapshot.local_peer.to_string(),
+                    "local",
+                    &reason,
+                    false,
+                )
             }
         }
     }
 }
 
 fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 fn backend_uri(authority: &str, path: &str) -> Uri {

@@ -16,16 +16,27 @@ pub fn wants_json(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.contains("application/json"))
 }
 
-fn respond(status: StatusCode, json: bool, text: String, value: serde_json::Value) -> Response<Body> {
+fn respond(
+    status: StatusCode,
+    json: bool,
+    text: String,
+    value: serde_json::Value,
+) -> Response<Body> {
     let (body, ctype) = if json {
         (value.to_string(), "application/json")
     } else {
         (text, "text/plain; charset=utf-8")
     };
-    let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -83,7 +94,10 @@ pub fn no_provider(snapshot: &Snapshot, service: &str, json: bool) -> Response<B
 /// 404 for requests that name no service: explains how to name one.
 pub fn unnamed(snapshot: &Snapshot, proxy_host: Option<&str>, json: bool) -> Response<Body> {
     let example = proxy_host.unwrap_or("localhost:<proxy-port>");
-    let port = example.rsplit_once(':').map(|(_, p)| p).unwrap_or("<proxy-port>");
+    let port = example
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .unwrap_or("<proxy-port>");
     let text = format!(
         "devmesh proxy: this request names no service.\nOpen http://<service>.localhost:{port}/, set HTTP_PROXY=http://{example} and use http://<service>.devmesh/, or send an X-DevMesh-Service header.\n{}",
         known_text(snapshot),
@@ -93,13 +107,21 @@ pub fn unnamed(snapshot: &Snapshot, proxy_host: Option<&str>, json: bool) -> Res
 }
 
 /// 502: the chosen provider could not be reached.
-pub fn bad_gateway(service: &str, provider: &str, route: &str, reason: &str, json: bool) -> Response<Body> {
+pub fn bad_gateway(
+    service: &str,
+    provider: &str,
+    route: &str,
+    reason: &str,
+    json: bool,
+) -> Response<Body> {
     let hint = if route == "local" {
         "Is the service running and listening on its port? Check with `devmesh status`."
     } else {
         "The provider node may have stopped or be unreachable; `devmesh peers` shows the connections."
     };
-    let text = format!("devmesh: service \"{service}\" on {provider} ({route}) is unreachable: {reason}.\n{hint}\n");
+    let text = format!(
+        "devmesh: service \"{service}\" on {provider} ({route}) is unreachable: {reason}.\n{hint}\n"
+    );
     let value = json!({"error": "provider_unreachable", "service": service, "provider": provider, "route": route, "reason": reason, "hint": hint});
     respond(StatusCode::BAD_GATEWAY, json, text, value)
 }

@@ -23,10 +23,12 @@ pub fn target(uri: &Uri, headers: &HeaderMap) -> Target {
             return Target::Service(name);
         }
     }
-    let host = uri
-        .host()
-        .map(str::to_owned)
-        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()).map(strip_port));
+    let host = uri.host().map(str::to_owned).or_else(|| {
+        headers
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(strip_port)
+    });
     match host.as_deref().and_then(service_from_host) {
         Some(name) => Target::Service(name),
         None => Target::Unnamed,
@@ -39,7 +41,13 @@ fn strip_port(host: &str) -> String {
         return host.split(']').next().unwrap_or(host).to_owned() + "]";
     }
     host.rsplit_once(':')
-        .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+        .map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
         .to_owned()
 }
 
@@ -47,7 +55,11 @@ fn strip_port(host: &str) -> String {
 /// bare `api` all mean `api`. IP literals and `localhost` name no service.
 pub fn service_from_host(host: &str) -> Option<String> {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() || host == "localhost" || host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok() {
+    if host.is_empty()
+        || host == "localhost"
+        || host.starts_with('[')
+        || host.parse::<std::net::IpAddr>().is_ok()
+    {
         return None;
     }
     let name = host
@@ -103,7 +115,14 @@ mod tests {
 
     #[test]
     fn explicit_header_wins() {
-        assert_eq!(t("http://api.devmesh/x", Some("api.localhost"), Some("Billing")), svc("billing"));
+        assert_eq!(
+            t(
+                "http://api.devmesh/x",
+                Some("api.localhost"),
+                Some("Billing")
+            ),
+            svc("billing")
+        );
         assert_eq!(t("/x", Some("127.0.0.1"), Some(" db ")), svc("db"));
         assert_eq!(t("/x", Some("api.localhost"), Some("")), svc("api"));
     }

@@ -55,10 +55,16 @@ pub struct HelloReply {
 }
 
 /// Writes one length-prefixed JSON frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(io: &mut W, value: &T) -> std::io::Result<()> {
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    io: &mut W,
+    value: &T,
+) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     if bytes.len() > MAX_FRAME {
-        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "frame too large",
+        ));
     }
     let mut buf = Vec::with_capacity(bytes.len() + 2);
     buf.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
@@ -68,7 +74,9 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(io: &mut W, value:
 }
 
 /// Reads one length-prefixed JSON frame of at most [`MAX_FRAME`] bytes.
-pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(io: &mut R) -> std::io::Result<T> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    io: &mut R,
+) -> std::io::Result<T> {
     let len = usize::from(io.read_u16().await?);
     if len > MAX_FRAME {
         return Err(std::io::Error::new(
@@ -78,7 +86,8 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(io: 
     }
     let mut buf = vec![0; len];
     io.read_exact(&mut buf).await?;
-    serde_json::from_slice(&buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// A tunnel stream as hyper IO.
@@ -96,13 +105,21 @@ impl TunnelIo {
 }
 
 impl Read for TunnelIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
 impl Write for TunnelIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
@@ -153,12 +170,16 @@ impl tower_service::Service<http::Uri> for TunnelConnector {
         let namespace = self.namespace.clone();
         Box::pin(async move {
             let host = uri.host().unwrap_or_default();
-            let peer = PeerId::from_str(host).map_err(|_| TunnelError::BadTarget(host.to_owned()))?;
+            let peer =
+                PeerId::from_str(host).map_err(|_| TunnelError::BadTarget(host.to_owned()))?;
             let open = async {
-                let stream = control.open_stream(peer, HTTP_PROTOCOL).await.map_err(|e| TunnelError::Open {
-                    peer: peer.to_string(),
-                    reason: e.to_string(),
-                })?;
+                let stream = control
+                    .open_stream(peer, HTTP_PROTOCOL)
+                    .await
+                    .map_err(|e| TunnelError::Open {
+                        peer: peer.to_string(),
+                        reason: e.to_string(),
+                    })?;
                 let mut stream = stream.compat();
                 let handshake_err = |e: std::io::Error| TunnelError::Handshake {
                     peer: peer.to_string(),

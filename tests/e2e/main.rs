@@ -1,0 +1,10 @@
+//! End-to-end tests: real `devmeshd` and `devmesh` processes on loopback,
+//! real HTTP and WebSocket backends.
+
+mod cli;
+mod http;
+mod large;
+mod lifecycle;
+mod malformed;
+mod mesh;
+mod websocket;
