@@ -1,6 +1,8 @@
 //! End-to-end tests: real `devmeshd` and `devmesh` processes on loopback,
 //! real HTTP and WebSocket backends.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod cli;
 mod http;
 mod large;

@@ -708,11 +708,11 @@ impl Node {
                     .gossipsub
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
-            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic }) => {
-                if topic == self.topic.hash() && !self.local.is_empty() {
-                    debug!(peer = %peer_id, "peer subscribed to our namespace; announcing");
-                    self.announce();
-                }
+            BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+                if topic == self.topic.hash() && !self.local.is_empty() =>
+            {
+                debug!(peer = %peer_id, "peer subscribed to our namespace; announcing");
+                self.announce();
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
                 match message {
@@ -805,13 +805,13 @@ impl Node {
                 remaining_ms: e.expires.saturating_duration_since(now).as_millis() as u64,
             })
             .collect();
-        if !self.local.is_empty() {
-            if let Some(envelope) = self.own_announcement() {
-                entries.push(SyncEntry {
-                    envelope,
-                    remaining_ms: self.config.record_ttl.as_millis() as u64,
-                });
-            }
+        if !self.local.is_empty()
+            && let Some(envelope) = self.own_announcement()
+        {
+            entries.push(SyncEntry {
+                envelope,
+                remaining_ms: self.config.record_ttl.as_millis() as u64,
+            });
         }
         entries
     }

@@ -184,8 +184,8 @@ impl Announcement {
         let signer = key.to_peer_id();
         if signer != announcement.provider {
             return Err(RecordError::WrongSigner {
-                signer,
-                provider: announcement.provider,
+                signer: signer.to_string(),
+                provider: announcement.provider.to_string(),
             });
         }
         if announcement.v != FORMAT_VERSION {
@@ -227,7 +227,7 @@ pub enum RecordError {
     #[error("bad record signature: {0}")]
     BadSignature(String),
     #[error("record for {provider} signed by {signer}")]
-    WrongSigner { signer: PeerId, provider: PeerId },
+    WrongSigner { signer: String, provider: String },
     #[error("record of namespace {0:?}")]
     WrongNamespace(String),
     #[error("record format version {0} is not supported")]
@@ -315,11 +315,13 @@ mod tests {
     fn oversized_is_rejected() {
         let kp = Keypair::generate_ed25519();
         let mut a = announcement(&kp);
-        a.services[0].tags = vec!["t".repeat(60); 16];
         a.services = vec![a.services[0].clone(); MAX_SERVICES + 1];
-        assert!(matches!(
-            Announcement::verify(&a.sign(&kp).unwrap_or_default(), "team"),
-            Err(_)
-        ));
+        let bytes = a.sign(&kp).unwrap();
+        assert!(matches!(Announcement::verify(&bytes, "team"), Err(RecordError::Invalid(_))));
+        a.services[0].tags = vec!["t".repeat(64); 16];
+        a.services = vec![a.services[0].clone(); MAX_SERVICES];
+        assert!(matches!(a.sign(&kp), Err(RecordError::TooLarge(_))));
+        let huge = vec![0u8; MAX_ANNOUNCEMENT_BYTES + 1];
+        assert!(matches!(Announcement::verify(&huge, "team"), Err(RecordError::TooLarge(_))));
     }
 }

@@ -135,7 +135,7 @@ fn candidates(snapshot: &Snapshot, service: &str) -> Vec<Candidate> {
             }
         }
     }
-    remote.sort_by(|a, b| a.0.cmp(&b.0));
+    remote.sort_by_key(|(rank, _)| *rank);
     out.extend(remote.into_iter().map(|(_, c)| c));
     out
 }
