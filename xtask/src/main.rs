@@ -1,1 +1,130 @@
-fn main() {}
+//! Project tasks, in the cargo-xtask manner: `cargo xtask <task>`.
+//!
+//! - `demo`: build, start a node with the example service of
+//!   `examples/hello/devmesh.toml` and print the URL to open
+//! - `test`: the whole test suite (what CI runs)
+//! - `lint`: rustfmt check and clippy with warnings denied
+//! - `deny`: `cargo deny --offline check licenses bans sources`
+//! - `ci`: lint, test, deny
+//! - `bench`: side-by-side measurements, written to docs/BENCHMARKS.md
+
+mod bench;
+mod node;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(),
+        Some("test") => test(&args[1..]),
+        Some("lint") => lint(),
+        Some("deny") => deny(),
+        Some("ci") => lint().and_then(|()| test(&[])).and_then(|()| deny()),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    run(cargo().args(["build", "--workspace", "--bins"]))?;
+    run(cargo().args(["test", "--workspace"]).args(extra))
+}
+
+fn lint() -> anyhow::Result<()> {
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn deny() -> anyhow::Result<()> {
+    run(cargo().args(["deny", "--offline", "check", "licenses", "bans", "sources"]))
+        .context("cargo-deny is needed: cargo install cargo-deny --locked")
+}
+
+/// Builds everything, starts the example backend and a node, shares the
+/// example service and keeps running until Ctrl-C.
+fn demo() -> anyhow::Result<()> {
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    let bin = root().join("target/release");
+    let project = root().join("examples/hello");
+    let home = root().join("target/devmesh-demo");
+    let _backend =
+        node::Guard::spawn(Command::new(bin.join("devmesh-demo-backend")).args(["3000", "hello"]))?;
+    let daemon = node::Daemon::start(
+        &bin,
+        &home,
+        &["--proxy", "127.0.0.1:7700", "--namespace", "demo"],
+    )?;
+    let mut share = Command::new(bin.join("devmesh"));
+    share
+        .env("DEVMESH_HOME", &home)
+        .current_dir(&project)
+        .args(["run", "hello", "--detach"]);
+    run(&mut share).context("sharing the example service")?;
+    let status = daemon.status()?;
+    let port = status["proxy_addr"]
+        .as_str()
+        .unwrap_or("127.0.0.1:7700")
+        .rsplit(':')
+        .next()
+        .unwrap_or("7700")
+        .to_owned();
+    println!();
+    println!(
+        "devmesh is running (node {}).",
+        status["peer_id"].as_str().unwrap_or("?")
+    );
+    println!("Open  http://hello.localhost:{port}/hello");
+    println!("or    curl -x http://127.0.0.1:{port} http://hello.devmesh/hello");
+    println!(
+        "Join it from another node: devmesh join {}",
+        status["listen_addrs"][0].as_str().unwrap_or("?")
+    );
+    println!("Ctrl-C stops the demo.");
+    node::wait_for_ctrl_c()
+}

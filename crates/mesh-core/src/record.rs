@@ -317,11 +317,17 @@ mod tests {
         let mut a = announcement(&kp);
         a.services = vec![a.services[0].clone(); MAX_SERVICES + 1];
         let bytes = a.sign(&kp).unwrap();
-        assert!(matches!(Announcement::verify(&bytes, "team"), Err(RecordError::Invalid(_))));
+        assert!(matches!(
+            Announcement::verify(&bytes, "team"),
+            Err(RecordError::Invalid(_))
+        ));
         a.services[0].tags = vec!["t".repeat(64); 16];
         a.services = vec![a.services[0].clone(); MAX_SERVICES];
         assert!(matches!(a.sign(&kp), Err(RecordError::TooLarge(_))));
         let huge = vec![0u8; MAX_ANNOUNCEMENT_BYTES + 1];
-        assert!(matches!(Announcement::verify(&huge, "team"), Err(RecordError::TooLarge(_))));
+        assert!(matches!(
+            Announcement::verify(&huge, "team"),
+            Err(RecordError::TooLarge(_))
+        ));
     }
 }

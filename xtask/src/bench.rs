@@ -1,0 +1,312 @@
+//! `cargo xtask bench`: devmesh measured side by side with direct access,
+//! in one run, alternating, medians. Writes docs/BENCHMARKS.md.
+
+use std::{
+    fmt::Write as _,
+    net::TcpListener,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    node::{Daemon, Guard},
+    root, run as run_cmd,
+};
+
+const GIB: u64 = 1 << 30;
+
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn parse_latency(s: &str) -> Option<f64> {
+    let s = s.trim();
+    let (num, factor) = if let Some(n) = s.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    num.parse::<f64>().ok().map(|n| n * factor)
+}
+
+fn wrk(url: &str, host: Option<&str>, seconds: u32) -> anyhow::Result<Wrk> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"]);
+    if let Some(h) = host {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut result = Wrk {
+        rps: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", n] => result.rps = n.parse().unwrap_or(0.0),
+            ["50%", l] => result.p50_ms = parse_latency(l).unwrap_or(0.0),
+            ["99%", l] => result.p99_ms = parse_latency(l).unwrap_or(0.0),
+            _ => {}
+        }
+        if line.contains("Non-2xx") {
+            bail!("wrk saw error responses for {url}:\n{text}");
+        }
+    }
+    if result.rps == 0.0 {
+        bail!(
+            "wrk gave no result for {url}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(result)
+}
+
+/// Seconds for a 1 GiB transfer with curl; returns MB/s (10^6 bytes).
+fn curl_transfer(url: &str, host: Option<&str>, upload: bool) -> anyhow::Result<f64> {
+    let host_arg = host.map(|h| format!("-H 'Host: {h}'")).unwrap_or_default();
+    let script = if upload {
+        format!(
+            "head -c {GIB} /dev/zero | curl -sS --fail -T - {host_arg} -o /dev/null {url}/upload"
+        )
+    } else {
+        format!("curl -sS --fail {host_arg} -o /dev/null {url}/bytes/{GIB}")
+    };
+    let start = Instant::now();
+    let out = Command::new("sh").args(["-c", &script]).output()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(GIB as f64 / secs / 1e6)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    for tool in ["wrk", "curl"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()?
+            .stdout
+            .is_empty()
+        {
+            bail!("{tool} is needed: apt-get install {tool}");
+        }
+    }
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    run_cmd(
+        cargo
+            .current_dir(root())
+            .args(["build", "--release", "--bins"]),
+    )?;
+    let bin = root().join("target/release");
+    let tmp = tempfile::tempdir()?;
+    let port = free_port()?;
+    let _backend = Guard::spawn(
+        Command::new(bin.join("devmesh-demo-backend"))
+            .args([&port.to_string(), "bench"])
+            .stderr(std::process::Stdio::null()),
+    )?;
+    let node_args = [
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--proxy",
+        "127.0.0.1:0",
+        "--mdns",
+        "false",
+        "--namespace",
+        "bench",
+        "--log",
+        "warn",
+    ];
+    let a = Daemon::start(&bin, &tmp.path().join("a"), &node_args)?;
+    let b = Daemon::start(&bin, &tmp.path().join("b"), &node_args)?;
+    let a_addr = a.status()?["listen_addrs"][0]
+        .as_str()
+        .context("listen addr")?
+        .to_owned();
+    run_cmd(
+        b.devmesh()
+            .args(["join", &a_addr])
+            .stdout(std::process::Stdio::null()),
+    )?;
+    run_cmd(
+        a.devmesh()
+            .args([
+                "run",
+                "bench",
+                "--port",
+                &port.to_string(),
+                "--version",
+                "1.0.0",
+                "--detach",
+            ])
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let start = Instant::now();
+    while !b.status()?["services"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty())
+    {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("node B never saw the bench service");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let direct = format!("http://127.0.0.1:{port}");
+    let local = format!("http://{}", a.proxy()?);
+    let remote = format!("http://{}", b.proxy()?);
+    let host = Some("bench.localhost");
+    let routes: [(&str, &str, Option<&str>); 3] = [
+        ("direct", &direct, None),
+        ("local route", &local, host),
+        ("remote route", &remote, host),
+    ];
+
+    // Small GETs, alternating routes, medians.
+    let (rounds, secs) = if quick { (1, 2) } else { (5, 4) };
+    for (_, url, h) in &routes {
+        wrk(&format!("{url}/hello"), *h, 1)?;
+    }
+    let mut small: Vec<Vec<Wrk>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for i in 0..3 {
+            let i = (i + round) % 3;
+            let (name, url, h) = routes[i];
+            let r = wrk(&format!("{url}/hello"), h, secs)?;
+            eprintln!(
+                "round {round}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                r.rps, r.p50_ms, r.p99_ms
+            );
+            small[i].push(r);
+        }
+    }
+    let med = |i: usize, f: fn(&Wrk) -> f64| median(small[i].iter().map(f).collect());
+
+    // Bulk transfers, alternating direct and remote.
+    let bulk_rounds = if quick { 1 } else { 3 };
+    let mut bulk: [Vec<f64>; 4] = Default::default();
+    for round in 0..bulk_rounds {
+        bulk[0].push(curl_transfer(&direct, None, false)?);
+        bulk[1].push(curl_transfer(&remote, host, false)?);
+        bulk[2].push(curl_transfer(&direct, None, true)?);
+        bulk[3].push(curl_transfer(&remote, host, true)?);
+        eprintln!(
+            "round {round}: download direct {:.0} MB/s, remote {:.0} MB/s; upload direct {:.0} MB/s, remote {:.0} MB/s",
+            bulk[0][round], bulk[1][round], bulk[2][round], bulk[3][round]
+        );
+    }
+    let rss_a = a.peak_rss_kib() as f64 / 1024.0;
+    let rss_b = b.peak_rss_kib() as f64 / 1024.0;
+    let bulk_med: Vec<f64> = bulk.iter().map(|v| median(v.clone())).collect();
+
+    let direct_rps = med(0, |w| w.rps);
+    let mut md = String::new();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    writeln!(md, "# Benchmarks\n")?;
+    writeln!(
+        md,
+        "Written by `cargo xtask bench`{} on {date}, commit `{commit}`, {cores} cores.",
+        if quick { " --quick" } else { "" }
+    )?;
+    writeln!(
+        md,
+        "Everything runs on this one machine over loopback: the backend (`devmesh-demo-backend`), two release-built"
+    )?;
+    writeln!(
+        md,
+        "`devmeshd` nodes A and B (TCP + Noise + Yamux between them), and the load generator, all sharing the same cores."
+    )?;
+    writeln!(
+        md,
+        "Routes are measured side by side in one run, alternating, and each figure is the median of the rounds.\n"
+    )?;
+    writeln!(
+        md,
+        "## Small GET requests (`wrk -t1 -c32`, {rounds} rounds of {secs} s, `/hello`, 15-byte body)\n"
+    )?;
+    writeln!(
+        md,
+        "| route | requests/s | ratio to direct | target | p50 latency | p99 latency |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    for (i, (name, _, _)) in routes.iter().enumerate() {
+        let rps = med(i, |w| w.rps);
+        let target = match i {
+            1 => "≥ 0.75",
+            2 => "≥ 0.50",
+            _ => "",
+        };
+        writeln!(
+            md,
+            "| {name} | {rps:.0} | {:.2} | {target} | {:.2} ms | {:.2} ms |",
+            rps / direct_rps,
+            med(i, |w| w.p50_ms),
+            med(i, |w| w.p99_ms)
+        )?;
+    }
+    writeln!(
+        md,
+        "\n- direct: wrk to the backend itself; local route: through A's front door to the backend; remote route: through B's front door, a libp2p stream to A, then the backend.\n"
+    )?;
+    writeln!(
+        md,
+        "## 1 GiB transfers (curl, {bulk_rounds} rounds, MB = 10^6 bytes)\n"
+    )?;
+    writeln!(md, "| transfer | direct | remote route | target |")?;
+    writeln!(md, "|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| download | {:.0} MB/s | {:.0} MB/s | ≥ 400 MB/s |",
+        bulk_med[0], bulk_med[1]
+    )?;
+    writeln!(
+        md,
+        "| upload | {:.0} MB/s | {:.0} MB/s | ≥ 400 MB/s |",
+        bulk_med[2], bulk_med[3]
+    )?;
+    writeln!(
+        md,
+        "\nPeak RSS (VmHWM) over the whole run: node A {rss_a:.1} MB, node B {rss_b:.1} MB (target: under 64 MB each)."
+    )?;
+    print!("{md}");
+    if !quick {
+        std::fs::write(root().join("docs/BENCHMARKS.md"), &md)?;
+        eprintln!("wrote docs/BENCHMARKS.md");
+    }
+    Ok(())
+}
