@@ -151,3 +151,22 @@ async fn unknown_service_gets_an_actionable_503() {
     let r = get(b.proxy, "api.localhost", "/hello").await;
     assert_eq!(r.status, 502, "{}", r.text());
 }
+
+/// The same tunnel over QUIC instead of TCP.
+#[tokio::test(flavor = "multi_thread")]
+async fn tunnel_over_quic() {
+    let quic = ["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"];
+    let (a, b) = tokio::join!(Daemon::start_with(&quic), Daemon::start_with(&quic));
+    assert!(a.p2p_addr.contains("/quic-v1/"), "{}", a.p2p_addr);
+    b.join(&a).await;
+    let api = Backend::start("over-quic").await;
+    let _run = a.run_service("api", api.port(), "1.0.0").await;
+    b.wait_for_service("api", |_| true).await;
+    let r = get(b.proxy, "api.localhost", "/name").await;
+    assert_eq!(r.text(), "over-quic");
+    let body = Bytes::from(vec![1u8; 2_000_000]);
+    let r = request(b.proxy, "POST", "api.localhost", "/echo", body.clone(), &[]).await;
+    assert_eq!(r.body, body);
+    let peers = b.peers().await;
+    assert!(peers[0]["addresses"][0].as_str().unwrap().contains("/quic-v1"), "{peers}");
+}

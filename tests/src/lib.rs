@@ -102,7 +102,8 @@ impl Daemon {
         Self::start_with(&[]).await
     }
 
-    /// Starts a node with extra `devmeshd` arguments.
+    /// Starts a node with extra `devmeshd` arguments (without `--listen`
+    /// among them, it listens on TCP on 127.0.0.1).
     pub async fn start_with(extra: &[&str]) -> Daemon {
         let home = tempfile::Builder::new()
             .prefix("devmesh-test-")
@@ -110,6 +111,9 @@ impl Daemon {
             .expect("temp home");
         let log = std::fs::File::create(home.path().join("test-devmeshd.log")).expect("log file");
         let mut cmd = Command::new(bin("devmeshd"));
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+        }
         cmd.env("DEVMESH_HOME", home.path())
             .env("DEVMESH_LOG", "info,mesh_core=debug,mesh_proxy=debug")
             .args([
