@@ -116,15 +116,7 @@ impl Daemon {
         }
         cmd.env("DEVMESH_HOME", home.path())
             .env("DEVMESH_LOG", "info,mesh_core=debug,mesh_proxy=debug")
-            .args([
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--proxy",
-                "127.0.0.1:0",
-                "--mdns",
-                "false",
-            ])
-            .args(["--namespace", "test"])
+            .args(["--proxy", "127.0.0.1:0", "--mdns", "false", "--namespace", "test"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

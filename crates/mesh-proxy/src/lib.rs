@@ -17,25 +17,21 @@ pub mod forward;
 mod pages;
 pub mod route;
 pub mod tunnel;
+mod upstream;
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
-use http_body_util::{BodyExt, Empty, combinators::UnsyncBoxBody};
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
-use hyper_util::{
-    client::legacy::{
-        Client,
-        connect::{HttpConnector, dns::Name},
-    },
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 use mesh_core::{NodeHandle, PeerId, Provider, Snapshot};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
@@ -49,34 +45,6 @@ pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Most tunnel streams served at once; more are dropped with a log line.
 pub const MAX_TUNNEL_STREAMS: usize = 1024;
-
-type LocalClient = Client<HttpConnector<LoopbackResolver>, Body>;
-type RemoteClient = Client<tunnel::TunnelConnector, Body>;
-
-/// Resolves every backend name to the loopback addresses, IPv4 first.
-#[derive(Clone, Copy, Debug)]
-pub struct LoopbackResolver;
-
-impl tower_service::Service<Name> for LoopbackResolver {
-    type Response = std::vec::IntoIter<SocketAddr>;
-    type Error = std::io::Error;
-    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _name: Name) -> Self::Future {
-        std::future::ready(Ok(vec![
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 0),
-        ]
-        .into_iter()))
-    }
-}
 
 /// Where a request goes.
 #[derive(Debug, Clone)]
@@ -143,37 +111,34 @@ fn candidates(snapshot: &Snapshot, service: &str) -> Vec<Candidate> {
 /// The proxy: front door and tunnel server of one node.
 pub struct Proxy {
     node: NodeHandle,
-    local: LocalClient,
-    remote: RemoteClient,
+    upstreams: Arc<upstream::Upstreams>,
     tunnel_streams: Arc<Semaphore>,
+    /// Peer ids as header values (encoding them costs more than the rest of
+    /// the header work of a request).
+    peer_names: Mutex<HashMap<PeerId, HeaderValue>>,
 }
 
 impl Proxy {
     /// A proxy for `node`.
     pub fn new(node: NodeHandle) -> Arc<Self> {
-        let mut http = HttpConnector::new_with_resolver(LoopbackResolver);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let local = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .set_host(false)
-            .build(http);
         let namespace = node.snapshot().namespace.clone();
-        let remote = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .set_host(false)
-            .build(tunnel::TunnelConnector::new(
-                node.stream_control(),
-                &namespace,
-            ));
         Arc::new(Self {
+            upstreams: upstream::Upstreams::new(node.stream_control(), &namespace),
             node,
-            local,
-            remote,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
+            peer_names: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn peer_name(&self, peer: &PeerId) -> HeaderValue {
+        let mut names = self.peer_names.lock().expect("peer names lock");
+        if names.len() > 4096 {
+            names.clear();
+        }
+        names
+            .entry(*peer)
+            .or_insert_with(|| HeaderValue::from_str(&peer.to_string()).expect("peer ids are header-safe"))
+            .clone()
     }
 
     /// Serves the front door on `listener` until `shutdown` is cancelled.
@@ -199,9 +164,11 @@ impl Proxy {
             let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
+                let session = Arc::new(upstream::Session::new(proxy.upstreams.clone()));
                 let service = service_fn(move |req| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle_front(req, client, local_addr).await) }
+                    let session = session.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle_front(req, client, local_addr, &session).await) }
                 });
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
@@ -285,9 +252,11 @@ impl Proxy {
             warn!(%peer, %reason, "refused a tunnel");
             return;
         }
+        let session = Arc::new(upstream::Session::new(self.upstreams.clone()));
         let service = service_fn(move |req| {
             let proxy = self.clone();
-            async move { Ok::<_, Infallible>(proxy.handle_tunneled(req, peer).await) }
+            let session = session.clone();
+            async move { Ok::<_, Infallible>(proxy.handle_tunneled(req, peer, &session).await) }
         });
         if let Err(e) = http1::Builder::new()
             .serve_connection(tunnel::TunnelIo::new(stream), service)
@@ -304,22 +273,15 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: SocketAddr,
         local: SocketAddr,
+        session: &upstream::Session,
     ) -> Response<Body> {
         let snapshot = self.node.snapshot();
         let json = pages::wants_json(req.headers());
         let service = match route::target(req.uri(), req.headers()) {
             route::Target::Service(name) => name,
             route::Target::Unnamed => {
-                let host = req
-                    .headers()
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned);
-                return pages::unnamed(
-                    &snapshot,
-                    Some(host.as_deref().unwrap_or(&local.to_string())),
-                    json,
-                );
+                let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
+                return pages::unnamed(&snapshot, Some(host.as_deref().unwrap_or(&local.to_string())), json);
             }
         };
         let candidates = candidates(&snapshot, &service);
@@ -330,67 +292,53 @@ impl Proxy {
         let upgrade = forward::upgrade_protocol(req.headers());
         let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let mut headers = parts.headers;
-        forward::strip_hop_by_hop(&mut headers, upgrade);
-        forward::add_forwarded(&mut headers, client.ip());
+        let mut out = Request::new(body.boxed_unsync());
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = origin_form(&parts.uri);
+        *out.headers_mut() = parts.headers;
+        let headers = out.headers_mut();
+        forward::strip_hop_by_hop(headers, upgrade);
+        forward::add_forwarded(headers, client.ip());
         headers.remove(SERVICE_HEADER);
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        // A request without a body can be sent again to the next provider.
-        let retryable = hyper::body::Body::is_end_stream(&body) && on_upgrade.is_none();
-        let mut body = Some(body.boxed_unsync());
+        let original_host = headers.get(HOST).cloned();
+        let service_header = HeaderValue::from_str(&service).expect("service names are header-safe");
         let mut last_error = None;
-        for (i, candidate) in candidates.iter().enumerate() {
-            let body = match body.take() {
-                Some(b) => b,
-                None if retryable => empty(),
-                None => break,
-            };
-            let mut out = Request::new(body);
-            *out.method_mut() = parts.method.clone();
-            *out.headers_mut() = headers.clone();
-            let result = match candidate.target {
+        for candidate in &candidates {
+            let headers = out.headers_mut();
+            let key = match candidate.target {
                 Target::Local { port } => {
-                    *out.uri_mut() = backend_uri(&format!("localhost:{port}"), &path);
-                    forward::rewrite_host_for_backend(out.headers_mut(), port);
-                    self.local.request(out).await
+                    forward::rewrite_host_for_backend(headers, port);
+                    headers.remove(SERVICE_HEADER);
+                    upstream::Key::Local(port)
                 }
                 Target::Remote { peer, .. } => {
-                    *out.uri_mut() = backend_uri(&peer.to_string(), &path);
-                    out.headers_mut().insert(
-                        SERVICE_HEADER,
-                        HeaderValue::from_str(&service).expect("validated name"),
-                    );
-                    self.remote.request(out).await
+                    match &original_host {
+                        Some(h) => headers.insert(HOST, h.clone()),
+                        None => headers.remove(HOST),
+                    };
+                    headers.insert(SERVICE_HEADER, service_header.clone());
+                    upstream::Key::Remote(peer)
                 }
             };
-            match result {
+            match session.send(key, out).await {
                 Ok(resp) => {
                     let mut resp = finish_response(resp, on_upgrade);
                     let h = resp.headers_mut();
-                    if let Ok(v) = HeaderValue::from_str(&candidate.provider.to_string()) {
-                        h.insert("x-devmesh-provider", v);
-                    }
-                    h.insert(
-                        "x-devmesh-route",
-                        HeaderValue::from_static(candidate.target.route()),
-                    );
-                    if let Ok(v) =
-                        HeaderValue::from_str(&format!("{service}@{}", candidate.version))
-                    {
+                    h.insert("x-devmesh-provider", self.peer_name(&candidate.provider));
+                    h.insert("x-devmesh-route", HeaderValue::from_static(candidate.target.route()));
+                    if let Ok(v) = HeaderValue::from_str(&format!("{service}@{}", candidate.version)) {
                         h.insert("x-devmesh-service", v);
                     }
                     return resp;
                 }
-                Err(e) => {
-                    let reason = error_chain(&e);
-                    warn!(%service, provider = %candidate.provider, route = candidate.target.route(), error = %reason, attempt = i + 1, "forwarding failed");
+                Err(upstream::SendError { error, request }) => {
+                    let reason = error_chain(&error);
+                    warn!(%service, provider = %candidate.provider, route = candidate.target.route(), error = %reason, "forwarding failed");
                     last_error = Some((candidate, reason));
-                    if !(retryable && e.is_connect()) {
-                        break;
+                    // Only a request that was not sent at all can go to the next provider.
+                    match request {
+                        Some(unsent) => out = unsent,
+                        None => break,
                     }
                 }
             }
@@ -406,14 +354,14 @@ impl Proxy {
     }
 
     /// A request that came through a tunnel from `peer`, for a local service.
-    async fn handle_tunneled(&self, mut req: Request<Incoming>, peer: PeerId) -> Response<Body> {
+    async fn handle_tunneled(
+        &self,
+        mut req: Request<Incoming>,
+        peer: PeerId,
+        session: &upstream::Session,
+    ) -> Response<Body> {
         let snapshot = self.node.snapshot();
-        let Some(service) = req
-            .headers()
-            .get(SERVICE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-        else {
+        let Some(service) = req.headers().get(SERVICE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
             warn!(%peer, "dropping a tunneled request without an x-devmesh-service header");
             return pages::bad_tunnel_request("missing x-devmesh-service header");
         };
@@ -427,44 +375,27 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let mut out = Request::new(body.boxed_unsync());
         *out.method_mut() = parts.method;
+        *out.uri_mut() = origin_form(&parts.uri);
         *out.headers_mut() = parts.headers;
         forward::strip_hop_by_hop(out.headers_mut(), upgrade);
         out.headers_mut().remove(SERVICE_HEADER);
         forward::rewrite_host_for_backend(out.headers_mut(), port);
-        *out.uri_mut() = backend_uri(
-            &format!("localhost:{port}"),
-            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-        );
-        match self.local.request(out).await {
+        match session.send(upstream::Key::Local(port), out).await {
             Ok(resp) => finish_response(resp, on_upgrade),
             Err(e) => {
-                let reason = error_chain(&e);
+                let reason = error_chain(&e.error);
                 warn!(%peer, %service, port, error = %reason, "local backend unreachable for a tunneled request");
-                pages::bad_gateway(
-                    &service,
-                    &snapshot.local_peer.to_string(),
-                    "local",
-                    &reason,
-                    false,
-                )
+                pages::bad_gateway(&service, &snapshot.local_peer.to_string(), "local", &reason, false)
             }
         }
     }
 }
 
-fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-fn backend_uri(authority: &str, path: &str) -> Uri {
-    Uri::builder()
-        .scheme("http")
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| Uri::from_static("http://invalid/"))
+/// The path and query of a request, as the upstream gets it.
+fn origin_form(uri: &Uri) -> Uri {
+    uri.path_and_query()
+        .and_then(|pq| pq.as_str().parse().ok())
+        .unwrap_or_else(|| Uri::from_static("/"))
 }
 
 /// Prepares a backend response for the client: hop-by-hop headers go,

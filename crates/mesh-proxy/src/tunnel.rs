@@ -7,18 +7,13 @@
 //! `u16` length followed by that many bytes of JSON.
 
 use std::{
-    future::Future,
     pin::Pin,
-    str::FromStr,
     task::{Context, Poll},
     time::Duration,
 };
 
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::{
-    client::legacy::connect::{Connected, Connection},
-    rt::TokioIo,
-};
+use hyper_util::rt::TokioIo;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -132,83 +127,36 @@ impl Write for TunnelIo {
     }
 }
 
-impl Connection for TunnelIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-/// A hyper connector whose "host" is a peer id: it opens a tunnel stream to
-/// that peer and performs the hello exchange.
-#[derive(Clone)]
-pub struct TunnelConnector {
-    control: libp2p_stream::Control,
-    namespace: std::sync::Arc<str>,
-}
-
-impl TunnelConnector {
-    /// A connector for tunnels of `namespace`.
-    pub fn new(control: libp2p_stream::Control, namespace: &str) -> Self {
-        Self {
-            control,
-            namespace: namespace.into(),
+/// Opens a tunnel stream to `peer` and performs the hello exchange.
+pub async fn open(mut control: libp2p_stream::Control, peer: PeerId, namespace: &str) -> Result<TunnelIo, TunnelError> {
+    let open = async {
+        let stream = control.open_stream(peer, HTTP_PROTOCOL).await.map_err(|e| TunnelError::Open {
+            peer: peer.to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut stream = stream.compat();
+        let handshake_err = |e: std::io::Error| TunnelError::Handshake {
+            peer: peer.to_string(),
+            reason: e.to_string(),
+        };
+        let hello = Hello {
+            v: TUNNEL_VERSION,
+            namespace: namespace.to_owned(),
+        };
+        write_frame(&mut stream, &hello).await.map_err(handshake_err)?;
+        let reply: HelloReply = read_frame(&mut stream).await.map_err(handshake_err)?;
+        if !reply.ok {
+            return Err(TunnelError::Refused {
+                peer: peer.to_string(),
+                reason: reply.error.unwrap_or_else(|| "no reason given".into()),
+            });
         }
-    }
-}
-
-impl tower_service::Service<http::Uri> for TunnelConnector {
-    type Response = TunnelIo;
-    type Error = TunnelError;
-    type Future = Pin<Box<dyn Future<Output = Result<TunnelIo, TunnelError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let mut control = self.control.clone();
-        let namespace = self.namespace.clone();
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default();
-            let peer =
-                PeerId::from_str(host).map_err(|_| TunnelError::BadTarget(host.to_owned()))?;
-            let open = async {
-                let stream = control
-                    .open_stream(peer, HTTP_PROTOCOL)
-                    .await
-                    .map_err(|e| TunnelError::Open {
-                        peer: peer.to_string(),
-                        reason: e.to_string(),
-                    })?;
-                let mut stream = stream.compat();
-                let handshake_err = |e: std::io::Error| TunnelError::Handshake {
-                    peer: peer.to_string(),
-                    reason: e.to_string(),
-                };
-                write_frame(
-                    &mut stream,
-                    &Hello {
-                        v: TUNNEL_VERSION,
-                        namespace: namespace.to_string(),
-                    },
-                )
-                .await
-                .map_err(handshake_err)?;
-                let reply: HelloReply = read_frame(&mut stream).await.map_err(handshake_err)?;
-                if !reply.ok {
-                    return Err(TunnelError::Refused {
-                        peer: peer.to_string(),
-                        reason: reply.error.unwrap_or_else(|| "no reason given".into()),
-                    });
-                }
-                Ok(TunnelIo::new(stream))
-            };
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
-                .await
-                .map_err(|_| TunnelError::Open {
-                    peer: peer.to_string(),
-                    reason: format!("timed out after {HANDSHAKE_TIMEOUT:?}"),
-                })?
-        })
-    }
+        Ok(TunnelIo::new(stream))
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
+        .await
+        .map_err(|_| TunnelError::Open {
+            peer: peer.to_string(),
+            reason: format!("timed out after {HANDSHAKE_TIMEOUT:?}"),
+        })?
 }
