@@ -168,5 +168,11 @@ async fn tunnel_over_quic() {
     let r = request(b.proxy, "POST", "api.localhost", "/echo", body.clone(), &[]).await;
     assert_eq!(r.body, body);
     let peers = b.peers().await;
-    assert!(peers[0]["addresses"][0].as_str().unwrap().contains("/quic-v1"), "{peers}");
+    assert!(
+        peers[0]["addresses"][0]
+            .as_str()
+            .unwrap()
+            .contains("/quic-v1"),
+        "{peers}"
+    );
 }

@@ -51,7 +51,20 @@ pub fn bin(name: &str) -> PathBuf {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "devmesh", "-p", "devmeshd"]);
+        // The same command as `cargo xtask test`, so both reuse one build;
+        // without the variables cargo sets for tests, whose changes would
+        // make build scripts run again.
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let keep = matches!(key.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+            if (key.starts_with("CARGO_") && !keep)
+                || key == "LD_LIBRARY_PATH"
+                || key == "RUST_TEST_THREADS"
+            {
+                cmd.env_remove(key.as_ref());
+            }
+        }
         if release {
             cmd.arg("--release");
         }
@@ -116,7 +129,14 @@ impl Daemon {
         }
         cmd.env("DEVMESH_HOME", home.path())
             .env("DEVMESH_LOG", "info,mesh_core=debug,mesh_proxy=debug")
-            .args(["--proxy", "127.0.0.1:0", "--mdns", "false", "--namespace", "test"])
+            .args([
+                "--proxy",
+                "127.0.0.1:0",
+                "--mdns",
+                "false",
+                "--namespace",
+                "test",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

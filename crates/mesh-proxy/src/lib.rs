@@ -137,7 +137,9 @@ impl Proxy {
         }
         names
             .entry(*peer)
-            .or_insert_with(|| HeaderValue::from_str(&peer.to_string()).expect("peer ids are header-safe"))
+            .or_insert_with(|| {
+                HeaderValue::from_str(&peer.to_string()).expect("peer ids are header-safe")
+            })
             .clone()
     }
 
@@ -168,7 +170,11 @@ impl Proxy {
                 let service = service_fn(move |req| {
                     let proxy = proxy.clone();
                     let session = session.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle_front(req, client, local_addr, &session).await) }
+                    async move {
+                        Ok::<_, Infallible>(
+                            proxy.handle_front(req, client, local_addr, &session).await,
+                        )
+                    }
                 });
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
@@ -280,8 +286,16 @@ impl Proxy {
         let service = match route::target(req.uri(), req.headers()) {
             route::Target::Service(name) => name,
             route::Target::Unnamed => {
-                let host = req.headers().get(HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-                return pages::unnamed(&snapshot, Some(host.as_deref().unwrap_or(&local.to_string())), json);
+                let host = req
+                    .headers()
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned);
+                return pages::unnamed(
+                    &snapshot,
+                    Some(host.as_deref().unwrap_or(&local.to_string())),
+                    json,
+                );
             }
         };
         let candidates = candidates(&snapshot, &service);
@@ -301,7 +315,8 @@ impl Proxy {
         forward::add_forwarded(headers, client.ip());
         headers.remove(SERVICE_HEADER);
         let original_host = headers.get(HOST).cloned();
-        let service_header = HeaderValue::from_str(&service).expect("service names are header-safe");
+        let service_header =
+            HeaderValue::from_str(&service).expect("service names are header-safe");
         let mut last_error = None;
         for candidate in &candidates {
             let headers = out.headers_mut();
@@ -325,8 +340,13 @@ impl Proxy {
                     let mut resp = finish_response(resp, on_upgrade);
                     let h = resp.headers_mut();
                     h.insert("x-devmesh-provider", self.peer_name(&candidate.provider));
-                    h.insert("x-devmesh-route", HeaderValue::from_static(candidate.target.route()));
-                    if let Ok(v) = HeaderValue::from_str(&format!("{service}@{}", candidate.version)) {
+                    h.insert(
+                        "x-devmesh-route",
+                        HeaderValue::from_static(candidate.target.route()),
+                    );
+                    if let Ok(v) =
+                        HeaderValue::from_str(&format!("{service}@{}", candidate.version))
+                    {
                         h.insert("x-devmesh-service", v);
                     }
                     return resp;
@@ -361,7 +381,12 @@ impl Proxy {
         session: &upstream::Session,
     ) -> Response<Body> {
         let snapshot = self.node.snapshot();
-        let Some(service) = req.headers().get(SERVICE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned) else {
+        let Some(service) = req
+            .headers()
+            .get(SERVICE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
             warn!(%peer, "dropping a tunneled request without an x-devmesh-service header");
             return pages::bad_tunnel_request("missing x-devmesh-service header");
         };
@@ -385,7 +410,13 @@ impl Proxy {
             Err(e) => {
                 let reason = error_chain(&e.error);
                 warn!(%peer, %service, port, error = %reason, "local backend unreachable for a tunneled request");
-                pages::bad_gateway(&service, &snapshot.local_peer.to_string(), "local", &reason, false)
+                pages::bad_gateway(
+                    &service,
+                    &snapshot.local_peer.to_string(),
+                    "local",
+                    &reason,
+                    false,
+                )
             }
         }
     }

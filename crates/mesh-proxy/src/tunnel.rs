@@ -128,12 +128,19 @@ impl Write for TunnelIo {
 }
 
 /// Opens a tunnel stream to `peer` and performs the hello exchange.
-pub async fn open(mut control: libp2p_stream::Control, peer: PeerId, namespace: &str) -> Result<TunnelIo, TunnelError> {
+pub async fn open(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    namespace: &str,
+) -> Result<TunnelIo, TunnelError> {
     let open = async {
-        let stream = control.open_stream(peer, HTTP_PROTOCOL).await.map_err(|e| TunnelError::Open {
-            peer: peer.to_string(),
-            reason: e.to_string(),
-        })?;
+        let stream = control
+            .open_stream(peer, HTTP_PROTOCOL)
+            .await
+            .map_err(|e| TunnelError::Open {
+                peer: peer.to_string(),
+                reason: e.to_string(),
+            })?;
         let mut stream = stream.compat();
         let handshake_err = |e: std::io::Error| TunnelError::Handshake {
             peer: peer.to_string(),
@@ -143,7 +150,9 @@ pub async fn open(mut control: libp2p_stream::Control, peer: PeerId, namespace: 
             v: TUNNEL_VERSION,
             namespace: namespace.to_owned(),
         };
-        write_frame(&mut stream, &hello).await.map_err(handshake_err)?;
+        write_frame(&mut stream, &hello)
+            .await
+            .map_err(handshake_err)?;
         let reply: HelloReply = read_frame(&mut stream).await.map_err(handshake_err)?;
         if !reply.ok {
             return Err(TunnelError::Refused {

@@ -160,7 +160,11 @@ impl Session {
 
     /// Sends `request` to `key`, on the connection this session used last
     /// when it goes to the same upstream, else on an idle or new one.
-    pub async fn send(&self, key: Key, request: Request<Body>) -> Result<Response<Incoming>, SendError> {
+    pub async fn send(
+        &self,
+        key: Key,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, SendError> {
         let last = self.current.lock().expect("session lock").take();
         let reused = match last {
             Some((k, s)) if k == key => Some(s),
@@ -201,7 +205,10 @@ impl Session {
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh && ready => {
-                        debug!(?key, "idle upstream connection was closed; retrying on a new one");
+                        debug!(
+                            ?key,
+                            "idle upstream connection was closed; retrying on a new one"
+                        );
                         request = unsent;
                     }
                     unsent => {
