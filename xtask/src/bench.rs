@@ -165,9 +165,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .stdout(std::process::Stdio::null()),
     )?;
     let start = Instant::now();
-    while !b.status()?["services"]
+    while b.status()?["services"]
         .as_array()
-        .is_some_and(|s| !s.is_empty())
+        .is_none_or(|s| s.is_empty())
     {
         if start.elapsed() > Duration::from_secs(10) {
             bail!("node B never saw the bench service");
