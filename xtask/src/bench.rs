@@ -98,6 +98,43 @@ fn curl_transfer(url: &str, host: Option<&str>, upload: bool) -> anyhow::Result<
     Ok(GIB as f64 / secs / 1e6)
 }
 
+/// Starts nginx proxying `listen` to `backend`, if nginx is installed.
+fn start_nginx(dir: &std::path::Path, backend: u16, listen: u16) -> anyhow::Result<Option<Guard>> {
+    if Command::new("sh")
+        .args(["-c", "command -v nginx"])
+        .output()?
+        .stdout
+        .is_empty()
+    {
+        eprintln!("nginx not installed: no reference row (apt-get install nginx-light)");
+        return Ok(None);
+    }
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes auto; pid {d}/nginx.pid; error_log {d}/nginx-error.log; daemon off;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/nginx-body; proxy_temp_path {d}/nginx-proxy;\n\
+         upstream be {{ server 127.0.0.1:{backend}; keepalive 64; }}\n\
+         server {{ listen 127.0.0.1:{listen}; location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; }} }} }}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let guard = Guard::spawn(
+        Command::new("nginx")
+            .arg("-c")
+            .arg(&path)
+            .stderr(std::process::Stdio::null()),
+    )?;
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        if start.elapsed() > Duration::from_secs(5) {
+            bail!("nginx did not start; see {d}/nginx-error.log");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Some(guard))
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -174,25 +211,33 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // nginx as a reverse proxy to the same backend, for scale, when installed.
+    let nginx_port = free_port()?;
+    let nginx = start_nginx(tmp.path(), port, nginx_port)?;
     let direct = format!("http://127.0.0.1:{port}");
+    let nginx_url = format!("http://127.0.0.1:{nginx_port}");
     let local = format!("http://{}", a.proxy()?);
     let remote = format!("http://{}", b.proxy()?);
     let host = Some("bench.localhost");
-    let routes: [(&str, &str, Option<&str>); 3] = [
+    let mut routes: Vec<(&str, &str, Option<&str>)> = vec![
         ("direct", &direct, None),
         ("local route", &local, host),
         ("remote route", &remote, host),
     ];
+    if nginx.is_some() {
+        routes.push(("nginx reverse proxy (reference)", &nginx_url, None));
+    }
+    let n = routes.len();
 
     // Small GETs, alternating routes, medians.
     let (rounds, secs) = if quick { (1, 2) } else { (5, 4) };
     for (_, url, h) in &routes {
         wrk(&format!("{url}/hello"), *h, 1)?;
     }
-    let mut small: Vec<Vec<Wrk>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    let mut small: Vec<Vec<Wrk>> = (0..n).map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        for i in 0..3 {
-            let i = (i + round) % 3;
+        for i in 0..n {
+            let i = (i + round) % n;
             let (name, url, h) = routes[i];
             let r = wrk(&format!("{url}/hello"), h, secs)?;
             eprintln!(
@@ -281,8 +326,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     writeln!(
         md,
-        "\n- direct: wrk to the backend itself; local route: through A's front door to the backend; remote route: through B's front door, a libp2p stream to A, then the backend.\n"
+        "\n- direct: wrk to the backend itself; local route: through A's front door to the backend; remote route: through B's front door, a libp2p stream to A, then the backend."
     )?;
+    if nginx.is_some() {
+        writeln!(
+            md,
+            "- nginx reverse proxy: nginx (`worker_processes auto`, upstream keepalive) in front of the same backend, for scale only; its ratio shows what a plain local reverse proxy costs on this machine."
+        )?;
+    }
+    writeln!(md)?;
     writeln!(
         md,
         "## 1 GiB transfers (curl, {bulk_rounds} rounds, MB = 10^6 bytes)\n"
