@@ -176,3 +176,21 @@ async fn tunnel_over_quic() {
         "{peers}"
     );
 }
+
+/// A burst of new connections opens many tunnel streams at once; every
+/// request still succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn burst_of_new_connections_all_succeed() {
+    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
+    b.join(&a).await;
+    let api = Backend::start("burst").await;
+    let _run = a.run_service("api", api.port(), "1.0.0").await;
+    b.wait_for_service("api", |_| true).await;
+    for _ in 0..3 {
+        let requests = (0..64).map(|_| get(b.proxy, "api.localhost", "/name"));
+        for r in futures::future::join_all(requests).await {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.text(), "burst");
+        }
+    }
+}

@@ -21,10 +21,12 @@ use libp2p::PeerId;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::{Body, tunnel};
+use crate::{Body, TunnelError, tunnel};
 
 /// Most idle upstream connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
+/// Times a tunnel stream is opened before the provider counts as unreachable.
+const OPEN_ATTEMPTS: u64 = 4;
 /// Time allowed to connect to a local backend.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -101,10 +103,25 @@ impl Upstreams {
                 handshake(TokioIo::new(tcp)).await
             }
             Key::Remote(peer) => {
-                let io = tunnel::open(self.control.clone(), *peer, &self.namespace)
-                    .await
-                    .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-                handshake(io).await
+                // The provider's libp2p-stream inbound queue holds one stream:
+                // when many open at once, some are dropped; open those again.
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    match tunnel::open(self.control.clone(), *peer, &self.namespace).await {
+                        Ok(io) => return handshake(io).await,
+                        Err(e @ TunnelError::Refused { .. }) => {
+                            return Err(UpstreamError::Connect(e.to_string()));
+                        }
+                        Err(e) if attempt >= OPEN_ATTEMPTS => {
+                            return Err(UpstreamError::Connect(e.to_string()));
+                        }
+                        Err(e) => {
+                            debug!(%peer, attempt, error = %e, "opening a tunnel failed; trying again");
+                            tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+                        }
+                    }
+                }
             }
         }
     }
