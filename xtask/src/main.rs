@@ -95,7 +95,7 @@ fn demo() -> anyhow::Result<()> {
     let home = root().join("target/devmesh-demo");
     let _backend =
         node::Guard::spawn(Command::new(bin.join("devmesh-demo-backend")).args(["3000", "hello"]))?;
-    let daemon = node::Daemon::start(
+    let mut daemon = node::Daemon::start(
         &bin,
         &home,
         &["--proxy", "127.0.0.1:7700", "--namespace", "demo"],
@@ -121,10 +121,22 @@ fn demo() -> anyhow::Result<()> {
     );
     println!("Open  http://hello.localhost:{port}/hello");
     println!("or    curl -x http://127.0.0.1:{port} http://hello.devmesh/hello");
-    println!(
-        "Join it from another node: devmesh join {}",
-        status["listen_addrs"][0].as_str().unwrap_or("?")
-    );
+    // Another machine needs an address that is not loopback.
+    let addrs: Vec<&str> = status["listen_addrs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .collect();
+    let join = addrs
+        .iter()
+        .find(|a| !a.starts_with("/ip4/127."))
+        .or(addrs.first())
+        .unwrap_or(&"?");
+    println!("Join it from another node: devmesh join {join}");
     println!("Ctrl-C stops the demo.");
-    node::wait_for_ctrl_c()
+    // Ctrl-C reaches devmeshd too: it withdraws the service and exits, and
+    // the guards then stop the backend.
+    daemon.process.0.wait()?;
+    Ok(())
 }

@@ -111,12 +111,3 @@ impl Daemon {
             .unwrap_or(0)
     }
 }
-
-/// Blocks until the user presses Ctrl-C. The terminal sends SIGINT to the
-/// whole process group: devmeshd withdraws its services and exits, and so
-/// do the backend and xtask.
-pub fn wait_for_ctrl_c() -> ! {
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-    }
-}

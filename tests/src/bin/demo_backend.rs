@@ -19,6 +19,10 @@ async fn main() -> anyhow::Result<()> {
         "devmesh-demo-backend {name:?} listening on http://{}/hello",
         listener.local_addr()?
     );
-    devmesh_tests::backend::serve(listener, name, CancellationToken::new()).await;
+    let shutdown = CancellationToken::new();
+    tokio::select! {
+        _ = devmesh_tests::backend::serve(listener, name, shutdown.clone()) => {}
+        _ = tokio::signal::ctrl_c() => shutdown.cancel(),
+    }
     Ok(())
 }
