@@ -1,14 +1,15 @@
 use bytes::Bytes;
-use devmesh_tests::{Daemon, backend::Backend, get, request};
+use devmesh_tests::{Daemon, Shared, backend::Backend, get, request};
 
 /// Two nodes: A provides `api`, B reaches it through every routing form.
 #[tokio::test(flavor = "multi_thread")]
 async fn remote_get_and_post_through_every_routing_form() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("api-on-a").await;
-    let _run = a.run_service("api", api.port(), "1.4.2").await;
-    b.wait_for_service("api", |s| s["route"] == "remote").await;
+    let Shared {
+        a,
+        b,
+        backend: api,
+        run: _run,
+    } = Shared::start("api", "api-on-a", "1.4.2").await;
 
     // Host header forms.
     for host in [
@@ -59,11 +60,12 @@ async fn remote_get_and_post_through_every_routing_form() {
 /// The real curl: `api.localhost` resolution and `-x` proxy (absolute-form) use.
 #[tokio::test(flavor = "multi_thread")]
 async fn curl_host_forms_and_http_proxy() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("api").await;
-    let _run = a.run_service("api", api.port(), "1.0.0").await;
-    b.wait_for_service("api", |_| true).await;
+    let Shared {
+        a: _a,
+        b,
+        backend: _api,
+        run: _run,
+    } = Shared::start("api", "api", "1.0.0").await;
     let port = b.proxy.port();
     for args in [
         vec![
@@ -107,11 +109,12 @@ async fn curl_host_forms_and_http_proxy() {
 /// a request naming no service gets guidance.
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_service_gets_an_actionable_503() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("api").await;
-    let _run = a.run_service("api", api.port(), "2.0.1").await;
-    b.wait_for_service("api", |_| true).await;
+    let Shared {
+        a,
+        b,
+        backend: api,
+        run: _run,
+    } = Shared::start("api", "api", "2.0.1").await;
 
     let r = get(b.proxy, "billing.localhost", "/").await;
     assert_eq!(r.status, 503);
@@ -181,11 +184,12 @@ async fn tunnel_over_quic() {
 /// request still succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn burst_of_new_connections_all_succeed() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("burst").await;
-    let _run = a.run_service("api", api.port(), "1.0.0").await;
-    b.wait_for_service("api", |_| true).await;
+    let Shared {
+        a: _a,
+        b,
+        backend: _api,
+        run: _run,
+    } = Shared::start("api", "burst", "1.0.0").await;
     for _ in 0..3 {
         let requests = (0..64).map(|_| get(b.proxy, "api.localhost", "/name"));
         for r in futures::future::join_all(requests).await {

@@ -1,10 +1,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use devmesh_tests::{
-    Daemon,
-    backend::{Backend, pattern_byte},
-};
+use devmesh_tests::{Shared, backend::pattern_byte};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
@@ -14,11 +11,12 @@ const GIB: u64 = 1 << 30;
 /// arrive intact and neither daemon's memory grows with the body.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_gib_download_and_upload_stream_through_the_tunnel() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("bulk").await;
-    let _run = a.run_service("bulk", api.port(), "1.0.0").await;
-    b.wait_for_service("bulk", |_| true).await;
+    let Shared {
+        a,
+        b,
+        backend: _api,
+        run: _run,
+    } = Shared::start("bulk", "bulk", "1.0.0").await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>>(
     );

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use devmesh_tests::{Daemon, backend::Backend, eventually, get};
+use devmesh_tests::{Daemon, Shared, backend::Backend, eventually, get};
 use nix::sys::signal::Signal;
 
 async fn wait_for_503(b: &Daemon, host: &str, bound: Duration) -> Duration {
@@ -15,11 +15,12 @@ async fn wait_for_503(b: &Daemon, host: &str, bound: Duration) -> Duration {
 /// Ctrl-C on `devmesh run`: the remote node stops routing within 1 s.
 #[tokio::test(flavor = "multi_thread")]
 async fn graceful_stop_of_run_withdraws_within_a_second() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("api").await;
-    let mut run = a.run_service("api", api.port(), "1.4.2").await;
-    b.wait_for_service("api", |_| true).await;
+    let Shared {
+        a: _a,
+        b,
+        backend: _api,
+        mut run,
+    } = Shared::start("api", "api", "1.4.2").await;
     assert_eq!(get(b.proxy, "api.localhost", "/hello").await.status, 200);
 
     nix::sys::signal::kill(
@@ -44,11 +45,12 @@ async fn graceful_stop_of_run_withdraws_within_a_second() {
 /// control connection, and the remote node stops routing within 1 s.
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_run_withdraws_within_a_second() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("api").await;
-    let mut run = a.run_service("api", api.port(), "1.4.2").await;
-    b.wait_for_service("api", |_| true).await;
+    let Shared {
+        a,
+        b,
+        backend: api,
+        mut run,
+    } = Shared::start("api", "api", "1.4.2").await;
     run.start_kill().unwrap();
     wait_for_503(&b, "api.localhost", Duration::from_secs(1)).await;
     // The detached form survives the CLI and is stopped with `devmesh stop`.

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use devmesh_tests::{Daemon, backend::Backend, eventually, get};
+use devmesh_tests::{Shared, eventually, get};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::{
     Multiaddr, StreamProtocol, SwarmBuilder, gossipsub, identity::Keypair, noise,
@@ -18,11 +18,12 @@ struct Rogue {
 /// headers: the node drops each with a log line and keeps serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_records_and_stream_headers_are_dropped() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("api").await;
-    let _run = a.run_service("api", api.port(), "1.0.0").await;
-    b.wait_for_service("api", |_| true).await;
+    let Shared {
+        a,
+        b,
+        backend: _api,
+        run: _run,
+    } = Shared::start("api", "api", "1.0.0").await;
 
     let key = Keypair::generate_ed25519();
     let mut swarm = SwarmBuilder::with_existing_identity(key.clone())

@@ -1,4 +1,4 @@
-use devmesh_tests::{Daemon, backend::Backend};
+use devmesh_tests::Shared;
 use futures::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 
@@ -6,11 +6,12 @@ use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
 /// binary frames echo back.
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_echo_through_the_tunnel() {
-    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
-    b.join(&a).await;
-    let api = Backend::start("ws-backend").await;
-    let _run = a.run_service("chat", api.port(), "0.3.0").await;
-    b.wait_for_service("chat", |_| true).await;
+    let Shared {
+        a,
+        b,
+        backend: _api,
+        run: _run,
+    } = Shared::start("chat", "ws-backend", "0.3.0").await;
 
     for proxy in [b.proxy, a.proxy] {
         let mut req = format!("ws://{proxy}/ws").into_client_request().unwrap();

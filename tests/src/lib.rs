@@ -321,6 +321,30 @@ impl Drop for Daemon {
     }
 }
 
+/// Two nodes, B joined to A, and a backend shared from A: the setup most
+/// end-to-end tests start from.
+pub struct Shared {
+    pub a: Daemon,
+    pub b: Daemon,
+    pub backend: backend::Backend,
+    /// The foreground `devmesh run` on A.
+    pub run: Child,
+}
+
+impl Shared {
+    /// Starts A and B, a backend named `backend_name`, shares it from A as
+    /// `service` at `version`, and waits until B sees it.
+    pub async fn start(service: &str, backend_name: &str, version: &str) -> Shared {
+        let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
+        b.join(&a).await;
+        let backend = backend::Backend::start(backend_name).await;
+        let run = a.run_service(service, backend.port(), version).await;
+        b.wait_for_service(service, |s| s["route"] == "remote")
+            .await;
+        Shared { a, b, backend, run }
+    }
+}
+
 /// A response read whole (for small bodies).
 #[derive(Debug)]
 pub struct Reply {

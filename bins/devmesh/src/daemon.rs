@@ -25,13 +25,6 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
-/// `~/.devmesh`.
-pub fn default_home() -> anyhow::Result<PathBuf> {
-    let home =
-        std::env::var_os("HOME").context("HOME is not set; pass --home or set DEVMESH_HOME")?;
-    Ok(PathBuf::from(home).join(".devmesh"))
-}
-
 fn socket(home: &Path) -> PathBuf {
     home.join(SOCKET_NAME)
 }

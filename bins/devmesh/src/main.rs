@@ -125,7 +125,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     let home = match cli.home {
         Some(h) => h,
-        None => daemon::default_home()?,
+        None => mesh_control::default_home()
+            .context("HOME is not set; pass --home or set DEVMESH_HOME")?,
     };
     match cli.command {
         Command::Run {

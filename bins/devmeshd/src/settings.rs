@@ -54,19 +54,13 @@ pub struct Settings {
     pub log: String,
 }
 
-/// The home directory: `DEVMESH_HOME`, else `~/.devmesh`.
-pub fn default_home() -> anyhow::Result<PathBuf> {
-    let home =
-        std::env::var_os("HOME").context("HOME is not set; pass --home or set DEVMESH_HOME")?;
-    Ok(PathBuf::from(home).join(".devmesh"))
-}
-
 impl Settings {
     /// Merges flags, environment, file and defaults.
     pub fn resolve(args: Args) -> anyhow::Result<Self> {
         let home = match args.home {
             Some(h) => h,
-            None => default_home()?,
+            None => mesh_control::default_home()
+                .context("HOME is not set; pass --home or set DEVMESH_HOME")?,
         };
         let config_path = args.config.unwrap_or_else(|| home.join("config.toml"));
         let file = DaemonFile::load(&config_path)?;

@@ -27,6 +27,11 @@ use tokio::{
 
 pub use server::{Server, ServerInfo};
 
+/// The default home directory of a node, `~/.devmesh`; `None` without `HOME`.
+pub fn default_home() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME").map(|home| std::path::PathBuf::from(home).join(".devmesh"))
+}
+
 /// File name of the control socket inside the daemon's home.
 pub const SOCKET_NAME: &str = "devmeshd.sock";
 /// Longest message line accepted.
