@@ -8,5 +8,6 @@ mod http;
 mod large;
 mod lifecycle;
 mod malformed;
+mod mdns;
 mod mesh;
 mod websocket;

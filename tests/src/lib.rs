@@ -118,25 +118,34 @@ impl Daemon {
     /// Starts a node with extra `devmeshd` arguments (without `--listen`
     /// among them, it listens on TCP on 127.0.0.1).
     pub async fn start_with(extra: &[&str]) -> Daemon {
+        Self::start_in(None, extra).await
+    }
+
+    /// Starts a node inside the network namespace `netns` (with `ip netns
+    /// exec`), or in the test's own when `None`.
+    pub async fn start_in(netns: Option<&str>, extra: &[&str]) -> Daemon {
         let home = tempfile::Builder::new()
             .prefix("devmesh-test-")
             .tempdir()
             .expect("temp home");
         let log = std::fs::File::create(home.path().join("test-devmeshd.log")).expect("log file");
-        let mut cmd = Command::new(bin("devmeshd"));
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("devmeshd"));
+                c
+            }
+            None => Command::new(bin("devmeshd")),
+        };
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
         }
+        if !extra.contains(&"--mdns") {
+            cmd.args(["--mdns", "false"]);
+        }
         cmd.env("DEVMESH_HOME", home.path())
             .env("DEVMESH_LOG", "info,mesh_core=debug,mesh_proxy=debug")
-            .args([
-                "--proxy",
-                "127.0.0.1:0",
-                "--mdns",
-                "false",
-                "--namespace",
-                "test",
-            ])
+            .args(["--proxy", "127.0.0.1:0", "--namespace", "test"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
