@@ -16,8 +16,6 @@ pub enum Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TunnelError {
-    #[error("invalid tunnel target {0:?}")]
-    BadTarget(String),
     #[error("opening a stream to {peer}: {reason}")]
     Open { peer: String, reason: String },
     #[error("tunnel handshake with {peer}: {reason}")]
