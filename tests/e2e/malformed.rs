@@ -122,26 +122,37 @@ async fn malformed_records_and_stream_headers_are_dropped() {
         s.write_all(&[0, 4, b'n', b'o', b'p', b'e']).await.unwrap();
         s.flush().await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-        // A valid header for another namespace is refused with a reason.
-        let mut s = control
-            .open_stream(a_peer, StreamProtocol::new("/devmesh/http/1"))
-            .await
-            .unwrap();
-        let hello = br#"{"v":1,"namespace":"other"}"#;
-        s.write_all(&(hello.len() as u16).to_be_bytes())
-            .await
-            .unwrap();
-        s.write_all(hello).await.unwrap();
-        s.flush().await.unwrap();
-        let mut reply = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
-        String::from_utf8_lossy(&reply).into_owned()
+        // Valid headers for another namespace, or for a service the node
+        // does not provide, are refused with a reason.
+        let mut refusals = Vec::new();
+        for hello in [
+            &br#"{"v":1,"namespace":"other","service":"api"}"#[..],
+            &br#"{"v":1,"namespace":"test","service":"nothing-here"}"#[..],
+        ] {
+            let mut s = control
+                .open_stream(a_peer, StreamProtocol::new("/devmesh/http/1"))
+                .await
+                .unwrap();
+            s.write_all(&(hello.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            s.write_all(hello).await.unwrap();
+            s.flush().await.unwrap();
+            let mut reply = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut reply)).await;
+            refusals.push(String::from_utf8_lossy(&reply).into_owned());
+        }
+        refusals
     };
     let refusal = tokio::select! {
         r = attacks => r,
         _ = pump => unreachable!(),
     };
-    assert!(refusal.contains("not in namespace"), "{refusal:?}");
+    assert!(refusal[0].contains("not in namespace"), "{refusal:?}");
+    assert!(
+        refusal[1].contains("\\\"nothing-here\\\" is not provided by peer"),
+        "{refusal:?}"
+    );
 
     eventually(
         Duration::from_secs(10),

@@ -43,6 +43,10 @@ pub use route::SERVICE_HEADER;
 /// Body type of everything the proxy sends.
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 
+/// Buffer of each direction of a tunnel splice: large enough that bulk
+/// transfers fill whole Noise frames.
+const SPLICE_BUFFER: usize = 256 * 1024;
+
 /// Most tunnel streams served at once; more are dropped with a log line.
 pub const MAX_TUNNEL_STREAMS: usize = 1024;
 
@@ -231,45 +235,71 @@ impl Proxy {
                     return;
                 }
             };
-        let namespace = self.node.snapshot().namespace.clone();
-        let refusal = if hello.v != tunnel::TUNNEL_VERSION {
-            Some(format!(
+        let snapshot = self.node.snapshot();
+        let backend = if hello.v != tunnel::TUNNEL_VERSION {
+            Err(format!(
                 "tunnel version {} is not supported (this node speaks {})",
                 hello.v,
                 tunnel::TUNNEL_VERSION
             ))
-        } else if hello.namespace != namespace {
-            Some(format!(
+        } else if hello.namespace != snapshot.namespace {
+            Err(format!(
                 "this node is not in namespace {:?}",
                 hello.namespace
             ))
+        } else if let Some(local) = snapshot.local.get(&hello.service) {
+            upstream::connect_loopback(local.port)
+                .await
+                .map(|tcp| (tcp, local.port))
+                .map_err(|e| {
+                    format!(
+                        "the backend of {} on port {} is unreachable: {e}",
+                        hello.service, local.port
+                    )
+                })
         } else {
-            None
+            Err(format!(
+                "service {:?} is not provided by peer {} (it may have just stopped)",
+                hello.service, snapshot.local_peer
+            ))
         };
-        let reply = tunnel::HelloReply {
-            ok: refusal.is_none(),
-            error: refusal.clone(),
+        let reply = match &backend {
+            Ok((_, port)) => tunnel::HelloReply {
+                ok: true,
+                error: None,
+                host: Some(format!("localhost:{port}")),
+            },
+            Err(reason) => tunnel::HelloReply {
+                ok: false,
+                error: Some(reason.clone()),
+                host: None,
+            },
         };
         if let Err(e) = tunnel::write_frame(&mut stream, &reply).await {
             debug!(%peer, error = %e, "tunnel handshake failed");
             return;
         }
-        if let Some(reason) = refusal {
-            warn!(%peer, %reason, "refused a tunnel");
-            return;
-        }
-        let session = Arc::new(upstream::Session::new(self.upstreams.clone()));
-        let service = service_fn(move |req| {
-            let proxy = self.clone();
-            let session = session.clone();
-            async move { Ok::<_, Infallible>(proxy.handle_tunneled(req, peer, &session).await) }
-        });
-        if let Err(e) = http1::Builder::new()
-            .serve_connection(tunnel::TunnelIo::new(stream), service)
-            .with_upgrades()
-            .await
+        let mut tcp = match backend {
+            Ok((tcp, _)) => tcp,
+            Err(reason) => {
+                warn!(%peer, service = %hello.service, %reason, "refused a tunnel");
+                return;
+            }
+        };
+        // From here on the stream is the backend connection: HTTP/1.1 from
+        // the consumer, upgrades included, passes through untouched.
+        match tokio::io::copy_bidirectional_with_sizes(
+            &mut stream,
+            &mut tcp,
+            SPLICE_BUFFER,
+            SPLICE_BUFFER,
+        )
+        .await
         {
-            debug!(%peer, error = %e, "tunnel stream ended with an error");
+            Ok((up, down)) => debug!(%peer, service = %hello.service, up, down, "tunnel closed"),
+            Err(e) => {
+                debug!(%peer, service = %hello.service, error = %e, "tunnel ended with an error")
+            }
         }
     }
 
@@ -314,26 +344,17 @@ impl Proxy {
         forward::strip_hop_by_hop(headers, upgrade);
         forward::add_forwarded(headers, client.ip());
         headers.remove(SERVICE_HEADER);
-        let original_host = headers.get(HOST).cloned();
-        let service_header =
-            HeaderValue::from_str(&service).expect("service names are header-safe");
+        let service_key: Arc<str> = service.as_str().into();
         let mut last_error = None;
         for candidate in &candidates {
             let headers = out.headers_mut();
             let key = match candidate.target {
                 Target::Local { port } => {
                     forward::rewrite_host_for_backend(headers, port);
-                    headers.remove(SERVICE_HEADER);
                     upstream::Key::Local(port)
                 }
-                Target::Remote { peer, .. } => {
-                    match &original_host {
-                        Some(h) => headers.insert(HOST, h.clone()),
-                        None => headers.remove(HOST),
-                    };
-                    headers.insert(SERVICE_HEADER, service_header.clone());
-                    upstream::Key::Remote(peer)
-                }
+                // The tunnel tells which `Host` the remote backend expects.
+                Target::Remote { peer, .. } => upstream::Key::Remote(peer, service_key.clone()),
             };
             match session.send(key, out).await {
                 Ok(resp) => {
@@ -371,54 +392,6 @@ impl Proxy {
             &reason,
             json,
         )
-    }
-
-    /// A request that came through a tunnel from `peer`, for a local service.
-    async fn handle_tunneled(
-        &self,
-        mut req: Request<Incoming>,
-        peer: PeerId,
-        session: &upstream::Session,
-    ) -> Response<Body> {
-        let snapshot = self.node.snapshot();
-        let Some(service) = req
-            .headers()
-            .get(SERVICE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-        else {
-            warn!(%peer, "dropping a tunneled request without an x-devmesh-service header");
-            return pages::bad_tunnel_request("missing x-devmesh-service header");
-        };
-        let Some(local) = snapshot.local.get(&service) else {
-            debug!(%peer, %service, "tunneled request for a service not provided here");
-            return pages::not_provided_here(&snapshot, &service);
-        };
-        let port = local.port;
-        let upgrade = forward::upgrade_protocol(req.headers());
-        let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        let (parts, body) = req.into_parts();
-        let mut out = Request::new(body.boxed_unsync());
-        *out.method_mut() = parts.method;
-        *out.uri_mut() = origin_form(&parts.uri);
-        *out.headers_mut() = parts.headers;
-        forward::strip_hop_by_hop(out.headers_mut(), upgrade);
-        out.headers_mut().remove(SERVICE_HEADER);
-        forward::rewrite_host_for_backend(out.headers_mut(), port);
-        match session.send(upstream::Key::Local(port), out).await {
-            Ok(resp) => finish_response(resp, on_upgrade),
-            Err(e) => {
-                let reason = error_chain(&e.error);
-                warn!(%peer, %service, port, error = %reason, "local backend unreachable for a tunneled request");
-                pages::bad_gateway(
-                    &service,
-                    &snapshot.local_peer.to_string(),
-                    "local",
-                    &reason,
-                    false,
-                )
-            }
-        }
     }
 }
 

@@ -125,20 +125,3 @@ pub fn bad_gateway(
     let value = json!({"error": "provider_unreachable", "service": service, "provider": provider, "route": route, "reason": reason, "hint": hint});
     respond(StatusCode::BAD_GATEWAY, json, text, value)
 }
-
-/// 400 for a tunneled request that names no service.
-pub fn bad_tunnel_request(reason: &str) -> Response<Body> {
-    let text = format!("devmesh: bad tunneled request: {reason}\n");
-    let value = json!({"error": "bad_tunnel_request", "reason": reason});
-    respond(StatusCode::BAD_REQUEST, false, text, value)
-}
-
-/// 503 on the provider side: the service is not (or no longer) here.
-pub fn not_provided_here(snapshot: &Snapshot, service: &str) -> Response<Body> {
-    let text = format!(
-        "devmesh: service \"{service}\" is not provided by peer {} (it may have just stopped).\n",
-        snapshot.local_peer
-    );
-    let value = json!({"error": "not_provided_here", "service": service, "provider": snapshot.local_peer.to_string()});
-    respond(StatusCode::SERVICE_UNAVAILABLE, false, text, value)
-}

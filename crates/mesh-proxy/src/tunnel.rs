@@ -1,10 +1,12 @@
 //! The `/devmesh/http/1` stream protocol.
 //!
-//! A consumer opens a libp2p stream to the provider and sends a hello frame;
-//! the provider answers with its own frame, then both speak HTTP/1.1 over the
-//! stream. The consumer keeps idle streams in a pool and sends the next
-//! request on them, like keep-alive connections. Each frame is a big-endian
-//! `u16` length followed by that many bytes of JSON.
+//! A consumer opens a libp2p stream to the provider and sends a hello frame
+//! naming the service; the provider connects to that service's local backend
+//! and answers with its own frame, then splices the stream to the backend
+//! connection. The consumer speaks HTTP/1.1 over the stream as if it were
+//! the backend connection, keeps idle streams like keep-alive connections and
+//! sends later requests for the same service on them. Each frame is a
+//! big-endian `u16` length followed by that many bytes of JSON.
 
 use std::{
     pin::Pin,
@@ -37,6 +39,8 @@ pub struct Hello {
     pub v: u32,
     /// Namespace of the consumer.
     pub namespace: String,
+    /// The service the stream is for.
+    pub service: String,
 }
 
 /// The provider's answer to [`Hello`].
@@ -47,6 +51,9 @@ pub struct HelloReply {
     /// Why not, when refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The `Host` the backend expects, such as `localhost:3000`, when accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Writes one length-prefixed JSON frame.
@@ -127,12 +134,14 @@ impl Write for TunnelIo {
     }
 }
 
-/// Opens a tunnel stream to `peer` and performs the hello exchange.
+/// Opens a tunnel stream to `service` on `peer` and performs the hello
+/// exchange. Returns the stream and the `Host` the backend expects.
 pub async fn open(
     mut control: libp2p_stream::Control,
     peer: PeerId,
     namespace: &str,
-) -> Result<TunnelIo, TunnelError> {
+    service: &str,
+) -> Result<(TunnelIo, Option<String>), TunnelError> {
     let open = async {
         let stream = control
             .open_stream(peer, HTTP_PROTOCOL)
@@ -149,6 +158,7 @@ pub async fn open(
         let hello = Hello {
             v: TUNNEL_VERSION,
             namespace: namespace.to_owned(),
+            service: service.to_owned(),
         };
         write_frame(&mut stream, &hello)
             .await
@@ -160,7 +170,7 @@ pub async fn open(
                 reason: reply.error.unwrap_or_else(|| "no reason given".into()),
             });
         }
-        Ok(TunnelIo::new(stream))
+        Ok((TunnelIo::new(stream), reply.host))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
         .await

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response, header::HOST};
 use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use libp2p::PeerId;
@@ -31,12 +31,19 @@ const OPEN_ATTEMPTS: u64 = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
     /// A backend on a local port.
     Local(u16),
-    /// A remote provider node.
-    Remote(PeerId),
+    /// A service of a remote provider node.
+    Remote(PeerId, Arc<str>),
+}
+
+/// An upstream HTTP/1.1 connection.
+pub struct Conn {
+    sender: SendRequest<Body>,
+    /// The `Host` the backend expects, when the connection says.
+    host: Option<HeaderValue>,
 }
 
 /// Why a request could not be sent.
@@ -59,7 +66,7 @@ pub struct SendError {
 
 /// Idle upstream connections shared by all sessions, and how to make new ones.
 pub struct Upstreams {
-    idle: Mutex<HashMap<Key, Vec<SendRequest<Body>>>>,
+    idle: Mutex<HashMap<Key, Vec<Conn>>>,
     control: libp2p_stream::Control,
     namespace: Arc<str>,
 }
@@ -73,43 +80,49 @@ impl Upstreams {
         })
     }
 
-    fn take_idle(&self, key: &Key) -> Option<SendRequest<Body>> {
+    fn take_idle(&self, key: &Key) -> Option<Conn> {
         let mut idle = self.idle.lock().expect("idle lock");
         let list = idle.get_mut(key)?;
-        while let Some(sender) = list.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
+        while let Some(conn) = list.pop() {
+            if !conn.sender.is_closed() {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn put_idle(&self, key: Key, sender: SendRequest<Body>) {
-        if sender.is_closed() {
+    fn put_idle(&self, key: Key, conn: Conn) {
+        if conn.sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().expect("idle lock");
         let list = idle.entry(key).or_default();
-        list.retain(|s| !s.is_closed());
+        list.retain(|c| !c.sender.is_closed());
         if list.len() < MAX_IDLE_PER_UPSTREAM {
-            list.push(sender);
+            list.push(conn);
         }
     }
 
-    async fn connect(&self, key: &Key) -> Result<SendRequest<Body>, UpstreamError> {
+    async fn connect(&self, key: &Key) -> Result<Conn, UpstreamError> {
         match key {
             Key::Local(port) => {
                 let tcp = connect_loopback(*port).await?;
-                handshake(TokioIo::new(tcp)).await
+                let sender = handshake(TokioIo::new(tcp)).await?;
+                Ok(Conn { sender, host: None })
             }
-            Key::Remote(peer) => {
+            Key::Remote(peer, service) => {
                 // The provider's libp2p-stream inbound queue holds one stream:
                 // when many open at once, some are dropped; open those again.
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
-                    match tunnel::open(self.control.clone(), *peer, &self.namespace).await {
-                        Ok(io) => return handshake(io).await,
+                    match tunnel::open(self.control.clone(), *peer, &self.namespace, service).await
+                    {
+                        Ok((io, host)) => {
+                            let sender = handshake(io).await?;
+                            let host = host.and_then(|h| HeaderValue::from_str(&h).ok());
+                            return Ok(Conn { sender, host });
+                        }
                         Err(e @ TunnelError::Refused { .. }) => {
                             return Err(UpstreamError::Connect(e.to_string()));
                         }
@@ -129,7 +142,7 @@ impl Upstreams {
 
 /// Connects to a local backend on 127.0.0.1, then on ::1 (dev servers that
 /// bind `localhost` often listen on only one of them).
-async fn connect_loopback(port: u16) -> Result<TcpStream, UpstreamError> {
+pub async fn connect_loopback(port: u16) -> Result<TcpStream, UpstreamError> {
     let mut errors = Vec::new();
     for ip in [Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()] {
         let addr = SocketAddr::new(ip, port);
@@ -164,7 +177,7 @@ where
 /// The upstream side of one downstream connection.
 pub struct Session {
     upstreams: Arc<Upstreams>,
-    current: Mutex<Option<(Key, SendRequest<Body>)>>,
+    current: Mutex<Option<(Key, Conn)>>,
 }
 
 impl Session {
@@ -184,9 +197,9 @@ impl Session {
     ) -> Result<Response<Incoming>, SendError> {
         let last = self.current.lock().expect("session lock").take();
         let reused = match last {
-            Some((k, s)) if k == key => Some(s),
-            Some((k, s)) => {
-                self.upstreams.put_idle(k, s);
+            Some((k, c)) if k == key => Some(c),
+            Some((k, c)) => {
+                self.upstreams.put_idle(k, c);
                 None
             }
             None => None,
@@ -194,17 +207,17 @@ impl Session {
         let mut request = request;
         // A reused connection may have been closed by the other side; then
         // the request comes back unsent and goes on a new connection.
-        for mut sender in [reused.or_else(|| self.upstreams.take_idle(&key)), None] {
-            let fresh = sender.is_none();
-            let ready = match sender.as_mut() {
-                Some(s) => s.ready().await.is_ok(),
+        for mut conn in [reused.or_else(|| self.upstreams.take_idle(&key)), None] {
+            let fresh = conn.is_none();
+            let ready = match conn.as_mut() {
+                Some(c) => c.sender.ready().await.is_ok(),
                 None => false,
             };
-            let mut sender = if ready {
-                sender.expect("ready sender")
+            let mut conn = if ready {
+                conn.expect("ready connection")
             } else {
                 match self.upstreams.connect(&key).await {
-                    Ok(s) => s,
+                    Ok(c) => c,
                     Err(error) => {
                         return Err(SendError {
                             error,
@@ -213,10 +226,13 @@ impl Session {
                     }
                 }
             };
-            match sender.try_send_request(request).await {
+            if let Some(host) = &conn.host {
+                request.headers_mut().insert(HOST, host.clone());
+            }
+            match conn.sender.try_send_request(request).await {
                 Ok(response) => {
                     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                        *self.current.lock().expect("session lock") = Some((key, sender));
+                        *self.current.lock().expect("session lock") = Some((key, conn));
                     }
                     return Ok(response);
                 }
@@ -243,8 +259,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Some((key, sender)) = self.current.get_mut().ok().and_then(Option::take) {
-            self.upstreams.put_idle(key, sender);
+        if let Some((key, conn)) = self.current.get_mut().ok().and_then(Option::take) {
+            self.upstreams.put_idle(key, conn);
         }
     }
 }
