@@ -54,22 +54,7 @@ async fn killed_run_withdraws_within_a_second() {
     run.start_kill().unwrap();
     wait_for_503(&b, "api.localhost", Duration::from_secs(1)).await;
     // The detached form survives the CLI and is stopped with `devmesh stop`.
-    let out = a
-        .cli(&[
-            "run",
-            "api",
-            "--port",
-            &api.port().to_string(),
-            "--version",
-            "1.4.3",
-            "--detach",
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.share_detached("api", api.port(), "1.4.3").await;
     b.wait_for_service("api", |s| s["version"] == "1.4.3").await;
     assert_eq!(get(b.proxy, "api.localhost", "/hello").await.status, 200);
     let out = a.cli(&["stop", "api"]).await;
@@ -107,10 +92,7 @@ async fn sigterm_shuts_down_cleanly() {
     let (mut a, b) = tokio::join!(Daemon::start(), Daemon::start());
     b.join(&a).await;
     let api = Backend::start("api").await;
-    let out = a
-        .cli(&["run", "api", "--port", &api.port().to_string(), "--detach"])
-        .await;
-    assert!(out.status.success());
+    a.share_detached("api", api.port(), "0.0.0").await;
     b.wait_for_service("api", |_| true).await;
     a.signal(Signal::SIGTERM);
     let status = a.wait_exit().await;

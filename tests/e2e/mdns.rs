@@ -111,22 +111,7 @@ async fn mdns_finds_a_peer_on_the_lan_without_bootstrap() {
         .kill_on_drop(true)
         .spawn()
         .expect("starting the backend");
-    let out = a
-        .cli(&[
-            "run",
-            "api",
-            "--port",
-            &port.to_string(),
-            "--version",
-            "1.0.0",
-            "--detach",
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    a.share_detached("api", port, "1.0.0").await;
     b.wait_for_service("api", |s| s["route"] == "remote").await;
     let url = format!("http://{}/name", b.proxy);
     let body = eventually(

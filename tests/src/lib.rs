@@ -268,6 +268,26 @@ impl Daemon {
         child
     }
 
+    /// Shares a service with `devmesh run --detach` and checks it succeeded.
+    pub async fn share_detached(&self, name: &str, port: u16, version: &str) {
+        let out = self
+            .cli(&[
+                "run",
+                name,
+                "--port",
+                &port.to_string(),
+                "--version",
+                version,
+                "--detach",
+            ])
+            .await;
+        assert!(
+            out.status.success(),
+            "devmesh run --detach: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Waits until `status` lists a provider of `service` matching `pred`.
     pub async fn wait_for_service(&self, service: &str, pred: impl Fn(&serde_json::Value) -> bool) {
         eventually(SHORT, &format!("{service} in status"), || async {
