@@ -204,26 +204,27 @@ impl Daemon {
             .expect("running devmesh")
     }
 
-    /// `devmesh status --json`.
-    pub async fn status(&self) -> serde_json::Value {
-        let out = self.cli(&["status", "--json"]).await;
+    /// `devmesh <args> --json`, which must succeed, parsed.
+    pub async fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.cli(&args).await;
         assert!(
             out.status.success(),
-            "status failed: {}",
+            "devmesh {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("status json")
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// `devmesh status --json`.
+    pub async fn status(&self) -> serde_json::Value {
+        self.cli_json(&["status"]).await
     }
 
     /// `devmesh peers --json`.
     pub async fn peers(&self) -> serde_json::Value {
-        let out = self.cli(&["peers", "--json"]).await;
-        assert!(
-            out.status.success(),
-            "peers failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("peers json")
+        self.cli_json(&["peers"]).await
     }
 
     /// Connects this node to `other` with `devmesh join`.
