@@ -274,10 +274,7 @@ impl Server {
                     connection,
                     port,
                     protocol: record.protocol.to_string(),
-                    health: serde_json::to_value(record.health)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    health: record.health.to_string(),
                     expires_in_ms: expires,
                     url: self.url(name),
                 });

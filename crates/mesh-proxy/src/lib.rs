@@ -68,15 +68,15 @@ impl Target {
 }
 
 /// A candidate provider of a request.
-struct Candidate {
+struct Candidate<'a> {
     target: Target,
     provider: PeerId,
-    version: String,
+    version: &'a semver::Version,
 }
 
 /// Orders the providers of `service`: local first, then connected peers
 /// (direct before relayed, lower RTT first), then peers not connected now.
-fn candidates(snapshot: &Snapshot, service: &str) -> Vec<Candidate> {
+fn candidates<'a>(snapshot: &'a Snapshot, service: &str) -> Vec<Candidate<'a>> {
     let mut remote = Vec::new();
     let mut out = Vec::new();
     for p in snapshot.providers(service) {
@@ -84,7 +84,7 @@ fn candidates(snapshot: &Snapshot, service: &str) -> Vec<Candidate> {
             Provider::Local(l) => out.push(Candidate {
                 target: Target::Local { port: l.port },
                 provider: snapshot.local_peer,
-                version: l.record.version.to_string(),
+                version: &l.record.version,
             }),
             Provider::Remote(r) => {
                 let link = snapshot.peers.get(&r.peer);
@@ -101,7 +101,7 @@ fn candidates(snapshot: &Snapshot, service: &str) -> Vec<Candidate> {
                             direct: link.is_none_or(|l| l.direct),
                         },
                         provider: r.peer,
-                        version: r.record.version.to_string(),
+                        version: &r.record.version,
                     },
                 ));
             }
@@ -316,16 +316,11 @@ impl Proxy {
         let service = match route::target(req.uri(), req.headers()) {
             route::Target::Service(name) => name,
             route::Target::Unnamed => {
-                let host = req
-                    .headers()
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned);
-                return pages::unnamed(
-                    &snapshot,
-                    Some(host.as_deref().unwrap_or(&local.to_string())),
-                    json,
-                );
+                let host = match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
+                    Some(host) => host.to_owned(),
+                    None => local.to_string(),
+                };
+                return pages::unnamed(&snapshot, &host, json);
             }
         };
         let candidates = candidates(&snapshot, &service);

@@ -92,8 +92,8 @@ pub fn no_provider(snapshot: &Snapshot, service: &str, json: bool) -> Response<B
 }
 
 /// 404 for requests that name no service: explains how to name one.
-pub fn unnamed(snapshot: &Snapshot, proxy_host: Option<&str>, json: bool) -> Response<Body> {
-    let example = proxy_host.unwrap_or("localhost:<proxy-port>");
+pub fn unnamed(snapshot: &Snapshot, proxy_host: &str, json: bool) -> Response<Body> {
+    let example = proxy_host;
     let port = example
         .rsplit_once(':')
         .map(|(_, p)| p)

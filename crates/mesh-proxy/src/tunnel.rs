@@ -8,13 +8,8 @@
 //! sends later requests for the same service on them. Each frame is a
 //! big-endian `u16` length followed by that many bytes of JSON.
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::time::Duration;
 
-use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use serde::{Deserialize, Serialize};
@@ -93,46 +88,7 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
 }
 
 /// A tunnel stream as hyper IO.
-pub struct TunnelIo {
-    inner: TokioIo<Compat<Stream>>,
-}
-
-impl TunnelIo {
-    /// Wraps a libp2p stream.
-    pub fn new(stream: Compat<Stream>) -> Self {
-        Self {
-            inner: TokioIo::new(stream),
-        }
-    }
-}
-
-impl Read for TunnelIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
-    }
-}
-
-impl Write for TunnelIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+pub type TunnelIo = TokioIo<Compat<Stream>>;
 
 /// Opens a tunnel stream to `service` on `peer` and performs the hello
 /// exchange. Returns the stream and the `Host` the backend expects.
@@ -170,7 +126,7 @@ pub async fn open(
                 reason: reply.error.unwrap_or_else(|| "no reason given".into()),
             });
         }
-        Ok((TunnelIo::new(stream), reply.host))
+        Ok((TokioIo::new(stream), reply.host))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
         .await
