@@ -5,6 +5,7 @@
 //! 3 the daemon could not be reached or started.
 
 mod daemon;
+mod doctor;
 mod output;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -59,10 +60,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Connect to a peer of the team by multiaddr
+    /// Join a team: with an invite token, or connect to a peer by multiaddr
     Join {
-        /// Multiaddr such as /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
-        addr: String,
+        /// Invite token (devmesh-invite:...) from `devmesh invite`, or a
+        /// multiaddr such as /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
+        target: String,
+        /// Namespace to move to, with a multiaddr
+        #[arg(long)]
+        namespace: Option<String>,
+        /// File holding the namespace secret (64 hex digits), with --namespace
+        #[arg(long, requires = "namespace")]
+        secret_file: Option<PathBuf>,
+        /// Seconds to wait for the first member before returning
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an invite token for the namespace (making it a secret if it has none)
+    Invite {
+        /// Namespace [default: this node's]
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Bootstrap multiaddr to put in the token; repeat for several [default: this node's bootstrap peers]
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain how this node connects: addresses, NAT, relay, peers, and what to fix
+    Doctor {
         #[arg(long)]
         json: bool,
     },
@@ -205,14 +232,71 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Join { addr, json } => {
+        Command::Join {
+            target,
+            namespace,
+            secret_file,
+            wait,
+            json,
+        } => join(&home, target, namespace, secret_file, wait, json).await,
+        Command::Invite {
+            namespace,
+            bootstrap,
+            json,
+        } => {
             let mut client = daemon::connect_or_start(&home).await?;
-            let joined: mesh_control::JoinResult = client.call_as(&Request::Join { addr }).await?;
+            let invite: mesh_control::InviteResult = client
+                .call_as(&Request::Invite {
+                    namespace,
+                    bootstrap,
+                })
+                .await?;
             if json {
-                output::json(&joined);
+                output::json(&invite);
+                return Ok(());
+            }
+            println!("{}", invite.token);
+            if invite.created_secret {
+                eprintln!(
+                    "devmesh: namespace {} has a new secret; only nodes that join with this token are members",
+                    invite.namespace
+                );
+            }
+            if invite.joined {
+                eprintln!(
+                    "devmesh: this node is now in namespace {}",
+                    invite.namespace
+                );
+            }
+            if invite.bootstrap.is_empty() {
+                eprintln!(
+                    "devmesh: the token holds no bootstrap address, so only nodes on this LAN (mDNS) can use it; add the team relay with --bootstrap <multiaddr>"
+                );
+            }
+            eprintln!(
+                "devmesh: keep the token private: it holds the namespace secret. Teammates run `devmesh join <token>`"
+            );
+            Ok(())
+        }
+        Command::Doctor { json } => {
+            let mut client = daemon::connect_or_start(&home).await?;
+            let status: mesh_control::Status = client.call_as(&Request::Status).await?;
+            let peers: Vec<mesh_control::PeerStatus> = client.call_as(&Request::Peers).await?;
+            let findings = doctor::examine(&status, &peers);
+            if json {
+                output::json(&serde_json::json!({
+                    "status": status,
+                    "peers": peers,
+                    "findings": findings,
+                }));
             } else {
-                println!("{}", joined.peer_id);
-                eprintln!("devmesh: connected to {}", joined.peer_id);
+                doctor::print(&status, &peers, &findings);
+            }
+            if findings.iter().any(|f| f.level == doctor::Level::Problem) {
+                return Err(Failure {
+                    code: 1,
+                    error: anyhow::anyhow!("doctor found problems (listed above)"),
+                });
             }
             Ok(())
         }
@@ -233,6 +317,116 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `devmesh join`: with a token or a namespace, moves the node into the
+/// namespace and waits until a member answers, a member refuses us, or
+/// `wait` seconds pass.
+async fn join(
+    home: &std::path::Path,
+    target: String,
+    namespace: Option<String>,
+    secret_file: Option<PathBuf>,
+    wait: u64,
+    json: bool,
+) -> Result<(), Failure> {
+    let usage = |error: anyhow::Error| Failure { code: 2, error };
+    let (addrs, namespace, secret) = if target
+        .trim()
+        .starts_with(mesh_core::namespace::INVITE_PREFIX)
+    {
+        if namespace.is_some() {
+            return Err(usage(anyhow::anyhow!(
+                "an invite token already names its namespace; drop --namespace"
+            )));
+        }
+        let invite = mesh_core::Invite::decode(&target).map_err(|e| usage(e.into()))?;
+        (
+            invite.bootstrap.iter().map(ToString::to_string).collect(),
+            Some(invite.namespace),
+            invite.secret.map(|s| s.to_hex()),
+        )
+    } else {
+        let secret = match secret_file {
+            Some(path) => Some(
+                mesh_core::Secret::load(&path)
+                    .map_err(|e| usage(e.into()))?
+                    .to_hex(),
+            ),
+            None => None,
+        };
+        (vec![target], namespace, secret)
+    };
+    let moving = namespace.is_some();
+    let mut client = daemon::connect_or_start(home).await?;
+    let joined: mesh_control::JoinResult = client
+        .call_as(&Request::Join {
+            addrs,
+            namespace,
+            secret,
+        })
+        .await?;
+    for u in &joined.unreachable {
+        eprintln!("devmesh: cannot reach {u}");
+    }
+    if !moving {
+        if json {
+            output::json(&joined);
+        } else {
+            for p in &joined.peers {
+                println!("{p}");
+                eprintln!("devmesh: connected to {p}");
+            }
+        }
+        return Ok(());
+    }
+    // Wait for the namespace to answer: a member admits us, or refuses.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    let (members, failure) = loop {
+        let status: mesh_control::Status = client.call_as(&Request::Status).await?;
+        let peers: Vec<mesh_control::PeerStatus> = client.call_as(&Request::Peers).await?;
+        let members = peers.iter().filter(|p| p.kind == "member").count();
+        let failure = status.admission_failures.first().map(|f| f.reason.clone());
+        if members > 0 || failure.is_some() || std::time::Instant::now() >= deadline {
+            break (members, failure);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    if json {
+        output::json(&serde_json::json!({
+            "namespace": joined.namespace,
+            "peers": joined.peers,
+            "unreachable": joined.unreachable,
+            "members": members,
+            "error": failure,
+        }));
+    }
+    if let Some(reason) = failure {
+        return Err(Failure {
+            code: 1,
+            error: anyhow::anyhow!("{reason}"),
+        });
+    }
+    if !json {
+        println!("{}", joined.namespace);
+        if members > 0 {
+            eprintln!(
+                "devmesh: joined namespace {}: {members} member(s) online",
+                joined.namespace
+            );
+        } else if joined.peers.is_empty() && !joined.unreachable.is_empty() {
+            eprintln!(
+                "devmesh: joined namespace {}, but no bootstrap peer answered; devmeshd keeps trying (`devmesh doctor` explains)",
+                joined.namespace
+            );
+        } else {
+            eprintln!(
+                "devmesh: joined namespace {}; no other member is online yet (they appear as they come online)",
+                joined.namespace
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Builds the service to share from the flags, filling gaps from

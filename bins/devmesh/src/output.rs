@@ -41,17 +41,37 @@ fn table(rows: &[Vec<String>]) {
 
 /// `devmesh status`.
 pub fn status(s: &Status) {
-    let port = s.proxy_addr.rsplit(':').next().unwrap_or("");
     println!("node       {}", s.peer_id);
-    println!("namespace  {}", s.namespace);
-    println!(
-        "proxy      http://{}  (open http://<service>.localhost:{port}/)",
-        s.proxy_addr
-    );
+    if s.role == "relay" {
+        println!("role       relay (bootstrap, relay and AutoNAT server for every namespace)");
+        for addr in &s.external_addrs {
+            println!("public     {addr}");
+        }
+    } else {
+        println!(
+            "namespace  {} ({})",
+            s.namespace,
+            if s.has_secret {
+                "secret set"
+            } else {
+                "no secret: anyone who knows the name can join"
+            }
+        );
+    }
+    if let Some(proxy) = &s.proxy_addr {
+        let port = proxy.rsplit(':').next().unwrap_or("");
+        println!("proxy      http://{proxy}  (open http://<service>.localhost:{port}/)");
+    }
     for addr in &s.listen_addrs {
         println!("listen     {addr}");
     }
+    for f in &s.admission_failures {
+        println!("problem    {}", f.reason);
+    }
     println!();
+    if s.role == "relay" {
+        return;
+    }
     if s.services.is_empty() {
         println!("no services yet: share one with `devmesh run <name> --port <port>`");
         return;
@@ -90,6 +110,7 @@ pub fn peers(peers: &[PeerStatus]) {
     }
     let mut rows = vec![vec![
         "PEER".into(),
+        "KIND".into(),
         "CONNECTION".into(),
         "RTT".into(),
         "ADDRESS".into(),
@@ -98,6 +119,7 @@ pub fn peers(peers: &[PeerStatus]) {
     for p in peers {
         rows.push(vec![
             p.peer_id.clone(),
+            p.kind.clone(),
             p.connection.clone(),
             p.rtt_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")),
             p.addresses.first().cloned().unwrap_or_default(),

@@ -8,7 +8,7 @@ use std::{os::unix::fs::PermissionsExt, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::Parser as _;
 use mesh_control::{Server, ServerInfo};
-use mesh_core::{Config, Node};
+use mesh_core::{Config, Node, NodeHandle, Role};
 use mesh_proxy::Proxy;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -62,42 +62,59 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("restricting {} to its owner", settings.home.display()))?;
     let keypair = mesh_core::identity::load_or_create(&settings.home.join("identity.key"))?;
 
-    let proxy_listener = tokio::net::TcpListener::bind(settings.proxy).await.with_context(|| {
-        format!(
-            "cannot open the proxy on {}: another devmeshd may be running; pick another address with --proxy or DEVMESH_PROXY",
-            settings.proxy
-        )
-    })?;
-    let proxy_addr = proxy_listener.local_addr()?;
+    let relay = settings.role == Role::Relay;
+    // A relay serves no services and runs no front door.
+    let proxy_listener = if relay {
+        None
+    } else {
+        Some(tokio::net::TcpListener::bind(settings.proxy).await.with_context(|| {
+            format!(
+                "cannot open the proxy on {}: another devmeshd may be running; pick another address with --proxy or DEVMESH_PROXY",
+                settings.proxy
+            )
+        })?)
+    };
+    let proxy_addr = proxy_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let socket_path = settings.home.join(mesh_control::SOCKET_NAME);
     let control_listener = Server::bind(&socket_path)
         .with_context(|| format!("opening the control socket {}", socket_path.display()))?;
 
     let mut config = Config::new(keypair, settings.namespace.clone());
+    config.role = settings.role;
     config.listen = settings.listen.clone();
     config.bootstrap = settings.bootstrap.clone();
+    config.external = settings.external.clone();
     config.mdns = settings.mdns;
     config.agent = format!("devmeshd/{}", env!("CARGO_PKG_VERSION"));
     let (node, node_task) = Node::spawn(config)?;
     info!(
         peer_id = %node.peer_id(),
-        namespace = %settings.namespace,
-        proxy = %proxy_addr,
+        role = ?settings.role,
+        namespace = %settings.namespace.name(),
+        secret = settings.namespace.has_secret(),
+        proxy = ?proxy_addr,
         home = %settings.home.display(),
         mdns = settings.mdns,
         "devmeshd started"
     );
 
     let shutdown = CancellationToken::new();
-    let proxy = Proxy::new(node.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
-    tasks.spawn(proxy.serve(proxy_listener, shutdown.clone()));
+    if let Some(listener) = proxy_listener {
+        let proxy = Proxy::new(node.clone());
+        tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
+        tasks.spawn(proxy.serve(listener, shutdown.clone()));
+    }
     let server = Server::new(
         node.clone(),
         ServerInfo {
             proxy_addr,
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+            home: settings.home.clone(),
+            config_path: settings.config_path.clone(),
         },
         shutdown.clone(),
     );
@@ -105,6 +122,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         server.serve(control_listener).await;
         Ok(())
     });
+    if relay {
+        announce_relay(&node).await;
+    }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -122,4 +142,37 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tasks.abort_all();
     info!("devmeshd stopped");
     Ok(())
+}
+
+/// Prints the addresses a team gives its members, once the node listens.
+async fn announce_relay(node: &NodeHandle) {
+    let mut watch = node.watch();
+    let wait = async {
+        loop {
+            if !watch.borrow_and_update().external_addrs.is_empty() {
+                return;
+            }
+            if watch.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), wait)
+        .await
+        .is_err()
+    {
+        println!(
+            "devmesh relay running as {}, but with no public address yet: pass --external /ip4/<public-ip>/tcp/4001",
+            node.peer_id()
+        );
+        return;
+    }
+    let snapshot = node.snapshot();
+    println!("devmesh relay ready. Members use it as their bootstrap address:");
+    for addr in &snapshot.external_addrs {
+        println!("  {addr}/p2p/{}", snapshot.local_peer);
+    }
+    println!(
+        "Make an invite with `devmesh invite --bootstrap <address>` on a member, or `devmesh invite --namespace <team>` here."
+    );
 }

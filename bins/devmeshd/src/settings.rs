@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use mesh_config::DaemonFile;
-use mesh_core::Multiaddr;
+use mesh_core::{Multiaddr, Namespace, Role, Secret};
 
 /// Default address of the HTTP front door.
 pub const DEFAULT_PROXY: &str = "127.0.0.1:7700";
@@ -37,6 +37,17 @@ pub struct Args {
     /// Discover peers on the LAN with mDNS: true or false [default: true]
     #[arg(long, env = "DEVMESH_MDNS")]
     pub mdns: Option<bool>,
+    /// Run as the team's public node: bootstrap peer, relay and AutoNAT
+    /// server for every namespace (listens on port 4001 unless --listen says otherwise)
+    #[arg(long, env = "DEVMESH_RELAY")]
+    pub relay: bool,
+    /// Address others reach this node at, when not a listen address (a
+    /// relay behind a cloud NAT); repeat for several
+    #[arg(long, env = "DEVMESH_EXTERNAL", value_delimiter = ',')]
+    pub external: Vec<String>,
+    /// File holding the namespace secret [default: <home>/secrets/<namespace> if it exists]
+    #[arg(long, env = "DEVMESH_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
     /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
     #[arg(long, env = "DEVMESH_LOG", default_value = "info")]
     pub log: String,
@@ -48,10 +59,13 @@ pub struct Settings {
     pub home: PathBuf,
     pub listen: Vec<Multiaddr>,
     pub proxy: SocketAddr,
-    pub namespace: String,
+    pub namespace: Namespace,
+    pub role: Role,
     pub bootstrap: Vec<Multiaddr>,
+    pub external: Vec<Multiaddr>,
     pub mdns: bool,
     pub log: String,
+    pub config_path: PathBuf,
 }
 
 impl Settings {
@@ -64,15 +78,33 @@ impl Settings {
         };
         let config_path = args.config.unwrap_or_else(|| home.join("config.toml"));
         let file = DaemonFile::load(&config_path)?;
+        let role = if args.relay {
+            Role::Relay
+        } else {
+            match file.role.as_deref() {
+                None | Some("member") => Role::Member,
+                Some("relay") => Role::Relay,
+                Some(other) => anyhow::bail!(
+                    "{}: key `role`: {other:?} is not a role; use \"member\" or \"relay\"",
+                    config_path.display()
+                ),
+            }
+        };
+        let default_port = if role == Role::Relay { 4001 } else { 0 };
         let listen = if !args.listen.is_empty() {
             args.listen
         } else {
             file.listen.unwrap_or_else(|| {
                 vec![
-                    "/ip4/0.0.0.0/tcp/0".to_owned(),
-                    "/ip4/0.0.0.0/udp/0/quic-v1".to_owned(),
+                    format!("/ip4/0.0.0.0/tcp/{default_port}"),
+                    format!("/ip4/0.0.0.0/udp/{default_port}/quic-v1"),
                 ]
             })
+        };
+        let external = if !args.external.is_empty() {
+            args.external
+        } else {
+            file.external.unwrap_or_default()
         };
         let bootstrap = if !args.bootstrap.is_empty() {
             args.bootstrap
@@ -87,18 +119,35 @@ impl Settings {
             .namespace
             .or(file.namespace)
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        if namespace.is_empty() || namespace.len() > 64 || namespace.contains('/') {
-            anyhow::bail!("namespace {namespace:?} is invalid: use 1-64 characters without '/'");
-        }
+        mesh_core::namespace::validate_name(&namespace).map_err(anyhow::Error::msg)?;
+        let secret_file = args
+            .secret_file
+            .or_else(|| file.secret_file.map(PathBuf::from));
+        let secret = match secret_file {
+            Some(path) => Some(Secret::load(&path).with_context(|| {
+                format!("reading the secret of namespace {namespace}; `devmesh join <token>` stores it for you")
+            })?),
+            None => {
+                let stored = mesh_control::secret_path(&home, &namespace);
+                if stored.exists() {
+                    Some(Secret::load(&stored)?)
+                } else {
+                    None
+                }
+            }
+        };
         Ok(Self {
             listen: parse_addrs(&listen, "listen")?,
             bootstrap: parse_addrs(&bootstrap, "bootstrap")?,
+            external: parse_addrs(&external, "external")?,
+            role,
+            config_path,
             proxy: proxy.parse().with_context(|| {
                 format!(
                     "proxy address {proxy:?} is invalid: expected ip:port such as 127.0.0.1:7700"
                 )
             })?,
-            namespace,
+            namespace: Namespace::new(namespace, secret.as_ref()),
             mdns: args.mdns.or(file.mdns).unwrap_or(true),
             log: args.log,
             home,

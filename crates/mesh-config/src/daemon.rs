@@ -21,6 +21,75 @@ pub struct DaemonFile {
     pub bootstrap: Option<Vec<String>>,
     /// Discover peers on the LAN with mDNS. Default: true.
     pub mdns: Option<bool>,
+    /// `member` (default) or `relay`: a public bootstrap, relay and AutoNAT
+    /// node for teams.
+    pub role: Option<String>,
+    /// Addresses others reach this node at, when they differ from the
+    /// listen addresses (a relay behind a cloud NAT). Default: none.
+    pub external: Option<Vec<String>>,
+    /// File holding the namespace secret. Default: `<home>/secrets/<namespace>`
+    /// when it exists.
+    pub secret_file: Option<String>,
+}
+
+/// Records a joined namespace in the config file at `path`: sets
+/// `namespace`, adds `bootstrap` addresses not yet listed and drops
+/// `secret_file` (the secret now lives in `<home>/secrets/<namespace>`).
+/// Comments and other keys are kept.
+pub fn write_membership(
+    path: &Path,
+    namespace: &str,
+    bootstrap: &[String],
+) -> Result<(), ConfigError> {
+    let source = if path.exists() {
+        read(path)?
+    } else {
+        String::new()
+    };
+    // Refuse to rewrite a file that does not parse: the user must see why.
+    DaemonFile::parse(path, &source)?;
+    let mut doc: toml_edit::DocumentMut =
+        source
+            .parse()
+            .map_err(|e: toml_edit::TomlError| ConfigError {
+                path: path.to_owned(),
+                line: None,
+                key: None,
+                message: e.to_string(),
+            })?;
+    doc["namespace"] = toml_edit::value(namespace);
+    let mut list: Vec<String> = doc
+        .get("bootstrap")
+        .and_then(|b| b.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for addr in bootstrap {
+        if !list.contains(addr) {
+            list.push(addr.clone());
+        }
+    }
+    let mut array = toml_edit::Array::new();
+    for addr in &list {
+        array.push(addr.as_str());
+    }
+    doc["bootstrap"] = toml_edit::value(array);
+    doc.remove("secret_file");
+    let io = |e: std::io::Error| ConfigError {
+        path: path.to_owned(),
+        line: None,
+        key: None,
+        message: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, doc.to_string()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 impl DaemonFile {
@@ -64,5 +133,37 @@ mod tests {
         let err = DaemonFile::parse(p, "mdns = \"yes\"\n").unwrap_err();
         assert_eq!(err.line, Some(1));
         assert!(err.message.contains("bool"), "{}", err.message);
+    }
+
+    #[test]
+    fn membership_is_written_keeping_comments_and_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "# my node\nmdns = false\nnamespace = \"old\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\nsecret_file = \"/x\"\n",
+        )
+        .unwrap();
+        write_membership(&path, "team", &["/ip4/203.0.113.10/tcp/4001".into()]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("# my node"), "{text}");
+        let file = DaemonFile::load(&path).unwrap();
+        assert_eq!(file.namespace.as_deref(), Some("team"));
+        assert_eq!(file.mdns, Some(false));
+        assert_eq!(file.secret_file, None);
+        assert_eq!(
+            file.bootstrap.unwrap(),
+            vec!["/ip4/127.0.0.1/tcp/1", "/ip4/203.0.113.10/tcp/4001"]
+        );
+        // A new file is created; a broken one is refused, not overwritten.
+        let fresh = dir.path().join("new/config.toml");
+        write_membership(&fresh, "team", &[]).unwrap();
+        assert_eq!(
+            DaemonFile::load(&fresh).unwrap().namespace.as_deref(),
+            Some("team")
+        );
+        std::fs::write(&path, "namespace = \n").unwrap();
+        assert!(write_membership(&path, "team", &[]).is_err());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "namespace = \n");
     }
 }

@@ -25,7 +25,7 @@ use tokio::{
     net::UnixStream,
 };
 
-pub use server::{Server, ServerInfo};
+pub use server::{Server, ServerInfo, secret_path};
 
 /// The default home directory of a node, `~/.devmesh`; `None` without `HOME`.
 pub fn default_home() -> Option<std::path::PathBuf> {
@@ -54,8 +54,25 @@ pub enum Request {
     },
     /// Stop providing a service.
     Stop { name: String },
-    /// Connect to a peer.
-    Join { addr: String },
+    /// Connect to peers; with a namespace, move to it (and remember it).
+    Join {
+        /// Multiaddrs to connect to.
+        addrs: Vec<String>,
+        /// Namespace to move to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// Its secret, hexadecimal.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<String>,
+    },
+    /// Make an invite token for a namespace (creating its secret if needed).
+    Invite {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// Bootstrap addresses to put in the token instead of the node's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        bootstrap: Vec<String>,
+    },
     /// Stop the daemon.
     Shutdown,
 }
@@ -86,11 +103,51 @@ pub struct Reply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub peer_id: String,
+    /// `member` or `relay`.
+    pub role: String,
+    /// The namespace (empty on a relay).
     pub namespace: String,
+    /// Whether a secret guards the namespace (the secret is never shown).
+    pub has_secret: bool,
     pub listen_addrs: Vec<String>,
-    pub proxy_addr: String,
+    /// Addresses confirmed reachable from outside.
+    #[serde(default)]
+    pub external_addrs: Vec<String>,
+    /// Addresses peers saw this node connect from.
+    #[serde(default)]
+    pub observed_addrs: Vec<String>,
+    /// `public`, `private` or `unknown`.
+    pub reachability: String,
+    #[serde(default)]
+    pub relays: Vec<RelayStatus>,
+    #[serde(default)]
+    pub bootstrap: Vec<String>,
+    /// Peers that failed admission, with the reason.
+    #[serde(default)]
+    pub admission_failures: Vec<AdmissionFailureStatus>,
+    /// The HTTP front door (none on a relay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_addr: Option<String>,
     pub daemon_version: String,
     pub services: Vec<ServiceStatus>,
+}
+
+/// A relay the node uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayStatus {
+    pub peer_id: String,
+    pub address: String,
+    /// `pending`, `accepted` or `failed`.
+    pub reservation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A peer that failed the admission handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionFailureStatus {
+    pub peer_id: String,
+    pub reason: String,
 }
 
 /// One provider of one service, as `status` lists it.
@@ -123,6 +180,8 @@ pub struct PeerStatus {
     pub addresses: Vec<String>,
     /// `direct` or `relayed`.
     pub connection: String,
+    /// `member`, `relay`, `pending`, `foreign`, `rejected` or `client`.
+    pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,7 +200,24 @@ pub struct RunResult {
 /// Answer to [`Request::Join`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResult {
-    pub peer_id: String,
+    /// The namespace the node is in now.
+    pub namespace: String,
+    /// Peers connected to, one per address that answered.
+    pub peers: Vec<String>,
+    /// Addresses that could not be reached, with the reason.
+    pub unreachable: Vec<String>,
+}
+
+/// Answer to [`Request::Invite`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteResult {
+    pub token: String,
+    pub namespace: String,
+    pub bootstrap: Vec<String>,
+    /// A new secret was made for the namespace.
+    pub created_secret: bool,
+    /// This node moved into the namespace to make the invite.
+    pub joined: bool,
 }
 
 /// Errors of the control client.

@@ -5,7 +5,7 @@ use std::{
     io::ErrorKind,
     net::SocketAddr,
     os::unix::fs::PermissionsExt,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -13,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mesh_core::{LocalService, Multiaddr, NodeHandle, Provider, record::ServiceRecord};
+use mesh_core::{
+    Invite, LocalService, Multiaddr, Namespace, NodeHandle, Provider, Reachability, Reservation,
+    Role, Secret, namespace::validate_name, record::ServiceRecord,
+};
 use tokio::{
     io::BufReader,
     net::{UnixListener, UnixStream},
@@ -22,17 +25,26 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{
-    JoinResult, PeerStatus, Reply, Request, RunResult, ServiceSpec, ServiceStatus, Status,
-    read_line, write_line,
+    AdmissionFailureStatus, InviteResult, JoinResult, PeerStatus, RelayStatus, Reply, Request,
+    RunResult, ServiceSpec, ServiceStatus, Status, read_line, write_line,
 };
 
 /// Facts about the daemon that the node does not know.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
-    /// Address of the HTTP front door.
-    pub proxy_addr: SocketAddr,
+    /// Address of the HTTP front door (none on a relay).
+    pub proxy_addr: Option<SocketAddr>,
     /// Version of the daemon binary.
     pub daemon_version: String,
+    /// The node's home: secrets are kept in `<home>/secrets/<namespace>`.
+    pub home: PathBuf,
+    /// The config file `join` records the namespace in.
+    pub config_path: PathBuf,
+}
+
+/// Where the secret of `namespace` is kept in `home`.
+pub fn secret_path(home: &Path, namespace: &str) -> PathBuf {
+    home.join("secrets").join(namespace)
 }
 
 /// Serves control requests for one node.
@@ -173,29 +185,173 @@ impl Server {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            Request::Join { addr } => {
-                let addr: Multiaddr = addr.parse().map_err(|e| {
-                    format!("{addr:?} is not a multiaddr ({e}); expected one like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...")
-                })?;
-                let dial = self.node.dial(addr.clone());
-                match tokio::time::timeout(Duration::from_secs(20), dial).await {
-                    Ok(Ok(peer)) => json(&JoinResult {
-                        peer_id: peer.to_string(),
-                    }),
-                    Ok(Err(e)) => Err(format!(
-                        "{e}; check the address and that the peer's devmeshd is running"
-                    )),
-                    Err(_) => Err(format!(
-                        "no connection to {addr} within 20 s; check the address and the network"
-                    )),
-                }
-            }
+            Request::Join {
+                addrs,
+                namespace,
+                secret,
+            } => json(&self.join(addrs, namespace, secret).await?),
+            Request::Invite {
+                namespace,
+                bootstrap,
+            } => json(&self.invite(namespace, bootstrap).await?),
             Request::Shutdown => {
                 info!("shutdown requested over the control socket");
                 self.shutdown.cancel();
                 Ok(serde_json::json!({"stopping": true}))
             }
         }
+    }
+
+    async fn join(
+        &self,
+        addrs: Vec<String>,
+        namespace: Option<String>,
+        secret: Option<String>,
+    ) -> Result<JoinResult, String> {
+        let addrs: Vec<Multiaddr> = addrs
+            .iter()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    format!("{a:?} is not a multiaddr ({e}); expected one like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if let Some(name) = &namespace {
+            if self.node.snapshot().role == Role::Relay {
+                return Err(
+                    "this node is a relay; relays serve every namespace and join none".into(),
+                );
+            }
+            validate_name(name)?;
+            let secret = match secret {
+                Some(s) => {
+                    let s = Secret::parse(&s).map_err(|e| e.to_string())?;
+                    s.save(&secret_path(&self.info.home, name))
+                        .map_err(|e| e.to_string())?;
+                    Some(s)
+                }
+                None => self.stored_secret(name)?,
+            };
+            let addr_text: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            mesh_config::write_membership(&self.info.config_path, name, &addr_text)
+                .map_err(|e| format!("recording the namespace: {e}"))?;
+            info!(namespace = %name, secret = secret.is_some(), "joining namespace on request");
+            self.node
+                .join(Namespace::new(name.clone(), secret.as_ref()), addrs.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let mut peers = Vec::new();
+        let mut unreachable = Vec::new();
+        let dials = addrs.into_iter().map(|addr| {
+            let node = self.node.clone();
+            async move {
+                let result =
+                    tokio::time::timeout(Duration::from_secs(20), node.dial(addr.clone())).await;
+                (addr, result)
+            }
+        });
+        for (addr, result) in futures::future::join_all(dials).await {
+            match result {
+                Ok(Ok(peer)) => peers.push(peer.to_string()),
+                Ok(Err(e)) => unreachable.push(format!("{addr}: {e}")),
+                Err(_) => unreachable.push(format!("{addr}: no connection within 20 s")),
+            }
+        }
+        if namespace.is_none() && peers.is_empty() {
+            return Err(format!(
+                "{}; check the address and that the peer's devmeshd is running",
+                unreachable.join("; ")
+            ));
+        }
+        Ok(JoinResult {
+            namespace: self.node.snapshot().namespace.clone(),
+            peers,
+            unreachable,
+        })
+    }
+
+    /// The stored secret of `namespace`, if there is one.
+    fn stored_secret(&self, namespace: &str) -> Result<Option<Secret>, String> {
+        let path = secret_path(&self.info.home, namespace);
+        if !path.exists() {
+            return Ok(None);
+        }
+        Secret::load(&path).map(Some).map_err(|e| e.to_string())
+    }
+
+    async fn invite(
+        &self,
+        namespace: Option<String>,
+        bootstrap: Vec<String>,
+    ) -> Result<InviteResult, String> {
+        let snapshot = self.node.snapshot();
+        let relay = snapshot.role == Role::Relay;
+        let name = match namespace {
+            Some(n) => n,
+            None if relay => {
+                return Err(
+                    "a relay is in no namespace: pass --namespace <name> for the team's namespace"
+                        .into(),
+                );
+            }
+            None => snapshot.namespace.clone(),
+        };
+        validate_name(&name)?;
+        let (secret, created) = match self.stored_secret(&name)? {
+            Some(s) => (s, false),
+            None => {
+                let s = Secret::generate();
+                s.save(&secret_path(&self.info.home, &name))
+                    .map_err(|e| e.to_string())?;
+                info!(namespace = %name, "created a secret for the namespace");
+                (s, true)
+            }
+        };
+        let mut addrs: Vec<Multiaddr> = bootstrap
+            .iter()
+            .map(|a| {
+                a.parse()
+                    .map_err(|e| format!("bootstrap address {a:?} is not a multiaddr: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        if addrs.is_empty() {
+            addrs = if relay {
+                snapshot
+                    .external_addrs
+                    .iter()
+                    .map(|a| {
+                        a.clone()
+                            .with(mesh_core::multiaddr::Protocol::P2p(snapshot.local_peer))
+                    })
+                    .collect()
+            } else {
+                snapshot.bootstrap.clone()
+            };
+        }
+        // A member moves into the invited namespace (with its secret) so it
+        // admits the people it invites.
+        let joined = !relay && (snapshot.namespace != name || !snapshot.has_secret || created);
+        if joined {
+            mesh_config::write_membership(&self.info.config_path, &name, &[])
+                .map_err(|e| format!("recording the namespace: {e}"))?;
+            self.node
+                .join(Namespace::new(name.clone(), Some(&secret)), Vec::new())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let invite = Invite {
+            namespace: name.clone(),
+            secret: Some(secret),
+            bootstrap: addrs.clone(),
+        };
+        Ok(InviteResult {
+            token: invite.encode(),
+            namespace: name,
+            bootstrap: addrs.iter().map(ToString::to_string).collect(),
+            created_secret: created,
+            joined,
+        })
     }
 
     async fn run(&self, spec: ServiceSpec, hold: bool, conn: u64) -> Result<RunResult, String> {
@@ -238,7 +394,10 @@ impl Server {
     }
 
     fn url(&self, name: &str) -> String {
-        format!("http://{name}.localhost:{}/", self.info.proxy_addr.port())
+        match self.info.proxy_addr {
+            Some(addr) => format!("http://{name}.localhost:{}/", addr.port()),
+            None => String::new(),
+        }
     }
 
     fn status(&self) -> Status {
@@ -280,15 +439,61 @@ impl Server {
                 });
             }
         }
+        let with_id = |a: &Multiaddr| format!("{a}/p2p/{}", snapshot.local_peer);
         Status {
             peer_id: snapshot.local_peer.to_string(),
+            role: match snapshot.role {
+                Role::Member => "member",
+                Role::Relay => "relay",
+            }
+            .to_owned(),
             namespace: snapshot.namespace.clone(),
-            listen_addrs: snapshot
-                .listen_addrs
+            has_secret: snapshot.has_secret,
+            listen_addrs: snapshot.listen_addrs.iter().map(with_id).collect(),
+            external_addrs: snapshot
+                .external_addrs
                 .iter()
-                .map(|a| format!("{a}/p2p/{}", snapshot.local_peer))
+                .filter(|a| !mesh_core::is_relayed(a))
+                .map(with_id)
                 .collect(),
-            proxy_addr: self.info.proxy_addr.to_string(),
+            observed_addrs: snapshot
+                .observed_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            reachability: match snapshot.reachability {
+                Reachability::Unknown => "unknown",
+                Reachability::Public => "public",
+                Reachability::Private => "private",
+            }
+            .to_owned(),
+            relays: snapshot
+                .relays
+                .iter()
+                .map(|r| {
+                    let (reservation, error) = match &r.reservation {
+                        Reservation::Pending => ("pending", None),
+                        Reservation::Accepted => ("accepted", None),
+                        Reservation::Failed(e) => ("failed", Some(e.clone())),
+                    };
+                    RelayStatus {
+                        peer_id: r.peer.to_string(),
+                        address: format!("{}/p2p/{}", r.addr, r.peer),
+                        reservation: reservation.to_owned(),
+                        error,
+                    }
+                })
+                .collect(),
+            bootstrap: snapshot.bootstrap.iter().map(ToString::to_string).collect(),
+            admission_failures: snapshot
+                .admission_failures
+                .iter()
+                .map(|f| AdmissionFailureStatus {
+                    peer_id: f.peer.to_string(),
+                    reason: f.reason.clone(),
+                })
+                .collect(),
+            proxy_addr: self.info.proxy_addr.map(|a| a.to_string()),
             daemon_version: self.info.daemon_version.clone(),
             services,
         }
@@ -303,6 +508,7 @@ impl Server {
                 peer_id: peer.to_string(),
                 addresses: link.addrs.iter().map(ToString::to_string).collect(),
                 connection: if link.direct { "direct" } else { "relayed" }.to_owned(),
+                kind: link.kind.to_string(),
                 rtt_ms: link.rtt.map(|d| d.as_secs_f64() * 1000.0),
                 agent: link.agent.clone(),
                 services: snapshot

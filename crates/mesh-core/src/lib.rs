@@ -11,7 +11,8 @@
 //! # async fn demo() -> Result<(), mesh_core::Error> {
 //! use mesh_core::{Config, LocalService, Node, record::ServiceRecord};
 //! let keypair = libp2p::identity::Keypair::generate_ed25519();
-//! let (node, _task) = Node::spawn(Config::new(keypair, "team"))?;
+//! let namespace = mesh_core::Namespace::new("team", Some(&mesh_core::Secret::generate()));
+//! let (node, _task) = Node::spawn(Config::new(keypair, namespace))?;
 //! node.register(LocalService {
 //!     record: ServiceRecord::http("api", semver::Version::new(1, 4, 2)),
 //!     port: 3000,
@@ -20,17 +21,24 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
+mod behaviour;
 mod error;
 pub mod identity;
+pub mod namespace;
 mod node;
 pub mod record;
 pub mod registry;
 mod snapshot;
 
+pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, RELAY_HOP_PROTOCOL, SYNC_PROTOCOL};
 pub use error::Error;
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, multiaddr};
+pub use namespace::{Invite, Namespace, Secret};
 pub use node::{
-    Config, Event, IDENTIFY_PROTOCOL, KAD_PROTOCOL, Node, NodeHandle, SYNC_PROTOCOL, SyncEntry,
-    SyncRequest, SyncResponse, is_relayed, peer_of,
+    Config, Event, Node, NodeHandle, SyncEntry, SyncRequest, SyncResponse, is_relayed, peer_of,
 };
-pub use snapshot::{LocalService, PeerLink, Provider, RemoteService, Snapshot};
+pub use snapshot::{
+    AdmissionFailure, LocalService, PeerLink, Provider, Reachability, RelayLink, RemoteService,
+    Reservation, Role, Snapshot,
+};

@@ -2,23 +2,22 @@
 //! [`NodeHandle`] talks to it over a bounded channel.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use futures::StreamExt as _;
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, dcutr, gossipsub, identify,
+    Multiaddr, PeerId, Swarm, autonat,
+    core::transport::ListenerId,
+    gossipsub, identify,
     identity::Keypair,
     kad, mdns,
     multiaddr::Protocol,
-    noise, ping, relay,
-    request_response::{self, ProtocolSupport},
-    swarm::{
-        ConnectionId, NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle, dial_opts::DialOpts,
-    },
-    tcp, yamux,
+    ping, relay,
+    request_response::{self, OutboundRequestId},
+    swarm::{ConnectionId, SwarmEvent, dial_opts::DialOpts},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -26,29 +25,45 @@ use tracing::{debug, info, warn};
 
 use crate::{
     Error,
+    admission::{self, AuthRequest, AuthResponse, PeerKind},
+    behaviour::{Behaviour, BehaviourEvent, RELAY_HOP_PROTOCOL, build_swarm},
+    namespace::Namespace,
     record::{Announcement, FORMAT_VERSION},
     registry::{Outcome, Registry},
-    snapshot::{LocalService, PeerLink, RemoteService, Snapshot},
+    snapshot::{
+        AdmissionFailure, LocalService, PeerLink, Reachability, RelayLink, RemoteService,
+        Reservation, Role, Snapshot,
+    },
 };
 
-/// Protocol of the record table sync on connect.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/sync/1");
-/// Kademlia protocol name: keeps the devmesh DHT apart from the public one.
-pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/kad/1.0.0");
-/// Identify protocol version string.
-pub const IDENTIFY_PROTOCOL: &str = "/devmesh/id/1.0.0";
+/// How long a peer in another namespace (or with a wrong secret) is left
+/// alone before discovery may dial it again.
+const FOREIGN_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a rejected peer stays connected so it can read our answer.
+const REJECT_GRACE: Duration = Duration::from_secs(1);
+/// Admission failures kept for `status` and `doctor`.
+const MAX_FAILURES: usize = 8;
+/// How often members look for each other in the DHT.
+const FIND_MEMBERS_EVERY: Duration = Duration::from_secs(30);
+/// How often members re-advertise themselves in the DHT.
+const PROVIDE_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Settings of a [`Node`].
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The node identity.
     pub keypair: Keypair,
-    /// Namespace to join.
-    pub namespace: String,
+    /// Member of a namespace, or relay for all.
+    pub role: Role,
+    /// Namespace to join (ignored by a relay).
+    pub namespace: Namespace,
     /// Addresses to listen on.
     pub listen: Vec<Multiaddr>,
     /// Peers to dial at start and whenever the connection is lost.
     pub bootstrap: Vec<Multiaddr>,
+    /// Addresses others reach this node at, known in advance (a relay's
+    /// public address behind a cloud NAT, for example).
+    pub external: Vec<Multiaddr>,
     /// Discover peers on the LAN with mDNS.
     pub mdns: bool,
     /// How often the node re-announces its services.
@@ -63,10 +78,11 @@ pub struct Config {
 
 impl Config {
     /// Defaults for everything but identity and namespace.
-    pub fn new(keypair: Keypair, namespace: impl Into<String>) -> Self {
+    pub fn new(keypair: Keypair, namespace: Namespace) -> Self {
         Self {
             keypair,
-            namespace: namespace.into(),
+            role: Role::Member,
+            namespace,
             listen: vec![
                 "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
                 "/ip4/0.0.0.0/udp/0/quic-v1"
@@ -74,6 +90,7 @@ impl Config {
                     .expect("valid multiaddr"),
             ],
             bootstrap: Vec::new(),
+            external: Vec::new(),
             mdns: true,
             heartbeat: Duration::from_secs(3),
             record_ttl: Duration::from_secs(10),
@@ -95,6 +112,10 @@ pub enum Event {
     },
     /// The last connection to a peer closed.
     PeerDisconnected { peer: PeerId },
+    /// A peer proved it is a member of the namespace.
+    PeerAdmitted { peer: PeerId },
+    /// A peer failed the admission handshake.
+    AdmissionFailed { peer: PeerId, reason: String },
     /// The set of known services changed.
     ServicesChanged,
     /// A record from the network was dropped.
@@ -104,43 +125,31 @@ pub enum Event {
 /// Request of the record-table sync.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncRequest {
-    /// Namespace the requester is in.
-    pub namespace: String,
+    /// Format version.
+    pub v: u32,
 }
 
 /// Response of the record-table sync: every live announcement known.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncResponse {
-    /// Signed announcements with their remaining lifetime.
+    /// Sealed, signed announcements with their remaining lifetime.
     pub entries: Vec<SyncEntry>,
 }
 
 /// One announcement in a [`SyncResponse`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SyncEntry {
-    /// Signed envelope, as published.
-    pub envelope: Vec<u8>,
+    /// Signed envelope sealed with the namespace's record key.
+    pub sealed: Vec<u8>,
     /// Milliseconds the sender still considers it valid.
     pub remaining_ms: u64,
-}
-
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    relay_client: relay::client::Behaviour,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    gossipsub: gossipsub::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    mdns: Toggle<mdns::tokio::Behaviour>,
-    sync: request_response::json::Behaviour<SyncRequest, SyncResponse>,
-    dcutr: dcutr::Behaviour,
-    stream: libp2p_stream::Behaviour,
 }
 
 enum Command {
     Register(LocalService, oneshot::Sender<Result<(), Error>>),
     Unregister(String, oneshot::Sender<bool>),
     Dial(Multiaddr, oneshot::Sender<Result<PeerId, Error>>),
+    Join(Namespace, Vec<Multiaddr>, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -198,6 +207,16 @@ impl NodeHandle {
         self.call(|tx| Command::Dial(addr, tx)).await?
     }
 
+    /// Moves the node to another namespace (or the same one with another
+    /// secret): forgets every record, closes the connections to members of
+    /// the old one, adds `bootstrap` to the bootstrap peers (dialled by the
+    /// next redial, or by [`NodeHandle::dial`]) and looks for the new
+    /// namespace's members. Local services are announced there.
+    pub async fn join(&self, namespace: Namespace, bootstrap: Vec<Multiaddr>) -> Result<(), Error> {
+        self.call(|tx| Command::Join(namespace, bootstrap, tx))
+            .await
+    }
+
     /// Withdraws every service, tells the peers and stops the node.
     pub async fn shutdown(&self) {
         let _ = self.call(Command::Shutdown).await;
@@ -217,13 +236,36 @@ impl NodeHandle {
 struct Conn {
     addr: Multiaddr,
     relayed: bool,
+    dialer: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PeerState {
     conns: HashMap<ConnectionId, Conn>,
     rtt: Option<Duration>,
     agent: Option<String>,
+    kind: PeerKind,
+    /// The challenge sent to the peer, until its answer arrives.
+    challenge: Option<(OutboundRequestId, Vec<u8>)>,
+}
+
+impl PeerState {
+    fn new(kind: PeerKind) -> Self {
+        Self {
+            conns: HashMap::new(),
+            rtt: None,
+            agent: None,
+            kind,
+            challenge: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct RelayState {
+    addr: Multiaddr,
+    listener: Option<ListenerId>,
+    reservation: Reservation,
 }
 
 /// The libp2p node. Create it with [`Node::spawn`].
@@ -234,7 +276,15 @@ pub struct Node {
     registry: Registry,
     local: BTreeMap<String, LocalService>,
     peers: HashMap<PeerId, PeerState>,
+    relays: HashMap<PeerId, RelayState>,
+    /// Peers not to dial again before the instant.
+    foreign: HashMap<PeerId, Instant>,
+    /// Peers to disconnect at the instant.
+    to_disconnect: Vec<(PeerId, Instant)>,
+    failures: VecDeque<AdmissionFailure>,
     listen_addrs: Vec<Multiaddr>,
+    observed_addrs: Vec<Multiaddr>,
+    reachability: Reachability,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
     seq: u64,
     dirty: bool,
@@ -248,12 +298,19 @@ impl Node {
         let swarm = build_swarm(&config)?;
         let peer_id = *swarm.local_peer_id();
         let control = swarm.behaviour().stream.new_control();
-        let topic =
-            gossipsub::IdentTopic::new(format!("/devmesh/ns/{}/records/1", config.namespace));
+        let topic = gossipsub::IdentTopic::new(config.namespace.topic());
         let snapshot = Arc::new(Snapshot {
             local_peer: peer_id,
-            namespace: config.namespace.clone(),
+            role: config.role,
+            namespace: String::new(),
+            has_secret: false,
             listen_addrs: Vec::new(),
+            external_addrs: Vec::new(),
+            observed_addrs: Vec::new(),
+            reachability: Reachability::Unknown,
+            relays: Vec::new(),
+            bootstrap: Vec::new(),
+            admission_failures: Vec::new(),
             local: BTreeMap::new(),
             remote: Vec::new(),
             peers: BTreeMap::new(),
@@ -267,15 +324,22 @@ impl Node {
             registry: Registry::default(),
             local: BTreeMap::new(),
             peers: HashMap::new(),
+            relays: HashMap::new(),
+            foreign: HashMap::new(),
+            to_disconnect: Vec::new(),
+            failures: VecDeque::new(),
             listen_addrs: Vec::new(),
+            observed_addrs: Vec::new(),
+            reachability: Reachability::Unknown,
             pending_dials: HashMap::new(),
             seq: 0,
-            dirty: false,
+            dirty: true,
             snapshot_tx,
             events: events.clone(),
             config,
         };
         node.start()?;
+        node.publish_snapshot();
         let handle = NodeHandle {
             commands: commands_tx,
             snapshot: snapshot_rx,
@@ -287,12 +351,18 @@ impl Node {
         Ok((handle, task))
     }
 
+    fn is_member(&self) -> bool {
+        self.config.role == Role::Member
+    }
+
     fn start(&mut self) -> Result<(), Error> {
-        self.swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&self.topic)
-            .map_err(|e| Error::Setup(format!("subscribing to records topic: {e}")))?;
+        if self.is_member() {
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&self.topic)
+                .map_err(|e| Error::Setup(format!("subscribing to records topic: {e}")))?;
+        }
         for addr in self.config.listen.clone() {
             self.swarm
                 .listen_on(addr.clone())
@@ -300,6 +370,9 @@ impl Node {
                     addr: addr.to_string(),
                     reason: e.to_string(),
                 })?;
+        }
+        for addr in self.config.external.clone() {
+            self.swarm.add_external_address(addr);
         }
         for addr in self.config.bootstrap.clone() {
             self.dial_addr(addr, None);
@@ -309,10 +382,19 @@ impl Node {
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut heartbeat = tokio::time::interval(self.config.heartbeat);
-        let mut expiry = tokio::time::interval(Duration::from_millis(500));
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         let mut redial = tokio::time::interval(Duration::from_secs(10));
         let mut kad_bootstrap = tokio::time::interval(Duration::from_secs(60));
-        for t in [&mut heartbeat, &mut expiry, &mut redial, &mut kad_bootstrap] {
+        let mut find_members = tokio::time::interval(FIND_MEMBERS_EVERY);
+        let mut provide = tokio::time::interval(PROVIDE_EVERY);
+        for t in [
+            &mut heartbeat,
+            &mut housekeeping,
+            &mut redial,
+            &mut kad_bootstrap,
+            &mut find_members,
+            &mut provide,
+        ] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
@@ -335,22 +417,38 @@ impl Node {
                         self.announce();
                     }
                 }
-                _ = expiry.tick() => {
-                    let gone = self.registry.expire(Instant::now());
-                    for peer in gone {
-                        info!(%peer, "service records expired");
-                        self.dirty = true;
-                    }
-                }
+                _ = housekeeping.tick() => self.housekeeping(),
                 _ = redial.tick() => self.redial_bootstrap(),
                 _ = kad_bootstrap.tick() => {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
+                _ = find_members.tick() => self.find_members(),
+                _ = provide.tick() => self.provide(),
             }
             if self.dirty {
                 self.publish_snapshot();
             }
         }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let gone = self.registry.expire(now);
+        for peer in gone {
+            info!(%peer, "service records expired");
+            self.dirty = true;
+        }
+        let due: Vec<PeerId> = self
+            .to_disconnect
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        self.to_disconnect.retain(|(_, at)| *at > now);
+        for peer in due {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        self.foreign.retain(|_, until| *until > now);
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -373,8 +471,59 @@ impl Node {
                 let _ = reply.send(existed);
             }
             Command::Dial(addr, reply) => self.dial_addr(addr, Some(reply)),
+            Command::Join(namespace, bootstrap, reply) => {
+                self.join(namespace, bootstrap);
+                let _ = reply.send(());
+            }
             Command::Shutdown(_) => unreachable!("handled in run"),
         }
+    }
+
+    /// Switches to another namespace: see [`NodeHandle::join`].
+    fn join(&mut self, namespace: Namespace, bootstrap: Vec<Multiaddr>) {
+        info!(namespace = %namespace.name(), secret = namespace.has_secret(), "joining namespace");
+        if self.is_member() {
+            // Tell the old namespace our services are gone before leaving it.
+            if !self.local.is_empty() {
+                let saved = std::mem::take(&mut self.local);
+                self.announce();
+                self.local = saved;
+            }
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .unsubscribe(&self.topic);
+            let old_key = kad::RecordKey::new(&self.config.namespace.rendezvous_key());
+            self.swarm.behaviour_mut().kad.stop_providing(&old_key);
+            self.topic = gossipsub::IdentTopic::new(namespace.topic());
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&self.topic) {
+                warn!(error = %e, "subscribing to the new records topic failed");
+            }
+        }
+        self.config.namespace = namespace;
+        self.registry.clear();
+        self.failures.clear();
+        self.foreign.clear();
+        let _ = self.events.send(Event::ServicesChanged);
+        // Members of the old namespace: disconnect. Relays stay.
+        let members: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.kind != PeerKind::Relay)
+            .map(|(id, _)| *id)
+            .collect();
+        for peer in members {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        for addr in bootstrap {
+            if !self.config.bootstrap.contains(&addr) {
+                self.config.bootstrap.push(addr);
+            }
+        }
+        self.provide();
+        self.find_members();
+        self.dirty = true;
     }
 
     fn dial_addr(
@@ -420,7 +569,7 @@ impl Node {
     fn redial_bootstrap(&mut self) {
         for addr in self.config.bootstrap.clone() {
             let connected = match peer_of(&addr) {
-                Some(peer) => self.swarm.is_connected(&peer),
+                Some(peer) => self.swarm.is_connected(&peer) || self.foreign.contains_key(&peer),
                 None => self
                     .peers
                     .values()
@@ -432,6 +581,55 @@ impl Node {
         }
     }
 
+    /// Advertises this node as a member under the namespace's rendezvous key.
+    fn provide(&mut self) {
+        if !self.is_member() || self.relays.is_empty() {
+            return;
+        }
+        let key = kad::RecordKey::new(&self.config.namespace.rendezvous_key());
+        if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+            debug!(error = %e, "cannot advertise membership in the DHT");
+        }
+    }
+
+    /// Asks the DHT for the namespace's members.
+    fn find_members(&mut self) {
+        if !self.is_member() || self.relays.is_empty() {
+            return;
+        }
+        let key = kad::RecordKey::new(&self.config.namespace.rendezvous_key());
+        self.swarm.behaviour_mut().kad.get_providers(key);
+    }
+
+    /// Dials a member found in the DHT: through every relay we know, and at
+    /// the addresses the DHT has; the first connection that works wins.
+    fn dial_member(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id()
+            || self.swarm.is_connected(&peer)
+            || self.foreign.contains_key(&peer)
+        {
+            return;
+        }
+        let circuits: Vec<Multiaddr> = self
+            .relays
+            .iter()
+            .map(|(relay, r)| {
+                r.addr
+                    .clone()
+                    .with(Protocol::P2p(*relay))
+                    .with(Protocol::P2pCircuit)
+                    .with(Protocol::P2p(peer))
+            })
+            .collect();
+        debug!(%peer, ?circuits, "dialling a member found in the DHT");
+        let _ = self.swarm.dial(
+            DialOpts::peer_id(peer)
+                .addresses(circuits)
+                .extend_addresses_through_behaviour()
+                .build(),
+        );
+    }
+
     fn next_seq(&mut self) -> u64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -441,17 +639,18 @@ impl Node {
         self.seq
     }
 
+    /// This node's announcement, signed and sealed for the namespace.
     fn own_announcement(&mut self) -> Option<Vec<u8>> {
         let announcement = Announcement {
             v: FORMAT_VERSION,
-            namespace: self.config.namespace.clone(),
+            namespace: self.config.namespace.name().to_owned(),
             provider: *self.swarm.local_peer_id(),
             seq: self.next_seq(),
             ttl_secs: self.config.record_ttl.as_secs().max(1) as u32,
             services: self.local.values().map(|s| s.record.clone()).collect(),
         };
         match announcement.sign(&self.config.keypair) {
-            Ok(bytes) => Some(bytes),
+            Ok(bytes) => Some(self.config.namespace.seal(&bytes)),
             Err(e) => {
                 warn!(error = %e, "cannot sign own announcement");
                 None
@@ -460,6 +659,9 @@ impl Node {
     }
 
     fn announce(&mut self) {
+        if !self.is_member() {
+            return;
+        }
         let Some(bytes) = self.own_announcement() else {
             return;
         };
@@ -504,18 +706,37 @@ impl Node {
         }
     }
 
-    /// Verifies and applies an announcement received from `from`. When it
-    /// came by gossip, `author` is the authenticated publisher, which must be
-    /// the provider the record describes.
+    fn kind_of(&self, peer: &PeerId) -> PeerKind {
+        self.peers
+            .get(peer)
+            .map(|p| p.kind)
+            .unwrap_or(PeerKind::Pending)
+    }
+
+    /// Opens, verifies and applies a sealed announcement received from
+    /// `from`, an admitted member. When it came by gossip, `author` is the
+    /// authenticated publisher, which must be the provider the record
+    /// describes.
     fn accept_announcement(
         &mut self,
-        bytes: &[u8],
+        sealed: &[u8],
         from: PeerId,
         ttl: Duration,
         author: Option<PeerId>,
     ) -> Result<(), String> {
-        let announcement =
-            Announcement::verify(bytes, &self.config.namespace).map_err(|e| e.to_string())?;
+        if self.kind_of(&from) != PeerKind::Member {
+            return Err(format!(
+                "record from a peer that is not an admitted member ({})",
+                self.kind_of(&from)
+            ));
+        }
+        let bytes = self
+            .config
+            .namespace
+            .open(sealed)
+            .map_err(|e| e.to_string())?;
+        let announcement = Announcement::verify(&bytes, self.config.namespace.name())
+            .map_err(|e| e.to_string())?;
         if let Some(author) = author
             && author != announcement.provider
         {
@@ -535,21 +756,22 @@ impl Node {
             .collect();
         match self
             .registry
-            .insert(announcement, bytes.to_vec(), ttl, Instant::now())
+            .insert(announcement, bytes, ttl, Instant::now())
         {
             Outcome::Changed => {
                 info!(%provider, via = %from, services = ?services, "service records updated");
                 self.dirty = true;
                 let _ = self.events.send(Event::ServicesChanged);
                 if !services.is_empty() && !self.swarm.is_connected(&provider) {
-                    // Learned through another peer: find the provider's
+                    // Learned through another member: find the provider's
                     // addresses in the DHT so tunnels can reach it.
                     debug!(%provider, "looking up a provider we are not connected to");
                     self.swarm.behaviour_mut().kad.get_closest_peers(provider);
+                    self.dial_member(provider);
                 }
             }
             Outcome::Refreshed => self.dirty = true,
-            Outcome::Stale => debug!(%provider, "ignoring stale announcement"),
+            Outcome::Stale => debug!(%provider, "ignoring stale or replayed announcement"),
         }
         Ok(())
     }
@@ -559,15 +781,231 @@ impl Node {
         let _ = self.events.send(Event::RecordRejected { from, reason });
     }
 
+    /// Starts the admission handshake with a newly connected peer.
+    fn challenge(&mut self, peer: PeerId) {
+        let mut nonce = vec![0u8; admission::NONCE_LEN];
+        getrandom::fill(&mut nonce).expect("the OS random source is available");
+        let request = AuthRequest {
+            v: 1,
+            namespace_id: self.config.namespace.id().to_vec(),
+            nonce: nonce.clone(),
+        };
+        let id = self.swarm.behaviour_mut().auth.send_request(&peer, request);
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.challenge = Some((id, nonce));
+        }
+    }
+
+    fn on_auth_request(&mut self, peer: PeerId, request: AuthRequest) -> AuthResponse {
+        if !self.is_member() {
+            return AuthResponse::Relay;
+        }
+        if request.v != 1
+            || request.nonce.len() != admission::NONCE_LEN
+            || request.namespace_id.len() != 16
+        {
+            warn!(%peer, "dropped a malformed admission request");
+            return AuthResponse::Malformed;
+        }
+        if request.namespace_id != self.config.namespace.id() {
+            debug!(%peer, "admission request for another namespace");
+            return AuthResponse::OtherNamespace;
+        }
+        let proof = self
+            .config
+            .namespace
+            .proof(&request.nonce, self.swarm.local_peer_id(), &peer);
+        AuthResponse::Member {
+            proof: proof.to_vec(),
+        }
+    }
+
+    fn on_auth_response(&mut self, peer: PeerId, id: OutboundRequestId, response: AuthResponse) {
+        let me = *self.swarm.local_peer_id();
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let nonce = match state.challenge.take() {
+            Some((sent, nonce)) if sent == id => nonce,
+            other => {
+                state.challenge = other;
+                return;
+            }
+        };
+        let name = self.config.namespace.name().to_owned();
+        match response {
+            AuthResponse::Member { proof } => {
+                if self
+                    .config
+                    .namespace
+                    .verify_proof(&nonce, &peer, &me, &proof)
+                {
+                    state.kind = PeerKind::Member;
+                    info!(%peer, namespace = %name, "peer admitted as a member");
+                    self.swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request(&peer, SyncRequest { v: 1 });
+                    let _ = self.events.send(Event::PeerAdmitted { peer });
+                    // The peer's gossip subscription may have arrived before
+                    // it was admitted; make sure it hears us now.
+                    if !self.local.is_empty() {
+                        self.announce();
+                    }
+                } else {
+                    state.kind = PeerKind::Rejected;
+                    let reason = if self.config.namespace.has_secret() {
+                        format!(
+                            "secret does not match namespace {name}: peer {peer} is a member with a different secret. Ask a member for a fresh invite (`devmesh invite`) and run `devmesh join <token>`"
+                        )
+                    } else {
+                        format!(
+                            "namespace {name} has a secret and this node has none: peer {peer} proved a secret. Ask a member for an invite (`devmesh invite`) and run `devmesh join <token>`"
+                        )
+                    };
+                    self.admission_failed(peer, reason);
+                }
+            }
+            AuthResponse::Relay => {
+                state.kind = PeerKind::Relay;
+                debug!(%peer, "peer is a relay");
+            }
+            AuthResponse::OtherNamespace => {
+                state.kind = PeerKind::Foreign;
+                info!(%peer, "peer is in another namespace; disconnecting");
+                self.foreign.insert(peer, Instant::now() + FOREIGN_BACKOFF);
+                self.to_disconnect
+                    .push((peer, Instant::now() + REJECT_GRACE));
+            }
+            AuthResponse::Malformed => {
+                state.kind = PeerKind::Rejected;
+                self.admission_failed(
+                    peer,
+                    format!("peer {peer} could not read our admission request (another devmesh version?)"),
+                );
+            }
+        }
+        self.dirty = true;
+    }
+
+    fn admission_failed(&mut self, peer: PeerId, reason: String) {
+        warn!(%peer, %reason, "admission failed; disconnecting");
+        self.failures.retain(|f| f.peer != peer);
+        self.failures.push_back(AdmissionFailure {
+            peer,
+            reason: reason.clone(),
+        });
+        while self.failures.len() > MAX_FAILURES {
+            self.failures.pop_front();
+        }
+        self.foreign.insert(peer, Instant::now() + FOREIGN_BACKOFF);
+        self.to_disconnect
+            .push((peer, Instant::now() + REJECT_GRACE));
+        let _ = self.events.send(Event::AdmissionFailed { peer, reason });
+        self.dirty = true;
+    }
+
+    /// Listens through a relay so that peers can reach this node through it.
+    fn use_relay(&mut self, relay: PeerId) {
+        if !self.is_member() || self.relays.contains_key(&relay) {
+            return;
+        }
+        let Some(addr) = self.peers.get(&relay).and_then(|p| {
+            p.conns
+                .values()
+                .filter(|c| !c.relayed)
+                .max_by_key(|c| c.dialer)
+                .map(|c| c.addr.clone())
+        }) else {
+            return;
+        };
+        let addr: Multiaddr = addr
+            .iter()
+            .filter(|p| !matches!(p, Protocol::P2p(_)))
+            .collect();
+        let circuit = addr
+            .clone()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        let listener = match self.swarm.listen_on(circuit.clone()) {
+            Ok(id) => {
+                info!(%relay, %circuit, "asking the relay for a reservation");
+                Some(id)
+            }
+            Err(e) => {
+                warn!(%relay, error = %e, "cannot listen through the relay");
+                None
+            }
+        };
+        let reservation = if listener.is_some() {
+            Reservation::Pending
+        } else {
+            Reservation::Failed("cannot listen through the relay".into())
+        };
+        self.relays.insert(
+            relay,
+            RelayState {
+                addr,
+                listener,
+                reservation,
+            },
+        );
+        self.provide();
+        self.find_members();
+        self.dirty = true;
+    }
+
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
-                self.listen_addrs.push(address);
+                if !is_relayed(&address) {
+                    if self.config.role == Role::Relay && is_public_candidate(&address) {
+                        // A relay is run where it is reachable: its own
+                        // addresses are the ones to hand out.
+                        self.swarm.add_external_address(address.clone());
+                    }
+                    self.listen_addrs.push(address);
+                }
                 self.dirty = true;
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
+                self.dirty = true;
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                for (relay, r) in &mut self.relays {
+                    if r.listener == Some(listener_id) {
+                        info!(%relay, ?reason, "relay reservation closed");
+                        r.listener = None;
+                        r.reservation = Reservation::Failed(match &reason {
+                            Ok(()) => "closed".to_owned(),
+                            Err(e) => e.to_string(),
+                        });
+                    }
+                }
+                // Forget relays whose listener closed; they are used again
+                // when the connection to them is back.
+                self.relays.retain(|_, r| r.listener.is_some());
+                self.dirty = true;
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "external address confirmed");
+                self.dirty = true;
+            }
+            SwarmEvent::ExternalAddrExpired { .. } => self.dirty = true,
+            SwarmEvent::NewExternalAddrCandidate { address }
+                if !self.observed_addrs.contains(&address) =>
+            {
+                debug!(%address, "peers see us at");
+                self.observed_addrs.push(address);
+                if self.observed_addrs.len() > 8 {
+                    self.observed_addrs.remove(0);
+                }
                 self.dirty = true;
             }
             SwarmEvent::ConnectionEstablished {
@@ -576,40 +1014,13 @@ impl Node {
                 endpoint,
                 num_established,
                 ..
-            } => {
-                let addr = endpoint.get_remote_address().clone();
-                let relayed = is_relayed(&addr);
-                if let Some(reply) = self.pending_dials.remove(&connection_id) {
-                    let _ = reply.send(Ok(peer_id));
-                }
-                if endpoint.is_dialer() && !relayed {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
-                }
-                self.peers.entry(peer_id).or_default().conns.insert(
-                    connection_id,
-                    Conn {
-                        addr: addr.clone(),
-                        relayed,
-                    },
-                );
-                if num_established.get() == 1 {
-                    info!(peer = %peer_id, %addr, relayed, "peer connected");
-                    let namespace = self.config.namespace.clone();
-                    self.swarm
-                        .behaviour_mut()
-                        .sync
-                        .send_request(&peer_id, SyncRequest { namespace });
-                    let _ = self.events.send(Event::PeerConnected {
-                        peer: peer_id,
-                        addr,
-                        relayed,
-                    });
-                }
-                self.dirty = true;
-            }
+            } => self.on_connection(
+                peer_id,
+                connection_id,
+                endpoint.get_remote_address().clone(),
+                endpoint.is_dialer(),
+                num_established.get(),
+            ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
@@ -622,6 +1033,9 @@ impl Node {
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
+                    if self.relays.remove(&peer_id).is_some() {
+                        info!(relay = %peer_id, "lost the connection to a relay");
+                    }
                     info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
                     if self.registry.forget(&peer_id, Instant::now()) {
                         info!(peer = %peer_id, "withdrew the services of the disconnected peer");
@@ -657,6 +1071,74 @@ impl Node {
         }
     }
 
+    fn on_connection(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        addr: Multiaddr,
+        dialer: bool,
+        established: u32,
+    ) {
+        let relayed = is_relayed(&addr);
+        if let Some(reply) = self.pending_dials.remove(&id) {
+            let _ = reply.send(Ok(peer));
+        }
+        if dialer && !relayed {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        let initial = if self.is_member() {
+            PeerKind::Pending
+        } else {
+            PeerKind::Client
+        };
+        let state = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| PeerState::new(initial));
+        // A direct connection replaces relayed ones: tunnels opened from now
+        // on use it, and the relay stops carrying this peer's traffic.
+        let stale_relayed: Vec<ConnectionId> = if relayed {
+            Vec::new()
+        } else {
+            state
+                .conns
+                .iter()
+                .filter(|(_, c)| c.relayed)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let had_relayed_only = !state.conns.is_empty() && state.conns.values().all(|c| c.relayed);
+        state.conns.insert(
+            id,
+            Conn {
+                addr: addr.clone(),
+                relayed,
+                dialer,
+            },
+        );
+        if had_relayed_only && !relayed {
+            info!(%peer, %addr, "direct connection established; closing the relayed one");
+        }
+        for conn in stale_relayed {
+            self.swarm.close_connection(conn);
+        }
+        if established == 1 {
+            info!(%peer, %addr, relayed, "peer connected");
+            if self.is_member() {
+                self.challenge(peer);
+            }
+            let _ = self.events.send(Event::PeerConnected {
+                peer,
+                addr,
+                relayed,
+            });
+        }
+        self.dirty = true;
+    }
+
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
@@ -666,9 +1148,13 @@ impl Node {
                         .kad
                         .add_address(&peer_id, addr.clone());
                 }
+                let is_relay = info.protocols.contains(&RELAY_HOP_PROTOCOL);
                 if let Some(state) = self.peers.get_mut(&peer_id) {
                     state.agent = Some(info.agent_version);
                     self.dirty = true;
+                }
+                if is_relay {
+                    self.use_relay(peer_id);
                 }
             }
             BehaviourEvent::Ping(ping::Event {
@@ -680,6 +1166,41 @@ impl Node {
                     state.rtt = Some(rtt);
                     self.dirty = true;
                 }
+            }
+            BehaviourEvent::Auth(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => {
+                        let response = self.on_auth_request(peer, request);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .auth
+                            .send_response(channel, response);
+                    }
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => self.on_auth_response(peer, request_id, response),
+                }
+            }
+            BehaviourEvent::Auth(request_response::Event::OutboundFailure {
+                peer, error, ..
+            }) => {
+                debug!(%peer, %error, "admission request failed");
+                if let Some(state) = self.peers.get_mut(&peer)
+                    && state.kind == PeerKind::Pending
+                {
+                    state.challenge = None;
+                    state.kind = PeerKind::Foreign;
+                    self.dirty = true;
+                }
+            }
+            BehaviourEvent::Auth(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
+                warn!(%peer, %error, "dropped a malformed admission request");
             }
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -716,13 +1237,11 @@ impl Node {
             }
             BehaviourEvent::Sync(request_response::Event::Message { peer, message, .. }) => {
                 match message {
-                    request_response::Message::Request {
-                        request, channel, ..
-                    } => {
-                        let entries = if request.namespace == self.config.namespace {
+                    request_response::Message::Request { channel, .. } => {
+                        let entries = if self.kind_of(&peer) == PeerKind::Member {
                             self.sync_entries()
                         } else {
-                            debug!(%peer, namespace = %request.namespace, "sync request for another namespace");
+                            debug!(%peer, "sync request from a peer that is not an admitted member");
                             Vec::new()
                         };
                         let _ = self
@@ -735,7 +1254,7 @@ impl Node {
                         for entry in response.entries {
                             let ttl = Duration::from_millis(entry.remaining_ms);
                             if let Err(reason) =
-                                self.accept_announcement(&entry.envelope, peer, ttl, None)
+                                self.accept_announcement(&entry.sealed, peer, ttl, None)
                             {
                                 self.reject(peer, reason);
                             }
@@ -759,7 +1278,7 @@ impl Node {
                         .behaviour_mut()
                         .kad
                         .add_address(&peer, addr.clone());
-                    if !self.swarm.is_connected(&peer) {
+                    if !self.swarm.is_connected(&peer) && !self.foreign.contains_key(&peer) {
                         debug!(%peer, %addr, "mDNS discovered a peer");
                         let _ = self
                             .swarm
@@ -767,11 +1286,60 @@ impl Node {
                     }
                 }
             }
-            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::GetClosestPeers(Ok(found)),
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed { result, .. }) => {
+                self.on_kad_result(result)
+            }
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::RelayServer(event) => match event {
+                relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                    debug!(peer = %src_peer_id, "granted a relay reservation")
+                }
+                relay::Event::CircuitReqAccepted {
+                    src_peer_id,
+                    dst_peer_id,
+                } => debug!(src = %src_peer_id, dst = %dst_peer_id, "relaying a connection"),
+                relay::Event::CircuitClosed {
+                    src_peer_id,
+                    dst_peer_id,
+                    error,
+                } => {
+                    debug!(src = %src_peer_id, dst = %dst_peer_id, error = ?error.map(|e| e.to_string()), "relayed connection closed")
+                }
+                other => debug!(?other, "relay server"),
+            },
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new }) => {
+                info!(?old, ?new, "reachability changed");
+                self.reachability = match new {
+                    autonat::NatStatus::Public(_) => Reachability::Public,
+                    autonat::NatStatus::Private => Reachability::Private,
+                    autonat::NatStatus::Unknown => Reachability::Unknown,
+                };
+                self.dirty = true;
+            }
+            BehaviourEvent::Dcutr(event) => match event.result {
+                Ok(conn) => {
+                    info!(peer = %event.remote_peer_id, connection = ?conn, "hole punch succeeded: direct connection")
+                }
+                Err(e) => {
+                    info!(peer = %event.remote_peer_id, error = %e, "hole punch failed; staying on the relay")
+                }
+            },
+            _ => {}
+        }
+    }
+
+    fn on_kad_result(&mut self, result: kad::QueryResult) {
+        match result {
+            kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+                providers,
                 ..
-            }) => {
-                let providers: std::collections::HashSet<PeerId> = self
+            })) => {
+                for peer in providers {
+                    self.dial_member(peer);
+                }
+            }
+            kad::QueryResult::GetClosestPeers(Ok(found)) => {
+                let providers: HashSet<PeerId> = self
                     .registry
                     .live()
                     .map(|e| e.announcement.provider)
@@ -790,26 +1358,51 @@ impl Node {
                     }
                 }
             }
-            BehaviourEvent::Dcutr(event) => info!(?event, "hole punching"),
+            kad::QueryResult::StartProviding(Err(e)) => {
+                debug!(error = %e, "advertising membership in the DHT failed")
+            }
             _ => {}
+        }
+    }
+
+    fn on_relay_client_event(&mut self, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted { relay_peer_id, .. } => {
+                if let Some(r) = self.relays.get_mut(&relay_peer_id) {
+                    if r.reservation != Reservation::Accepted {
+                        info!(relay = %relay_peer_id, "relay reservation accepted: peers can reach us through the relay");
+                        // Advertise again, now with the relayed address.
+                        r.reservation = Reservation::Accepted;
+                        self.provide();
+                    }
+                    self.dirty = true;
+                }
+            }
+            relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+                debug!(relay = %relay_peer_id, "connected to a peer through the relay")
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                debug!(peer = %src_peer_id, "a peer connected to us through the relay")
+            }
         }
     }
 
     fn sync_entries(&mut self) -> Vec<SyncEntry> {
         let now = Instant::now();
+        let namespace = self.config.namespace.clone();
         let mut entries: Vec<SyncEntry> = self
             .registry
             .live()
             .map(|e| SyncEntry {
-                envelope: e.envelope.clone(),
+                sealed: namespace.seal(&e.envelope),
                 remaining_ms: e.expires.saturating_duration_since(now).as_millis() as u64,
             })
             .collect();
         if !self.local.is_empty()
-            && let Some(envelope) = self.own_announcement()
+            && let Some(sealed) = self.own_announcement()
         {
             entries.push(SyncEntry {
-                envelope,
+                sealed,
                 remaining_ms: self.config.record_ttl.as_millis() as u64,
             });
         }
@@ -841,14 +1434,37 @@ impl Node {
                         direct: p.conns.values().any(|c| !c.relayed),
                         rtt: p.rtt,
                         agent: p.agent.clone(),
+                        kind: p.kind,
                     },
                 )
             })
             .collect();
+        let relays = self
+            .relays
+            .iter()
+            .map(|(peer, r)| RelayLink {
+                peer: *peer,
+                addr: r.addr.clone(),
+                reservation: r.reservation.clone(),
+            })
+            .collect();
+        let member = self.is_member();
         let snapshot = Snapshot {
             local_peer: *self.swarm.local_peer_id(),
-            namespace: self.config.namespace.clone(),
+            role: self.config.role,
+            namespace: if member {
+                self.config.namespace.name().to_owned()
+            } else {
+                String::new()
+            },
+            has_secret: member && self.config.namespace.has_secret(),
             listen_addrs: self.listen_addrs.clone(),
+            external_addrs: self.swarm.external_addresses().cloned().collect(),
+            observed_addrs: self.observed_addrs.clone(),
+            reachability: self.reachability,
+            relays,
+            bootstrap: self.config.bootstrap.clone(),
+            admission_failures: self.failures.iter().cloned().collect(),
             local: self.local.clone(),
             remote,
             peers,
@@ -857,75 +1473,15 @@ impl Node {
     }
 }
 
-fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
-    let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
-    let mdns_enabled = config.mdns;
-    let agent = config.agent.clone();
-    let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| setup(&e))?
-        .with_quic()
-        .with_dns()
-        .map_err(|e| setup(&e))?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
-        .map_err(|e| setup(&e))?
-        .with_behaviour(|key, relay_client| {
-            let peer_id = key.public().to_peer_id();
-            let gossipsub_config = gossipsub::ConfigBuilder::default()
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .validate_messages()
-                .max_transmit_size(crate::record::MAX_ANNOUNCEMENT_BYTES + 4096)
-                .heartbeat_interval(Duration::from_secs(1))
-                .build()?;
-            let gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub_config,
-            )?;
-            let mut kad = kad::Behaviour::with_config(
-                peer_id,
-                kad::store::MemoryStore::new(peer_id),
-                kad::Config::new(KAD_PROTOCOL),
-            );
-            kad.set_mode(Some(kad::Mode::Server));
-            let mdns = if mdns_enabled {
-                let cfg = mdns::Config {
-                    query_interval: Duration::from_secs(5),
-                    ..Default::default()
-                };
-                Some(mdns::tokio::Behaviour::new(cfg, peer_id)?)
-            } else {
-                None
-            };
-            Ok(Behaviour {
-                relay_client,
-                identify: identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                        .with_agent_version(agent),
-                ),
-                ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(5)),
-                ),
-                gossipsub,
-                kad,
-                mdns: Toggle::from(mdns),
-                sync: request_response::json::Behaviour::new(
-                    [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_secs(10)),
-                ),
-                dcutr: dcutr::Behaviour::new(peer_id),
-                stream: libp2p_stream::Behaviour::new(),
-            })
-        })
-        .map_err(|e| setup(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
-        .build();
-    Ok(swarm)
+/// Whether a relay's listen address is one to hand out: not loopback and
+/// not a wildcard.
+fn is_public_candidate(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+        Protocol::Ip6(ip) => !ip.is_loopback() && !ip.is_unspecified(),
+        Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
+        _ => false,
+    })
 }
 
 /// Whether the address goes through a relay.

@@ -117,7 +117,12 @@ impl Registry {
         }
     }
 
-    /// Live entries.
+    /// Forgets everything, tombstones included (on a change of namespace).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Every entry with services.
     pub fn live(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values().filter(|e| e.is_live())
     }

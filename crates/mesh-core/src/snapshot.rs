@@ -9,7 +9,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId};
 
-use crate::record::ServiceRecord;
+use crate::{admission::PeerKind, record::ServiceRecord};
 
 /// A service this node provides from a local port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,61 @@ pub struct PeerLink {
     pub rtt: Option<Duration>,
     /// The agent version the peer reported.
     pub agent: Option<String>,
+    /// What the peer is to this node: member, relay, pending admission.
+    pub kind: PeerKind,
+}
+
+/// The role a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// A namespace member that provides and uses services.
+    #[default]
+    Member,
+    /// A public bootstrap, relay and AutoNAT server for any namespace.
+    Relay,
+}
+
+/// Whether other nodes can dial this one, as AutoNAT found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reachability {
+    /// Not known yet.
+    #[default]
+    Unknown,
+    /// Reachable from outside at the address in the snapshot's external addresses.
+    Public,
+    /// Behind a NAT or firewall: others reach it through a relay.
+    Private,
+}
+
+/// The state of a relay reservation: can peers reach this node through it?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// Asked for, no answer yet.
+    Pending,
+    /// Granted: peers can dial this node through the relay.
+    Accepted,
+    /// Refused or lost, with the reason.
+    Failed(String),
+}
+
+/// A relay this node uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLink {
+    /// The relay node.
+    pub peer: PeerId,
+    /// Address of the relay.
+    pub addr: Multiaddr,
+    /// This node's reservation on it.
+    pub reservation: Reservation,
+}
+
+/// A peer that failed the admission handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionFailure {
+    /// The peer.
+    pub peer: PeerId,
+    /// What a person should read.
+    pub reason: String,
 }
 
 /// A remote provider of a service.
@@ -68,10 +123,26 @@ impl Provider<'_> {
 pub struct Snapshot {
     /// This node.
     pub local_peer: PeerId,
-    /// The namespace this node is in.
+    /// The role of this node.
+    pub role: Role,
+    /// The namespace this node is in (empty for a relay).
     pub namespace: String,
+    /// Whether a secret guards the namespace.
+    pub has_secret: bool,
     /// Addresses this node listens on.
     pub listen_addrs: Vec<Multiaddr>,
+    /// Addresses others can reach this node at, as confirmed.
+    pub external_addrs: Vec<Multiaddr>,
+    /// Addresses peers have seen this node connect from.
+    pub observed_addrs: Vec<Multiaddr>,
+    /// Reachability found by AutoNAT.
+    pub reachability: Reachability,
+    /// Relays in use and the reservation on each.
+    pub relays: Vec<RelayLink>,
+    /// Bootstrap addresses configured.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Recent admission failures, newest last.
+    pub admission_failures: Vec<AdmissionFailure>,
     /// Services this node provides, by name.
     pub local: BTreeMap<String, LocalService>,
     /// Services other nodes provide.

@@ -32,7 +32,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
 use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
-use mesh_core::{NodeHandle, PeerId, Provider, Snapshot};
+use mesh_core::{NodeHandle, PeerId, Provider, Snapshot, admission::PeerKind};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
 use tracing::{debug, info, warn};
@@ -46,6 +46,8 @@ pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
 /// Buffer of each direction of a tunnel splice: large enough that bulk
 /// transfers fill whole Noise frames.
 const SPLICE_BUFFER: usize = 256 * 1024;
+/// How long a tunnel waits for its peer's admission handshake to finish.
+const ADMISSION_WAIT: Duration = Duration::from_secs(5);
 
 /// Most tunnel streams served at once; more are dropped with a log line.
 pub const MAX_TUNNEL_STREAMS: usize = 1024;
@@ -219,6 +221,30 @@ impl Proxy {
         }
     }
 
+    /// Whether `peer` is an admitted member, waiting a little while its
+    /// admission handshake is still running (a tunnel can arrive first).
+    async fn wait_for_admission(&self, peer: PeerId) -> bool {
+        let mut watch = self.node.watch();
+        let check = |s: &mesh_core::Snapshot| match s.peers.get(&peer).map(|l| l.kind) {
+            Some(PeerKind::Member) => Some(true),
+            Some(PeerKind::Pending) => None,
+            _ => Some(false),
+        };
+        let wait = async {
+            loop {
+                if let Some(ok) = check(&watch.borrow_and_update()) {
+                    return ok;
+                }
+                if watch.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(ADMISSION_WAIT, wait)
+            .await
+            .unwrap_or(false)
+    }
+
     async fn serve_tunnel(self: Arc<Self>, peer: PeerId, stream: libp2p::Stream) {
         let mut stream = stream.compat();
         let hello: tunnel::Hello =
@@ -235,6 +261,7 @@ impl Proxy {
                     return;
                 }
             };
+        let admitted = self.wait_for_admission(peer).await;
         let snapshot = self.node.snapshot();
         let backend = if hello.v != tunnel::TUNNEL_VERSION {
             Err(format!(
@@ -242,10 +269,10 @@ impl Proxy {
                 hello.v,
                 tunnel::TUNNEL_VERSION
             ))
-        } else if hello.namespace != snapshot.namespace {
+        } else if !admitted {
+            warn!(%peer, service = %hello.service, "refused a tunnel from a peer that is not an admitted member");
             Err(format!(
-                "this node is not in namespace {:?}",
-                hello.namespace
+                "peer {peer} is not an admitted member of this node's namespace; join it with an invite from a member (`devmesh join <token>`)"
             ))
         } else if let Some(local) = snapshot.local.get(&hello.service) {
             upstream::connect_loopback(local.port)

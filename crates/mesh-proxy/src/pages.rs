@@ -76,8 +76,17 @@ fn known_text(snapshot: &Snapshot) -> String {
 
 /// 503: nobody provides the service.
 pub fn no_provider(snapshot: &Snapshot, service: &str, json: bool) -> Response<Body> {
+    let admission: Vec<&str> = snapshot
+        .admission_failures
+        .iter()
+        .map(|f| f.reason.as_str())
+        .collect();
+    let admission_text: String = admission
+        .iter()
+        .map(|r| format!("Admission problem: {r}\n"))
+        .collect();
     let text = format!(
-        "devmesh: no provider for service \"{service}\" in namespace \"{ns}\".\n{known}\nShare it from a machine of the mesh with `devmesh run {service} --port <port>`; `devmesh status` lists what this node sees.\n",
+        "devmesh: no provider for service \"{service}\" in namespace \"{ns}\".\n{admission_text}{known}\nShare it from a machine of the mesh with `devmesh run {service} --port <port>`; `devmesh status` lists what this node sees.\n",
         ns = snapshot.namespace,
         known = known_text(snapshot),
     );
@@ -86,6 +95,7 @@ pub fn no_provider(snapshot: &Snapshot, service: &str, json: bool) -> Response<B
         "service": service,
         "namespace": snapshot.namespace,
         "known": known_services(snapshot),
+        "admission_failures": admission,
         "hint": format!("devmesh run {service} --port <port>"),
     });
     respond(StatusCode::SERVICE_UNAVAILABLE, json, text, value)

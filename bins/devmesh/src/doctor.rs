@@ -1,0 +1,309 @@
+//! `devmesh doctor`: what a person needs to know when something does not
+//! connect, and what to do about it.
+
+use mesh_control::{PeerStatus, Status};
+use serde::Serialize;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// All is well here.
+    Ok,
+    /// Works, but worse than it could.
+    Warn,
+    /// Something does not work.
+    Problem,
+}
+
+/// One thing the doctor noticed, with advice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub level: Level,
+    pub text: String,
+}
+
+fn finding(level: Level, text: impl Into<String>) -> Finding {
+    Finding {
+        level,
+        text: text.into(),
+    }
+}
+
+/// Whether a bootstrap address belongs to a connected peer.
+fn bootstrap_connected(addr: &str, peers: &[PeerStatus]) -> bool {
+    match addr.rsplit_once("/p2p/") {
+        Some((_, id)) => peers.iter().any(|p| p.peer_id == id),
+        None => peers
+            .iter()
+            .any(|p| p.addresses.iter().any(|a| a.starts_with(addr))),
+    }
+}
+
+/// Examines a node's status and peers.
+pub fn examine(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if status.listen_addrs.is_empty() {
+        out.push(finding(
+            Level::Problem,
+            "devmeshd listens on no address: check --listen / `listen` in config.toml (for example /ip4/0.0.0.0/tcp/0)",
+        ));
+    }
+    if status.role == "relay" {
+        if status.external_addrs.is_empty() {
+            out.push(finding(
+                Level::Problem,
+                "this relay has no public address to hand out: start it with --external /ip4/<public-ip>/tcp/4001",
+            ));
+        } else {
+            out.push(finding(
+                Level::Ok,
+                format!(
+                    "relay serving {} client(s); members bootstrap with {}",
+                    peers.len(),
+                    status.external_addrs[0]
+                ),
+            ));
+        }
+        return out;
+    }
+    for f in &status.admission_failures {
+        out.push(finding(Level::Problem, f.reason.clone()));
+    }
+    for addr in &status.bootstrap {
+        if !bootstrap_connected(addr, peers) {
+            out.push(finding(
+                Level::Problem,
+                format!(
+                    "bootstrap peer {addr} is not connected: check the address, that its devmeshd runs (`devmeshd --relay`), and that its port is open to this network"
+                ),
+            ));
+        }
+    }
+    let members: Vec<&PeerStatus> = peers.iter().filter(|p| p.kind == "member").collect();
+    let relays: Vec<&PeerStatus> = peers.iter().filter(|p| p.kind == "relay").collect();
+    if status.bootstrap.is_empty() && peers.is_empty() {
+        out.push(finding(
+            Level::Warn,
+            "no bootstrap peer and no peers: only nodes on this LAN can find this node (mDNS). To reach teammates elsewhere, `devmesh join <invite-token>`",
+        ));
+    }
+    match status.reachability.as_str() {
+        "private" => {
+            let reserved = status.relays.iter().any(|r| r.reservation == "accepted");
+            if reserved {
+                out.push(finding(
+                    Level::Ok,
+                    "behind a NAT, reachable through the relay (reservation accepted); direct connections come from hole punching",
+                ));
+            } else if relays.is_empty() {
+                out.push(finding(
+                    Level::Problem,
+                    "behind a NAT and no relay: teammates on other networks cannot reach this node. Bootstrap through the team's `devmeshd --relay` node",
+                ));
+            } else {
+                out.push(finding(
+                    Level::Problem,
+                    "behind a NAT and the relay has not granted a reservation yet: check that the bootstrap node runs with --relay",
+                ));
+            }
+        }
+        "public" => out.push(finding(
+            Level::Ok,
+            "reachable from outside at an external address",
+        )),
+        _ => {}
+    }
+    for r in &status.relays {
+        if r.reservation == "failed" {
+            out.push(finding(
+                Level::Warn,
+                format!(
+                    "relay reservation on {} failed ({}); devmeshd retries when the relay is back",
+                    r.address,
+                    r.error.as_deref().unwrap_or("no reason given")
+                ),
+            ));
+        }
+    }
+    for p in &members {
+        if p.connection == "relayed" {
+            out.push(finding(
+                Level::Warn,
+                format!(
+                    "member {} is reached through the relay: hole punching has not worked (a port-randomising NAT on either side, or UDP and TCP both filtered). It works, with the relay's bandwidth and latency",
+                    p.peer_id
+                ),
+            ));
+        }
+    }
+    if members.is_empty() && status.admission_failures.is_empty() {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "no other member of namespace {} is connected yet",
+                status.namespace
+            ),
+        ));
+    } else if !members.is_empty() {
+        let direct = members.iter().filter(|p| p.connection == "direct").count();
+        out.push(finding(
+            Level::Ok,
+            format!(
+                "{} member(s) connected, {direct} direct, {} relayed",
+                members.len(),
+                members.len() - direct
+            ),
+        ));
+    }
+    if !status.has_secret {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "namespace {} has no secret: anyone who knows its name can join. `devmesh invite` makes one",
+                status.namespace
+            ),
+        ));
+    }
+    out
+}
+
+/// Prints the report for a person.
+pub fn print(status: &Status, peers: &[PeerStatus], findings: &[Finding]) {
+    println!("node          {}", status.peer_id);
+    if status.role == "relay" {
+        println!("role          relay");
+    } else {
+        println!(
+            "namespace     {} ({})",
+            status.namespace,
+            if status.has_secret {
+                "secret set"
+            } else {
+                "no secret"
+            }
+        );
+    }
+    for a in &status.listen_addrs {
+        println!("listen        {a}");
+    }
+    for a in &status.observed_addrs {
+        println!("seen as       {a}");
+    }
+    for a in &status.external_addrs {
+        println!("external      {a}");
+    }
+    println!("reachability  {}", status.reachability);
+    for r in &status.relays {
+        println!(
+            "relay         {} (reservation {})",
+            r.address, r.reservation
+        );
+    }
+    for p in peers {
+        println!(
+            "peer          {} {} {} {}",
+            p.peer_id,
+            p.kind,
+            p.connection,
+            p.rtt_ms
+                .map_or("rtt -".to_owned(), |ms| format!("rtt {ms:.1} ms"))
+        );
+    }
+    println!();
+    for f in findings {
+        let tag = match f.level {
+            Level::Ok => "ok     ",
+            Level::Warn => "warning",
+            Level::Problem => "PROBLEM",
+        };
+        println!("{tag}  {}", f.text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            peer_id: "me".into(),
+            role: "member".into(),
+            namespace: "team".into(),
+            has_secret: true,
+            listen_addrs: vec!["/ip4/198.18.1.10/tcp/1/p2p/me".into()],
+            external_addrs: vec![],
+            observed_addrs: vec![],
+            reachability: "private".into(),
+            relays: vec![],
+            bootstrap: vec!["/ip4/203.0.113.10/tcp/4001/p2p/R".into()],
+            admission_failures: vec![],
+            proxy_addr: Some("127.0.0.1:7700".into()),
+            daemon_version: "0".into(),
+            services: vec![],
+        }
+    }
+
+    fn peer(id: &str, kind: &str, connection: &str) -> PeerStatus {
+        PeerStatus {
+            peer_id: id.into(),
+            addresses: vec![],
+            connection: connection.into(),
+            kind: kind.into(),
+            rtt_ms: None,
+            agent: None,
+            services: vec![],
+        }
+    }
+
+    fn problems(f: &[Finding]) -> Vec<&str> {
+        f.iter()
+            .filter(|f| f.level == Level::Problem)
+            .map(|f| f.text.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn unreachable_bootstrap_and_no_relay_are_problems() {
+        let f = examine(&status(), &[]);
+        let p = problems(&f);
+        assert!(p.iter().any(|t| t.contains("bootstrap peer")), "{p:?}");
+        assert!(p.iter().any(|t| t.contains("no relay")), "{p:?}");
+    }
+
+    #[test]
+    fn relayed_member_is_a_warning_and_reservation_is_fine() {
+        let mut s = status();
+        s.relays.push(mesh_control::RelayStatus {
+            peer_id: "R".into(),
+            address: "/ip4/203.0.113.10/tcp/4001/p2p/R".into(),
+            reservation: "accepted".into(),
+            error: None,
+        });
+        let peers = [peer("R", "relay", "direct"), peer("B", "member", "relayed")];
+        let f = examine(&s, &peers);
+        assert!(problems(&f).is_empty(), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|f| f.level == Level::Warn && f.text.contains("hole punching")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn admission_failure_is_reported() {
+        let mut s = status();
+        s.admission_failures
+            .push(mesh_control::AdmissionFailureStatus {
+                peer_id: "B".into(),
+                reason: "secret does not match namespace team".into(),
+            });
+        let f = examine(&s, &[peer("R", "relay", "direct")]);
+        assert!(
+            problems(&f)
+                .iter()
+                .any(|t| t.contains("secret does not match")),
+            "{f:?}"
+        );
+    }
+}

@@ -1,0 +1,76 @@
+//! The admission handshake: proof of namespace membership on every new
+//! connection.
+//!
+//! When a connection to a new peer opens, each namespace member sends the
+//! peer an [`AuthRequest`] holding its namespace id and a fresh random
+//! nonce. The peer answers with an [`AuthResponse`]: a proof over that nonce
+//! and both peer ids keyed by the namespace secret when it is a member of
+//! the same namespace, or what it is instead (a relay, or a member of
+//! another namespace). Each side admits the other only on a valid proof for
+//! its own nonce, so admission is mutual and a captured proof is useless for
+//! another nonce, another peer or in the reverse direction. Noise has
+//! already authenticated both peer ids.
+
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+
+/// Stream protocol of the handshake.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/auth/1");
+/// Length of a challenge nonce.
+pub const NONCE_LEN: usize = 32;
+
+/// A challenge: "prove you are in namespace `namespace_id`".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthRequest {
+    /// Handshake format version.
+    pub v: u32,
+    /// [`crate::namespace::Namespace::id`] of the requester's namespace.
+    pub namespace_id: Vec<u8>,
+    /// Random challenge the responder must sign.
+    pub nonce: Vec<u8>,
+}
+
+/// The answer to an [`AuthRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuthResponse {
+    /// Same namespace; the proof of knowing its secret.
+    Member { proof: Vec<u8> },
+    /// A relay / bootstrap node, member of no namespace.
+    Relay,
+    /// A member of another namespace.
+    OtherNamespace,
+    /// The request was malformed.
+    Malformed,
+}
+
+/// What a peer is to this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerKind {
+    /// Handshake not finished yet.
+    Pending,
+    /// Proved membership of this node's namespace.
+    Member,
+    /// A relay / bootstrap node.
+    Relay,
+    /// A member of another namespace; disconnected.
+    Foreign,
+    /// Claimed this namespace but failed the proof; disconnected.
+    Rejected,
+    /// A node using this relay (seen only on relays).
+    Client,
+}
+
+impl std::fmt::Display for PeerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerKind::Pending => "pending",
+            PeerKind::Member => "member",
+            PeerKind::Relay => "relay",
+            PeerKind::Foreign => "foreign",
+            PeerKind::Rejected => "rejected",
+            PeerKind::Client => "client",
+        })
+    }
+}

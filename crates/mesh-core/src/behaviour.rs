@@ -1,0 +1,154 @@
+//! The libp2p behaviours of a node and how the swarm is built.
+
+use std::time::Duration;
+
+use libp2p::{
+    StreamProtocol, Swarm, SwarmBuilder, autonat, dcutr, gossipsub, identify, kad, mdns, noise,
+    ping, relay,
+    request_response::{self, ProtocolSupport},
+    swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
+    tcp, yamux,
+};
+
+use crate::{
+    Error,
+    admission::{self, AuthRequest, AuthResponse},
+    node::{Config, SyncRequest, SyncResponse},
+    snapshot::Role,
+};
+
+/// Protocol of the record table sync on connect.
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/sync/2");
+/// Kademlia protocol name: keeps the devmesh DHT apart from the public one.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/kad/1.0.0");
+/// Identify protocol version string.
+pub const IDENTIFY_PROTOCOL: &str = "/devmesh/id/1.0.0";
+/// The relay v2 hop protocol: a peer that speaks it can relay for us.
+pub const RELAY_HOP_PROTOCOL: StreamProtocol =
+    StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
+
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub relay_client: relay::client::Behaviour,
+    pub relay_server: Toggle<relay::Behaviour>,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub auth: request_response::cbor::Behaviour<AuthRequest, AuthResponse>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub autonat: autonat::Behaviour,
+    pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    pub dcutr: dcutr::Behaviour,
+    pub stream: libp2p_stream::Behaviour,
+}
+
+/// Relay limits fit for tunnelling: a relayed tunnel carries gigabytes and
+/// stays open for hours; the libp2p defaults (128 KiB, 2 minutes) are for
+/// hole-punching coordination only.
+fn relay_config() -> relay::Config {
+    relay::Config {
+        max_reservations: 1024,
+        max_reservations_per_peer: 8,
+        reservation_duration: Duration::from_secs(60 * 60),
+        max_circuits: 1024,
+        max_circuits_per_peer: 64,
+        max_circuit_duration: Duration::from_secs(24 * 60 * 60),
+        // 0 means unlimited.
+        max_circuit_bytes: 0,
+        ..relay::Config::default()
+    }
+}
+
+pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
+    let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
+    let member = config.role == Role::Member;
+    let mdns_enabled = config.mdns && member;
+    let agent = config.agent.clone();
+    let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| setup(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| setup(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| setup(&e))?
+        .with_behaviour(|key, relay_client| {
+            let peer_id = key.public().to_peer_id();
+            let gossipsub_config = gossipsub::ConfigBuilder::default()
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(crate::record::MAX_ANNOUNCEMENT_BYTES + 4096)
+                .heartbeat_interval(Duration::from_secs(1))
+                .build()?;
+            let gossipsub = gossipsub::Behaviour::new(
+                gossipsub::MessageAuthenticity::Signed(key.clone()),
+                gossipsub_config,
+            )?;
+            let mut kad = kad::Behaviour::with_config(
+                peer_id,
+                kad::store::MemoryStore::new(peer_id),
+                kad::Config::new(KAD_PROTOCOL),
+            );
+            kad.set_mode(Some(kad::Mode::Server));
+            let mdns = if mdns_enabled {
+                let cfg = mdns::Config {
+                    query_interval: Duration::from_secs(5),
+                    ..Default::default()
+                };
+                Some(mdns::tokio::Behaviour::new(cfg, peer_id)?)
+            } else {
+                None
+            };
+            let autonat = autonat::Behaviour::new(
+                peer_id,
+                autonat::Config {
+                    // Teams run devmesh on private and lab networks too.
+                    only_global_ips: false,
+                    boot_delay: Duration::from_secs(2),
+                    retry_interval: Duration::from_secs(30),
+                    refresh_interval: Duration::from_secs(5 * 60),
+                    throttle_server_period: Duration::from_secs(5),
+                    ..Default::default()
+                },
+            );
+            let rr_config =
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10));
+            Ok(Behaviour {
+                relay_client,
+                relay_server: Toggle::from(
+                    (!member).then(|| relay::Behaviour::new(peer_id, relay_config())),
+                ),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                        .with_agent_version(agent),
+                ),
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                ),
+                auth: request_response::cbor::Behaviour::new(
+                    [(admission::PROTOCOL, ProtocolSupport::Full)],
+                    rr_config.clone(),
+                ),
+                gossipsub,
+                kad,
+                mdns: Toggle::from(mdns),
+                autonat,
+                sync: request_response::cbor::Behaviour::new(
+                    [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+                    rr_config,
+                ),
+                dcutr: dcutr::Behaviour::new(peer_id),
+                stream: libp2p_stream::Behaviour::new(),
+            })
+        })
+        .map_err(|e| setup(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
+        .build();
+    Ok(swarm)
+}
