@@ -10,4 +10,5 @@ mod lifecycle;
 mod malformed;
 mod mdns;
 mod mesh;
+mod namespace;
 mod websocket;

@@ -960,9 +960,13 @@ impl Node {
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
                 if !is_relayed(&address) {
-                    if self.config.role == Role::Relay && is_public_candidate(&address) {
-                        // A relay is run where it is reachable: its own
-                        // addresses are the ones to hand out.
+                    // A relay runs where it is reachable: its own addresses
+                    // are the ones to hand out (loopback ones only when it
+                    // was told to listen on loopback, as in tests).
+                    let loopback_only = self.config.listen.iter().all(is_loopback);
+                    if self.config.role == Role::Relay
+                        && (is_public_candidate(&address) || loopback_only)
+                    {
                         self.swarm.add_external_address(address.clone());
                     }
                     self.listen_addrs.push(address);
@@ -1480,6 +1484,15 @@ fn is_public_candidate(addr: &Multiaddr) -> bool {
         Protocol::Ip4(ip) => !ip.is_loopback() && !ip.is_unspecified(),
         Protocol::Ip6(ip) => !ip.is_loopback() && !ip.is_unspecified(),
         Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
+        _ => false,
+    })
+}
+
+/// Whether the address is on a loopback interface.
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
         _ => false,
     })
 }
