@@ -11,4 +11,5 @@ mod malformed;
 mod mdns;
 mod mesh;
 mod namespace;
+mod natlab;
 mod websocket;

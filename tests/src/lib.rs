@@ -147,7 +147,11 @@ impl Daemon {
             cmd.args(["--namespace", "test"]);
         }
         cmd.env("DEVMESH_HOME", home.path())
-            .env("DEVMESH_LOG", "info,mesh_core=debug,mesh_proxy=debug")
+            .env(
+                "DEVMESH_LOG",
+                std::env::var("DEVMESH_TEST_LOG")
+                    .unwrap_or_else(|_| "info,mesh_core=debug,mesh_proxy=debug".into()),
+            )
             .args(["--proxy", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())

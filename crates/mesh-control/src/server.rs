@@ -243,12 +243,29 @@ impl Server {
         }
         let mut peers = Vec::new();
         let mut unreachable = Vec::new();
-        let dials = addrs.into_iter().map(|addr| {
+        // Addresses of one peer are dialled together, the first that works wins.
+        let mut groups: Vec<Vec<Multiaddr>> = Vec::new();
+        for addr in addrs {
+            let peer = mesh_core::peer_of(&addr);
+            match groups
+                .iter_mut()
+                .find(|g| peer.is_some() && g.first().and_then(mesh_core::peer_of) == peer)
+            {
+                Some(g) => g.push(addr),
+                None => groups.push(vec![addr]),
+            }
+        }
+        let dials = groups.into_iter().map(|group| {
             let node = self.node.clone();
             async move {
+                let label = group
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or ");
                 let result =
-                    tokio::time::timeout(Duration::from_secs(20), node.dial(addr.clone())).await;
-                (addr, result)
+                    tokio::time::timeout(Duration::from_secs(20), node.dial_any(group)).await;
+                (label, result)
             }
         });
         for (addr, result) in futures::future::join_all(dials).await {
@@ -339,6 +356,23 @@ impl Server {
                 .join(Namespace::new(name.clone(), Some(&secret)), Vec::new())
                 .await
                 .map_err(|e| e.to_string())?;
+        }
+        // The inviter meets its invitees where it sends them.
+        if !relay {
+            let new: Vec<Multiaddr> = addrs
+                .iter()
+                .filter(|a| !snapshot.bootstrap.contains(a))
+                .cloned()
+                .collect();
+            if !new.is_empty() {
+                let text: Vec<String> = new.iter().map(ToString::to_string).collect();
+                mesh_config::write_membership(&self.info.config_path, &name, &text)
+                    .map_err(|e| format!("recording the bootstrap peers: {e}"))?;
+                self.node
+                    .add_bootstrap(new)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
         let invite = Invite {
             namespace: name.clone(),

@@ -41,9 +41,13 @@ use crate::{
 const FOREIGN_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a rejected peer stays connected so it can read our answer.
 const REJECT_GRACE: Duration = Duration::from_secs(1);
+/// How long a relayed connection stays open once a direct one exists.
+const RELAYED_GRACE: Duration = Duration::from_secs(3);
 /// Admission failures kept for `status` and `doctor`.
 const MAX_FAILURES: usize = 8;
-/// How often members look for each other in the DHT.
+/// How often members look for each other in the DHT while no other member
+/// is connected, and once some are.
+const FIND_MEMBERS_ALONE: Duration = Duration::from_secs(3);
 const FIND_MEMBERS_EVERY: Duration = Duration::from_secs(30);
 /// How often members re-advertise themselves in the DHT.
 const PROVIDE_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -148,8 +152,9 @@ pub struct SyncEntry {
 enum Command {
     Register(LocalService, oneshot::Sender<Result<(), Error>>),
     Unregister(String, oneshot::Sender<bool>),
-    Dial(Multiaddr, oneshot::Sender<Result<PeerId, Error>>),
+    Dial(Vec<Multiaddr>, oneshot::Sender<Result<PeerId, Error>>),
     Join(Namespace, Vec<Multiaddr>, oneshot::Sender<()>),
+    AddBootstrap(Vec<Multiaddr>, oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -204,7 +209,13 @@ impl NodeHandle {
 
     /// Connects to a peer and waits until the connection is established.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
-        self.call(|tx| Command::Dial(addr, tx)).await?
+        self.call(|tx| Command::Dial(vec![addr], tx)).await?
+    }
+
+    /// Connects to one peer at any of `addrs` (all ending in the same
+    /// `/p2p/<id>`), tried at once; the first that works wins.
+    pub async fn dial_any(&self, addrs: Vec<Multiaddr>) -> Result<PeerId, Error> {
+        self.call(|tx| Command::Dial(addrs, tx)).await?
     }
 
     /// Moves the node to another namespace (or the same one with another
@@ -215,6 +226,12 @@ impl NodeHandle {
     pub async fn join(&self, namespace: Namespace, bootstrap: Vec<Multiaddr>) -> Result<(), Error> {
         self.call(|tx| Command::Join(namespace, bootstrap, tx))
             .await
+    }
+
+    /// Adds bootstrap peers (kept and redialled like configured ones) and
+    /// dials those not connected.
+    pub async fn add_bootstrap(&self, addrs: Vec<Multiaddr>) -> Result<(), Error> {
+        self.call(|tx| Command::AddBootstrap(addrs, tx)).await
     }
 
     /// Withdraws every service, tells the peers and stops the node.
@@ -247,6 +264,8 @@ struct PeerState {
     kind: PeerKind,
     /// The challenge sent to the peer, until its answer arrives.
     challenge: Option<(OutboundRequestId, Vec<u8>)>,
+    /// Challenges sent so far (one may be lost with a duplicate connection).
+    challenges_sent: u8,
 }
 
 impl PeerState {
@@ -257,6 +276,7 @@ impl PeerState {
             agent: None,
             kind,
             challenge: None,
+            challenges_sent: 0,
         }
     }
 }
@@ -281,6 +301,8 @@ pub struct Node {
     foreign: HashMap<PeerId, Instant>,
     /// Peers to disconnect at the instant.
     to_disconnect: Vec<(PeerId, Instant)>,
+    /// Peers whose relayed connections close at the instant.
+    close_relayed: Vec<(PeerId, Instant)>,
     failures: VecDeque<AdmissionFailure>,
     listen_addrs: Vec<Multiaddr>,
     observed_addrs: Vec<Multiaddr>,
@@ -327,6 +349,7 @@ impl Node {
             relays: HashMap::new(),
             foreign: HashMap::new(),
             to_disconnect: Vec::new(),
+            close_relayed: Vec::new(),
             failures: VecDeque::new(),
             listen_addrs: Vec::new(),
             observed_addrs: Vec::new(),
@@ -374,8 +397,8 @@ impl Node {
         for addr in self.config.external.clone() {
             self.swarm.add_external_address(addr);
         }
-        for addr in self.config.bootstrap.clone() {
-            self.dial_addr(addr, None);
+        for group in group_by_peer(&self.config.bootstrap) {
+            self.dial_addrs(group, None);
         }
         Ok(())
     }
@@ -385,7 +408,8 @@ impl Node {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(500));
         let mut redial = tokio::time::interval(Duration::from_secs(10));
         let mut kad_bootstrap = tokio::time::interval(Duration::from_secs(60));
-        let mut find_members = tokio::time::interval(FIND_MEMBERS_EVERY);
+        let mut find_members = tokio::time::interval(FIND_MEMBERS_ALONE);
+        let mut last_find = Instant::now();
         let mut provide = tokio::time::interval(PROVIDE_EVERY);
         for t in [
             &mut heartbeat,
@@ -420,9 +444,17 @@ impl Node {
                 _ = housekeeping.tick() => self.housekeeping(),
                 _ = redial.tick() => self.redial_bootstrap(),
                 _ = kad_bootstrap.tick() => {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    if !self.peers.is_empty() {
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
                 }
-                _ = find_members.tick() => self.find_members(),
+                _ = find_members.tick() => {
+                    let alone = !self.peers.values().any(|p| p.kind == PeerKind::Member);
+                    if alone || last_find.elapsed() >= FIND_MEMBERS_EVERY {
+                        last_find = Instant::now();
+                        self.find_members();
+                    }
+                }
                 _ = provide.tick() => self.provide(),
             }
             if self.dirty {
@@ -449,6 +481,31 @@ impl Node {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
         self.foreign.retain(|_, until| *until > now);
+        let due: Vec<PeerId> = self
+            .close_relayed
+            .iter()
+            .filter(|(_, at)| *at <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        self.close_relayed.retain(|(_, at)| *at > now);
+        for peer in due {
+            let Some(state) = self.peers.get(&peer) else {
+                continue;
+            };
+            if !state.conns.values().any(|c| !c.relayed) {
+                continue;
+            }
+            let relayed: Vec<ConnectionId> = state
+                .conns
+                .iter()
+                .filter(|(_, c)| c.relayed)
+                .map(|(id, _)| *id)
+                .collect();
+            for conn in relayed {
+                debug!(%peer, "closing the relayed connection; the direct one carries the tunnels");
+                self.swarm.close_connection(conn);
+            }
+        }
     }
 
     fn on_command(&mut self, cmd: Command) {
@@ -470,9 +527,19 @@ impl Node {
                 }
                 let _ = reply.send(existed);
             }
-            Command::Dial(addr, reply) => self.dial_addr(addr, Some(reply)),
+            Command::Dial(addrs, reply) => self.dial_addrs(addrs, Some(reply)),
             Command::Join(namespace, bootstrap, reply) => {
                 self.join(namespace, bootstrap);
+                let _ = reply.send(());
+            }
+            Command::AddBootstrap(addrs, reply) => {
+                for addr in addrs {
+                    if !self.config.bootstrap.contains(&addr) {
+                        self.config.bootstrap.push(addr);
+                        self.dirty = true;
+                    }
+                }
+                self.redial_bootstrap();
                 let _ = reply.send(());
             }
             Command::Shutdown(_) => unreachable!("handled in run"),
@@ -526,28 +593,38 @@ impl Node {
         self.dirty = true;
     }
 
-    fn dial_addr(
+    /// Dials `addrs`: one address of an unknown peer, or any number of
+    /// addresses of the same peer, tried concurrently.
+    fn dial_addrs(
         &mut self,
-        addr: Multiaddr,
+        addrs: Vec<Multiaddr>,
         reply: Option<oneshot::Sender<Result<PeerId, Error>>>,
     ) {
-        let opts = match peer_of(&addr) {
-            Some(peer) => DialOpts::peer_id(peer)
-                .addresses(vec![addr.clone()])
-                .build(),
-            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        let Some(first) = addrs.first().cloned() else {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(Error::Dial {
+                    addr: String::new(),
+                    reason: "no address given".into(),
+                }));
+            }
+            return;
+        };
+        let peer = peer_of(&first);
+        let opts = match peer {
+            Some(peer) => DialOpts::peer_id(peer).addresses(addrs.clone()).build(),
+            None => DialOpts::unknown_peer_id().address(first.clone()).build(),
         };
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
-                debug!(%addr, "dialling");
+                debug!(?addrs, "dialling");
                 if let Some(reply) = reply {
                     self.pending_dials.insert(id, reply);
                 }
             }
             Err(e) => {
                 // Already connected counts as success for the caller.
-                if let Some(peer) = peer_of(&addr)
+                if let Some(peer) = peer
                     && self.swarm.is_connected(&peer)
                 {
                     if let Some(reply) = reply {
@@ -555,10 +632,10 @@ impl Node {
                     }
                     return;
                 }
-                warn!(%addr, error = %e, "dial failed");
+                debug!(?addrs, error = %e, "dial not started");
                 if let Some(reply) = reply {
                     let _ = reply.send(Err(Error::Dial {
-                        addr: addr.to_string(),
+                        addr: first.to_string(),
                         reason: e.to_string(),
                     }));
                 }
@@ -567,16 +644,16 @@ impl Node {
     }
 
     fn redial_bootstrap(&mut self) {
-        for addr in self.config.bootstrap.clone() {
-            let connected = match peer_of(&addr) {
+        for group in group_by_peer(&self.config.bootstrap) {
+            let connected = match group.first().and_then(peer_of) {
                 Some(peer) => self.swarm.is_connected(&peer) || self.foreign.contains_key(&peer),
                 None => self
                     .peers
                     .values()
-                    .any(|p| p.conns.values().any(|c| c.addr == addr)),
+                    .any(|p| p.conns.values().any(|c| group.contains(&c.addr))),
             };
             if !connected {
-                self.dial_addr(addr, None);
+                self.dial_addrs(group, None);
             }
         }
     }
@@ -793,6 +870,7 @@ impl Node {
         let id = self.swarm.behaviour_mut().auth.send_request(&peer, request);
         if let Some(state) = self.peers.get_mut(&peer) {
             state.challenge = Some((id, nonce));
+            state.challenges_sent += 1;
         }
     }
 
@@ -1018,13 +1096,26 @@ impl Node {
                 endpoint,
                 num_established,
                 ..
-            } => self.on_connection(
-                peer_id,
-                connection_id,
-                endpoint.get_remote_address().clone(),
-                endpoint.is_dialer(),
-                num_established.get(),
-            ),
+            } => {
+                // The listening end of a relayed connection sees only
+                // `/p2p/<peer>` as the remote address; its local address
+                // names the circuit.
+                let relayed = endpoint.is_relayed();
+                let addr = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } if relayed => {
+                        local_addr.clone()
+                    }
+                    other => other.get_remote_address().clone(),
+                };
+                self.on_connection(
+                    peer_id,
+                    connection_id,
+                    addr,
+                    relayed,
+                    endpoint.is_dialer(),
+                    num_established.get(),
+                )
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
@@ -1080,10 +1171,10 @@ impl Node {
         peer: PeerId,
         id: ConnectionId,
         addr: Multiaddr,
+        relayed: bool,
         dialer: bool,
         established: u32,
     ) {
-        let relayed = is_relayed(&addr);
         if let Some(reply) = self.pending_dials.remove(&id) {
             let _ = reply.send(Ok(peer));
         }
@@ -1102,18 +1193,6 @@ impl Node {
             .peers
             .entry(peer)
             .or_insert_with(|| PeerState::new(initial));
-        // A direct connection replaces relayed ones: tunnels opened from now
-        // on use it, and the relay stops carrying this peer's traffic.
-        let stale_relayed: Vec<ConnectionId> = if relayed {
-            Vec::new()
-        } else {
-            state
-                .conns
-                .iter()
-                .filter(|(_, c)| c.relayed)
-                .map(|(id, _)| *id)
-                .collect()
-        };
         let had_relayed_only = !state.conns.is_empty() && state.conns.values().all(|c| c.relayed);
         state.conns.insert(
             id,
@@ -1124,10 +1203,12 @@ impl Node {
             },
         );
         if had_relayed_only && !relayed {
-            info!(%peer, %addr, "direct connection established; closing the relayed one");
-        }
-        for conn in stale_relayed {
-            self.swarm.close_connection(conn);
+            // A direct connection replaces the relayed ones: they close
+            // after a grace period that lets the tunnels on them finish,
+            // and from then on every tunnel uses the direct path.
+            info!(%peer, %addr, "direct connection established; the relayed one closes in {RELAYED_GRACE:?}");
+            self.close_relayed
+                .push((peer, Instant::now() + RELAYED_GRACE));
         }
         if established == 1 {
             info!(%peer, %addr, relayed, "peer connected");
@@ -1190,13 +1271,31 @@ impl Node {
                 }
             }
             BehaviourEvent::Auth(request_response::Event::OutboundFailure {
-                peer, error, ..
+                peer,
+                request_id,
+                error,
+                ..
             }) => {
-                debug!(%peer, %error, "admission request failed");
-                if let Some(state) = self.peers.get_mut(&peer)
-                    && state.kind == PeerKind::Pending
+                let connected = self.swarm.is_connected(&peer);
+                let Some(state) = self.peers.get_mut(&peer) else {
+                    return;
+                };
+                if state.kind != PeerKind::Pending
+                    || state.challenge.as_ref().map(|(id, _)| *id) != Some(request_id)
                 {
-                    state.challenge = None;
+                    return;
+                }
+                state.challenge = None;
+                let unsupported = matches!(
+                    error,
+                    request_response::OutboundFailure::UnsupportedProtocols
+                );
+                if !unsupported && connected && state.challenges_sent < 3 {
+                    // Lost with a duplicate connection that closed, or timed out.
+                    debug!(%peer, %error, "admission request failed; asking again");
+                    self.challenge(peer);
+                } else {
+                    debug!(%peer, %error, "peer does not prove membership; not admitted");
                     state.kind = PeerKind::Foreign;
                     self.dirty = true;
                 }
@@ -1486,6 +1585,25 @@ fn is_public_candidate(addr: &Multiaddr) -> bool {
         Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_) => true,
         _ => false,
     })
+}
+
+/// Groups addresses by the peer id they end in; each address without a
+/// peer id is a group of its own.
+fn group_by_peer(addrs: &[Multiaddr]) -> Vec<Vec<Multiaddr>> {
+    let mut groups: Vec<Vec<Multiaddr>> = Vec::new();
+    for addr in addrs {
+        match peer_of(addr) {
+            Some(peer) => match groups
+                .iter_mut()
+                .find(|g| g.first().and_then(peer_of) == Some(peer))
+            {
+                Some(group) => group.push(addr.clone()),
+                None => groups.push(vec![addr.clone()]),
+            },
+            None => groups.push(vec![addr.clone()]),
+        }
+    }
+    groups
 }
 
 /// Whether the address is on a loopback interface.

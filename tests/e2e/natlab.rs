@@ -1,0 +1,456 @@
+//! Teams across NATs, in the NAT lab: network namespaces for an "internet"
+//! (203.0.113.0/24) with the team's relay, and home LANs (198.18.x.0/24)
+//! behind NAT routers. Needs root (CI runs as root); skips otherwise. Each
+//! scenario runs without and with 40 ms of added latency on every router.
+
+use std::{
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use devmesh_netlab::{HomeSpec, Host, Lab, LabSpec, Nat};
+use devmesh_tests::{Daemon, bin, eventually};
+
+const BACKEND_PORT: u16 = 18080;
+
+/// One lab scenario at a time: each runs several daemons on two cores and
+/// asserts time bounds.
+static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+const LATENCY: Duration = Duration::from_millis(40);
+
+fn skip() -> bool {
+    match Lab::available() {
+        Ok(()) => false,
+        Err(reason) => {
+            eprintln!("skipping: {reason} (CI runs as root with iproute2 and iptables)");
+            true
+        }
+    }
+}
+
+fn home(nat: Nat, block_udp: bool, hosts: usize) -> HomeSpec {
+    HomeSpec {
+        nat,
+        block_udp,
+        hosts,
+    }
+}
+
+fn lab(homes: Vec<HomeSpec>, latency: bool) -> Lab {
+    Lab::new(LabSpec {
+        public_hosts: 1,
+        homes,
+        latency: latency.then_some(LATENCY),
+    })
+    .expect("building the NAT lab")
+}
+
+const MEMBER_LISTEN: [&str; 4] = [
+    "--listen",
+    "/ip4/0.0.0.0/tcp/0",
+    "--listen",
+    "/ip4/0.0.0.0/udp/0/quic-v1",
+];
+
+/// The team's relay on the internet side; returns it and its public addresses.
+async fn start_relay(lab: &Lab) -> (Daemon, Vec<String>) {
+    let relay = Daemon::start_in(
+        Some(&lab.public(0).netns),
+        &[
+            "--relay",
+            "--listen",
+            "/ip4/0.0.0.0/tcp/4001",
+            "--listen",
+            "/ip4/0.0.0.0/udp/4001/quic-v1",
+        ],
+    )
+    .await;
+    let status = relay.status().await;
+    let addrs: Vec<String> = status["external_addrs"]
+        .as_array()
+        .expect("external_addrs")
+        .iter()
+        .map(|a| a.as_str().expect("addr").to_owned())
+        .collect();
+    assert!(
+        addrs.iter().any(|a| a.starts_with("/ip4/203.0.113.10/")),
+        "{status}"
+    );
+    (relay, addrs)
+}
+
+/// A member in `host`'s namespace, with mDNS off unless asked.
+async fn start_member(host: &Host, mdns: bool) -> Daemon {
+    let mut args = MEMBER_LISTEN.to_vec();
+    args.extend(["--mdns", if mdns { "true" } else { "false" }]);
+    Daemon::start_in(Some(&host.netns), &args).await
+}
+
+/// Starts the demo backend inside `host`'s namespace.
+fn start_backend(lab: &Lab, host: &Host, name: &str) {
+    let mut cmd = lab.command(host, bin("devmesh-demo-backend"));
+    cmd.args([&BACKEND_PORT.to_string(), name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    lab.spawn(host, cmd).expect("starting the backend");
+}
+
+/// `devmesh invite` on `inviter` with the relay as bootstrap.
+async fn invite(inviter: &Daemon, relay_addrs: &[String]) -> String {
+    let mut args = vec!["invite"];
+    for a in relay_addrs {
+        args.extend(["--bootstrap", a]);
+    }
+    let out = inviter.cli(&args).await;
+    assert!(
+        out.status.success(),
+        "invite: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A response seen by curl inside a namespace.
+struct Curl {
+    code: u16,
+    headers: String,
+    body: String,
+}
+
+/// `curl` from inside `host` to the node's front door, for service `api`.
+fn curl(lab: &Lab, host: &Host, node: &Daemon, path: &str) -> Curl {
+    let out = lab
+        .command(host, "curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-D",
+            "-",
+            "-H",
+            "Host: api.localhost",
+            &format!("http://127.0.0.1:{}{path}", node.proxy.port()),
+        ])
+        .output()
+        .expect("running curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (headers, body) = text
+        .split_once("\r\n\r\n")
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
+        .unwrap_or_else(|| (text.clone(), String::new()));
+    let code = headers
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Curl {
+        code,
+        headers: headers.to_ascii_lowercase(),
+        body,
+    }
+}
+
+/// The connection `node` has to the member `peer`: `direct` or `relayed`.
+async fn link(node: &Daemon, peer: &Daemon) -> Option<(String, Vec<String>)> {
+    let peers = node.peers().await;
+    peers.as_array()?.iter().find_map(|p| {
+        (p["peer_id"] == peer.peer_id.as_str() && p["kind"] == "member").then(|| {
+            (
+                p["connection"].as_str().unwrap_or_default().to_owned(),
+                p["addresses"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )
+        })
+    })
+}
+
+/// A team: relay on the internet, member A (sharing `api`) in home 0,
+/// member B in home 1 joined with A's invite and able to reach `api`.
+struct Team {
+    relay: Daemon,
+    a: Daemon,
+    b: Daemon,
+    token: String,
+    /// From `devmesh join` on B to the first successful request.
+    join_to_usable: Duration,
+    lab: Lab,
+}
+
+async fn team(homes: Vec<HomeSpec>, latency: bool) -> Team {
+    let lab = lab(homes, latency);
+    let (relay, relay_addrs) = start_relay(&lab).await;
+    let (a_host, b_host) = (lab.home_host(0, 0).clone(), lab.home_host(1, 0).clone());
+    let (a, b) = tokio::join!(start_member(&a_host, false), start_member(&b_host, false));
+    start_backend(&lab, &a_host, "home0-api");
+    a.share_detached("api", BACKEND_PORT, "1.0.0").await;
+    let token = invite(&a, &relay_addrs).await;
+    // The inviter meets its invitees at the relay it names.
+    eventually(Duration::from_secs(10), "A's relay reservation", || async {
+        let status = a.status().await;
+        status["relays"]
+            .as_array()?
+            .iter()
+            .any(|r| r["reservation"] == "accepted")
+            .then_some(())
+    })
+    .await;
+
+    let started = Instant::now();
+    let out = b.cli(&["join", &token]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "join: {stderr}");
+    let reply = loop {
+        let r = curl(&lab, &b_host, &b, "/name");
+        if r.code == 200 {
+            break r;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            for (name, node) in [("relay", &relay), ("A", &a), ("B", &b)] {
+                eprintln!("===== {name} log =====\n{}", node.log());
+            }
+            panic!("B did not reach A's api within 20 s: {} {}", r.code, r.body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let join_to_usable = started.elapsed();
+    assert_eq!(reply.body, "home0-api");
+    eprintln!("join to first response: {join_to_usable:?}");
+    Team {
+        relay,
+        a,
+        b,
+        token,
+        join_to_usable,
+        lab,
+    }
+}
+
+async fn both_behind_friendly_nats_go_direct(latency: bool) {
+    let t = team(
+        vec![
+            home(Nat::EndpointIndependent, false, 1),
+            home(Nat::EndpointIndependent, false, 1),
+        ],
+        latency,
+    )
+    .await;
+    // Hole punching makes the link direct within 10 s of joining.
+    eventually(
+        Duration::from_secs(10),
+        "a direct connection from B to A",
+        || async { link(&t.b, &t.a).await.filter(|(c, _)| c == "direct") },
+    )
+    .await;
+    // The relayed connection closes shortly after.
+    eventually(
+        Duration::from_secs(10),
+        "the relayed connection closed",
+        || async {
+            link(&t.b, &t.a)
+                .await
+                .filter(|(_, addrs)| addrs.iter().all(|a| !a.contains("p2p-circuit")))
+        },
+    )
+    .await;
+    let b_host = t.lab.home_host(1, 0).clone();
+    let r = curl(&t.lab, &b_host, &t.b, "/name");
+    assert_eq!(r.code, 200);
+    assert!(
+        r.headers.contains("x-devmesh-route: remote-direct"),
+        "{}",
+        r.headers
+    );
+    assert!(t.join_to_usable < Duration::from_secs(20));
+
+    // With the relay gone, the direct tunnel keeps working.
+    let Team {
+        relay, a, b, lab, ..
+    } = t;
+    drop(relay);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..5 {
+        let r = curl(&lab, &b_host, &b, "/name");
+        assert_eq!(r.code, 200, "{}", r.body);
+        assert_eq!(r.body, "home0-api");
+    }
+    assert_eq!(
+        link(&b, &a).await.map(|(c, _)| c).as_deref(),
+        Some("direct")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_endpoint_independent_hole_punch_then_relay_stops() {
+    if skip() {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    both_behind_friendly_nats_go_direct(false).await;
+    both_behind_friendly_nats_go_direct(true).await;
+}
+
+async fn random_port_nats_stay_on_the_relay(latency: bool) {
+    // Both behind port-randomising NATs: hole punching cannot work.
+    let t = team(
+        vec![
+            home(Nat::RandomPorts, false, 1),
+            home(Nat::RandomPorts, false, 1),
+        ],
+        latency,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (connection, _) = link(&t.b, &t.a).await.expect("B is connected to A");
+    assert_eq!(connection, "relayed");
+    let b_host = t.lab.home_host(1, 0).clone();
+    let r = curl(&t.lab, &b_host, &t.b, "/name");
+    assert_eq!(r.code, 200);
+    assert!(
+        r.headers.contains("x-devmesh-route: remote-relayed"),
+        "{}",
+        r.headers
+    );
+    // `devmesh peers` and `doctor` say so.
+    let peers = t.b.cli(&["peers"]).await;
+    let text = String::from_utf8_lossy(&peers.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&t.a.peer_id) && l.contains("relayed")),
+        "{text}"
+    );
+    let doctor = t.b.cli(&["doctor"]).await;
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(text.contains("reached through the relay"), "{text}");
+
+    // One side behind a friendly NAT, the other port-randomising: works too.
+    drop(t);
+    let t = team(
+        vec![
+            home(Nat::EndpointIndependent, false, 1),
+            home(Nat::RandomPorts, false, 1),
+        ],
+        latency,
+    )
+    .await;
+    assert!(link(&t.b, &t.a).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_port_randomising_stays_relayed() {
+    if skip() {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    random_port_nats_stay_on_the_relay(false).await;
+    random_port_nats_stay_on_the_relay(true).await;
+}
+
+async fn udp_blocked_uses_tcp(latency: bool) {
+    let t = team(
+        vec![
+            home(Nat::EndpointIndependent, false, 1),
+            home(Nat::EndpointIndependent, true, 1),
+        ],
+        latency,
+    )
+    .await;
+    let (_, addrs) = link(&t.b, &t.a).await.expect("B is connected to A");
+    // Nothing of B's links runs over UDP (QUIC): its router drops UDP.
+    assert!(
+        addrs.iter().all(|a| !a.contains("/quic")),
+        "B reached A over {addrs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_udp_blocked_works_over_tcp() {
+    if skip() {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    udp_blocked_uses_tcp(false).await;
+    udp_blocked_uses_tcp(true).await;
+}
+
+async fn wrong_secret_sees_nothing(latency: bool) {
+    let t = team(
+        vec![
+            home(Nat::EndpointIndependent, false, 1),
+            home(Nat::EndpointIndependent, false, 2),
+        ],
+        latency,
+    )
+    .await;
+    // C, on B's LAN, holds a token for the same namespace with another secret.
+    let c_host = t.lab.home_host(1, 1).clone();
+    let c = start_member(&c_host, false).await;
+    let mut forged = mesh_core::Invite::decode(&t.token).expect("token");
+    forged.secret = Some(mesh_core::Secret::generate());
+    let out = c.cli(&["join", &forged.encode()]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("secret does not match namespace"),
+        "{stderr}"
+    );
+    let r = curl(&t.lab, &c_host, &c, "/name");
+    assert_eq!(r.code, 503, "{}", r.body);
+    assert!(r.body.contains("secret does not match"), "{}", r.body);
+    let status = c.status().await;
+    assert!(
+        status["services"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_wrong_secret_is_refused() {
+    if skip() {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    wrong_secret_sees_nothing(false).await;
+    wrong_secret_sees_nothing(true).await;
+}
+
+async fn mdns_on_one_lan(latency: bool) -> Duration {
+    let lab = lab(vec![home(Nat::EndpointIndependent, false, 2)], latency);
+    let (a_host, b_host) = (lab.home_host(0, 0).clone(), lab.home_host(0, 1).clone());
+    // From launching both daemons to a connected, admitted member.
+    let started = Instant::now();
+    let (a, b) = tokio::join!(start_member(&a_host, true), start_member(&b_host, true));
+    let (connection, _) = eventually(Duration::from_secs(10), "A and B connected", || async {
+        link(&b, &a).await
+    })
+    .await;
+    let took = started.elapsed();
+    assert_eq!(connection, "direct");
+    start_backend(&lab, &a_host, "lan-api");
+    a.share_detached("api", BACKEND_PORT, "1.0.0").await;
+    eventually(
+        Duration::from_secs(10),
+        "B reaches A over the LAN",
+        || async { (curl(&lab, &b_host, &b, "/name").code == 200).then_some(()) },
+    )
+    .await;
+    took
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_mdns_finds_a_lan_peer_without_bootstrap() {
+    if skip() {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    for latency in [false, true] {
+        let took = mdns_on_one_lan(latency).await;
+        eprintln!("mDNS, latency {latency}: launch to connected member {took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+}
