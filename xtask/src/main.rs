@@ -7,8 +7,10 @@
 //! - `deny`: `cargo deny --offline check licenses bans sources`
 //! - `ci`: lint, test, deny
 //! - `bench`: side-by-side measurements, written to docs/BENCHMARKS.md
+//! - `netlab`: the NAT lab: figures, `--keep` to look around, `test`
 
 mod bench;
+mod netlab;
 mod node;
 
 use std::{
@@ -27,8 +29,9 @@ fn main() -> ExitCode {
         Some("deny") => deny(),
         Some("ci") => lint().and_then(|()| test(&[])).and_then(|()| deny()),
         Some("bench") => bench::run(&args[1..]),
+        Some("netlab") => netlab::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench>");
+            eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench|netlab>");
             return ExitCode::from(2);
         }
     };

@@ -48,13 +48,25 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(bin: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Daemon> {
+        Self::start_in(bin, home, None, args)
+    }
+
+    /// Starts devmeshd with `command` (for example `ip netns exec <ns>
+    /// devmeshd`, from the NAT lab), or plainly when `None`.
+    pub fn start_in(
+        bin: &Path,
+        home: &Path,
+        command: Option<Command>,
+        args: &[&str],
+    ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(home)?;
         let log = std::fs::File::create(home.join("xtask-devmeshd.log"))?;
+        let mut cmd = command.unwrap_or_else(|| Command::new(bin.join("devmeshd")));
         let process = Guard::spawn(
-            Command::new(bin.join("devmeshd"))
-                .env("DEVMESH_HOME", home)
+            cmd.env("DEVMESH_HOME", home)
                 .args(args)
                 .stdin(Stdio::null())
+                .stdout(Stdio::null())
                 .stderr(log),
         )?;
         let daemon = Daemon {
