@@ -108,7 +108,10 @@ impl Upstreams {
             Key::Local(port) => {
                 let tcp = connect_loopback(*port).await?;
                 let sender = handshake(TokioIo::new(tcp)).await?;
-                Ok(Conn { sender, host: None })
+                Ok(Conn {
+                    sender,
+                    host: Some(crate::forward::backend_host(*port)),
+                })
             }
             Key::Remote(peer, service) => {
                 // The provider's libp2p-stream inbound queue holds one stream:
