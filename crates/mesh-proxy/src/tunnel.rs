@@ -92,15 +92,21 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
 
 /// Size of the buffer a [`TunnelIo`] reads into.
 const READ_CHUNK: usize = 32 * 1024;
+/// Vectored writes up to this size are joined into one write: one yamux
+/// frame for a request head and a small body.
+const JOIN_WRITES: usize = 16 * 1024;
 
 /// A tunnel stream as hyper IO.
 ///
 /// Reads go through a buffer zeroed once: a stream only reads into
 /// initialized memory, and hyper's buffer is not, so reading into it directly
-/// would zero it on every read.
+/// would zero it on every read. Writes are vectored, so that hyper hands over
+/// body chunks as they are instead of copying them into its own buffer; small
+/// ones are joined here.
 pub struct TunnelIo {
     stream: Stream,
     chunk: Box<[u8]>,
+    joined: Vec<u8>,
 }
 
 impl TunnelIo {
@@ -108,6 +114,7 @@ impl TunnelIo {
         Self {
             stream,
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            joined: Vec::new(),
         }
     }
 }
@@ -134,6 +141,30 @@ impl hyper::rt::Write for TunnelIo {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         futures::AsyncWrite::poll_write(Pin::new(&mut self.get_mut().stream), cx, buf)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let stream = Pin::new(&mut this.stream);
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.len() > 1 && total <= JOIN_WRITES {
+            this.joined.clear();
+            for b in bufs {
+                this.joined.extend_from_slice(b);
+            }
+            futures::AsyncWrite::poll_write(stream, cx, &this.joined)
+        } else {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+            futures::AsyncWrite::poll_write(stream, cx, first)
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
