@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use http::{
     HeaderMap, HeaderName, HeaderValue,
     header::{
-        CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-        UPGRADE,
+        CONNECTION, Entry, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+        TRANSFER_ENCODING, UPGRADE,
     },
 };
 
@@ -87,27 +87,33 @@ pub fn client_value(client: IpAddr) -> HeaderValue {
 /// Adds `X-Forwarded-For/Host/Proto` for a request that entered at the
 /// front door from `client` (made by [`client_value`]).
 pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue) {
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
-            joined.extend_from_slice(prior.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
+    let host = headers.get(HOST).cloned();
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut prior) => {
+            let xff = match prior.get().to_str() {
+                Ok(prior) => {
+                    let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
+                    joined.extend_from_slice(prior.as_bytes());
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(client.as_bytes());
+                    HeaderValue::from_bytes(&joined).ok()
+                }
+                Err(_) => Some(client.clone()),
+            };
+            if let Some(v) = xff {
+                prior.insert(v);
+            }
         }
-        None => Some(client.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+        Entry::Vacant(none) => {
+            none.insert(client.clone());
+        }
     }
-    if !headers.contains_key(X_FORWARDED_HOST)
-        && let Some(host) = headers.get(HOST).cloned()
-    {
-        headers.insert(X_FORWARDED_HOST, host);
+    if let Some(host) = host {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
 }
 
 /// The `Host` a local backend on `port` gets (dev servers reject host names

@@ -29,7 +29,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
-use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
+use http_body_util::{Either, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use mesh_core::{NodeHandle, PeerId, Provider, Snapshot};
@@ -43,8 +43,9 @@ pub use route::SERVICE_HEADER;
 const X_DEVMESH_PROVIDER: HeaderName = HeaderName::from_static("x-devmesh-provider");
 const X_DEVMESH_ROUTE: HeaderName = HeaderName::from_static("x-devmesh-route");
 
-/// Body type of everything the proxy sends.
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+/// Body type of the responses of the front door: an upstream's body as it
+/// comes, or a page of the proxy.
+pub type Body = Either<Incoming, Full<Bytes>>;
 
 /// Buffer of each direction of a tunnel splice: large enough that bulk
 /// transfers fill whole Noise frames.
@@ -375,7 +376,7 @@ impl Proxy {
         let upgrade = forward::upgrade_protocol(req.headers());
         let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let mut out = Request::new(body.boxed_unsync());
+        let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = origin_form(parts.uri);
         *out.headers_mut() = parts.headers;
@@ -463,12 +464,12 @@ fn finish_response(mut resp: Response<Incoming>, downstream: Option<OnUpgrade>) 
                 }
             });
         }
-        return resp.map(|b| b.boxed_unsync());
+        return resp.map(Either::Left);
     }
     forward::strip_hop_by_hop(resp.headers_mut(), None);
     // The client's connection has its own HTTP version; hyper picks it.
     *resp.version_mut() = http::Version::HTTP_11;
-    resp.map(|b| b.boxed_unsync())
+    resp.map(Either::Left)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
