@@ -134,6 +134,7 @@ struct Front {
     client_value: HeaderValue,
     local: SocketAddr,
     stamp: Mutex<Option<Stamp>>,
+    host_cache: Mutex<route::HostCache>,
 }
 
 /// The proxy: front door and tunnel server of one node.
@@ -225,6 +226,7 @@ impl Proxy {
                     client_value: forward::client_value(client.ip()),
                     local: local_addr,
                     stamp: Mutex::new(None),
+                    host_cache: Mutex::default(),
                 });
                 let service = service_fn(move |req| {
                     let proxy = proxy.clone();
@@ -358,7 +360,12 @@ impl Proxy {
     async fn handle_front(&self, mut req: Request<Incoming>, front: &Front) -> Response<Body> {
         let snapshot = self.node.snapshot();
         let json = pages::wants_json(req.headers());
-        let service = match route::target(req.uri(), req.headers()) {
+        let routed = route::target_cached(
+            req.uri(),
+            req.headers(),
+            &mut front.host_cache.lock().expect("host cache lock"),
+        );
+        let service = match routed {
             route::Target::Service(name) => name,
             route::Target::Unnamed => {
                 let host = match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
@@ -381,6 +388,8 @@ impl Proxy {
         *out.uri_mut() = origin_form(parts.uri);
         *out.headers_mut() = parts.headers;
         let headers = out.headers_mut();
+        // Room for the X-Forwarded-* headers at once.
+        headers.reserve(3);
         forward::strip_hop_by_hop(headers, upgrade);
         forward::add_forwarded(headers, &front.client_value);
         headers.remove(route::SERVICE_HEADER_NAME);

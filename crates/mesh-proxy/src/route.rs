@@ -1,6 +1,6 @@
 //! Which service a front-door request is for.
 
-use http::{HeaderMap, HeaderName, Uri, header::HOST};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header::HOST};
 
 /// Header that names the service explicitly; it wins over the host name.
 pub const SERVICE_HEADER: &str = "x-devmesh-service";
@@ -39,6 +39,31 @@ pub fn target(uri: &Uri, headers: &HeaderMap) -> Target {
         Some(name) => Target::Service(name),
         None => Target::Unnamed,
     }
+}
+
+/// The last `Host` a connection was routed by, and its service: the requests
+/// of one connection mostly name the same host.
+#[derive(Debug, Default)]
+pub struct HostCache(Option<(HeaderValue, String)>);
+
+/// [`target`], remembering in `cache` the service of the last `Host` header.
+pub fn target_cached(uri: &Uri, headers: &HeaderMap, cache: &mut HostCache) -> Target {
+    if uri.host().is_none()
+        && !headers.contains_key(SERVICE_HEADER_NAME)
+        && let Some(host) = headers.get(HOST)
+    {
+        if let Some((last, name)) = &cache.0
+            && last == host
+        {
+            return Target::Service(name.clone());
+        }
+        let target = target(uri, headers);
+        if let Target::Service(name) = &target {
+            cache.0 = Some((host.clone(), name.clone()));
+        }
+        return target;
+    }
+    target(uri, headers)
 }
 
 fn strip_port(host: &str) -> &str {
@@ -116,6 +141,34 @@ mod tests {
         assert_eq!(t("/x", None, None), Target::Unnamed);
         assert_eq!(t("/x", Some(".LOCALHOST"), None), Target::Unnamed);
         assert_eq!(t("/x", Some("Web.LocalHost."), None), svc("web"));
+    }
+
+    #[test]
+    fn cached_routes_match_uncached() {
+        let mut cache = HostCache::default();
+        for (uri, host, header) in [
+            ("/x", Some("api.localhost:7700"), None),
+            ("/x", Some("api.localhost:7700"), None),
+            ("/x", Some("api.localhost:7700"), Some("db")),
+            ("http://web.devmesh/x", Some("api.localhost:7700"), None),
+            ("/x", Some("127.0.0.1:7700"), None),
+            ("/x", Some("api.localhost:7700"), None),
+            ("/x", Some("other.localhost"), None),
+            ("/x", None, None),
+        ] {
+            let mut headers = HeaderMap::new();
+            if let Some(h) = host {
+                headers.insert(HOST, HeaderValue::from_str(h).unwrap());
+            }
+            if let Some(h) = header {
+                headers.insert(SERVICE_HEADER, HeaderValue::from_str(h).unwrap());
+            }
+            let uri = uri.parse().unwrap();
+            assert_eq!(
+                target_cached(&uri, &headers, &mut cache),
+                target(&uri, &headers)
+            );
+        }
     }
 
     #[test]
