@@ -4,7 +4,10 @@ use std::net::IpAddr;
 
 use http::{
     HeaderMap, HeaderName, HeaderValue,
-    header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE},
+    header::{
+        CONNECTION, Entry, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+        TRANSFER_ENCODING, UPGRADE,
+    },
 };
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -12,15 +15,15 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Headers that describe one hop and are never forwarded as they are.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` plus an
@@ -42,6 +45,17 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 /// Removes hop-by-hop headers, including those the `Connection` header lists,
 /// and puts back the upgrade request when there is one.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
+    // Most messages have none of them: one pass over the names tells.
+    if headers.keys().any(|k| k == TE || HOP_BY_HOP.contains(k)) {
+        strip_present(headers);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol);
+    }
+}
+
+fn strip_present(headers: &mut HeaderMap) {
     let listed: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -63,43 +77,50 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<HeaderValue>) {
         headers.remove(TE);
     }
     debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
-    if let Some(protocol) = upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(UPGRADE, protocol);
-    }
+}
+
+/// A client address as a header value, for [`add_forwarded`].
+pub fn client_value(client: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client.to_string()).expect("IP addresses are header-safe")
 }
 
 /// Adds `X-Forwarded-For/Host/Proto` for a request that entered at the
-/// front door from `client`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {client}"),
-        None => client.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
+/// front door from `client` (made by [`client_value`]).
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue) {
+    let host = headers.get(HOST).cloned();
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut prior) => {
+            let xff = match prior.get().to_str() {
+                Ok(prior) => {
+                    let mut joined = Vec::with_capacity(prior.len() + 2 + client.len());
+                    joined.extend_from_slice(prior.as_bytes());
+                    joined.extend_from_slice(b", ");
+                    joined.extend_from_slice(client.as_bytes());
+                    HeaderValue::from_bytes(&joined).ok()
+                }
+                Err(_) => Some(client.clone()),
+            };
+            if let Some(v) = xff {
+                prior.insert(v);
+            }
+        }
+        Entry::Vacant(none) => {
+            none.insert(client.clone());
+        }
     }
-    if !headers.contains_key(X_FORWARDED_HOST)
-        && let Some(host) = headers.get(HOST).cloned()
-    {
-        headers.insert(X_FORWARDED_HOST, host);
+    if let Some(host) = host {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
-    if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
 }
 
-/// Points the `Host` header at the local backend, keeping the original in
-/// `X-Forwarded-Host` (dev servers reject host names they do not know).
-pub fn rewrite_host_for_backend(headers: &mut HeaderMap, port: u16) {
-    if !headers.contains_key(X_FORWARDED_HOST)
-        && let Some(host) = headers.get(HOST).cloned()
-    {
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    if let Ok(v) = HeaderValue::from_str(&format!("localhost:{port}")) {
-        headers.insert(HOST, v);
-    }
+/// The `Host` a local backend on `port` gets (dev servers reject host names
+/// they do not know; [`add_forwarded`] keeps the original in
+/// `X-Forwarded-Host`).
+pub fn backend_host(port: u16) -> HeaderValue {
+    HeaderValue::from_str(&format!("localhost:{port}")).expect("a host and port are header-safe")
 }
 
 #[cfg(test)]
@@ -154,11 +175,15 @@ mod tests {
             ("host", "api.localhost:7700"),
             ("x-forwarded-for", "10.0.0.9"),
         ]);
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap());
-        rewrite_host_for_backend(&mut h, 3000);
+        add_forwarded(&mut h, &client_value("127.0.0.1".parse().unwrap()));
+        h.insert(HOST, backend_host(3000));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.localhost:7700");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("host").unwrap(), "localhost:3000");
+        let mut h = map(&[("x-forwarded-for", "a\u{e9}")]);
+        add_forwarded(&mut h, &client_value("::1".parse().unwrap()));
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+        assert!(!h.contains_key("x-forwarded-host"));
     }
 }

@@ -28,8 +28,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
-use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
+use http_body_util::{Either, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use mesh_core::{NodeHandle, PeerId, Provider, Snapshot, admission::PeerKind};
@@ -40,8 +40,12 @@ use tracing::{debug, info, warn};
 pub use error::{Error, TunnelError};
 pub use route::SERVICE_HEADER;
 
-/// Body type of everything the proxy sends.
-pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+const X_DEVMESH_PROVIDER: HeaderName = HeaderName::from_static("x-devmesh-provider");
+const X_DEVMESH_ROUTE: HeaderName = HeaderName::from_static("x-devmesh-route");
+
+/// Body type of the responses of the front door: an upstream's body as it
+/// comes, or a page of the proxy.
+pub type Body = Either<Incoming, Full<Bytes>>;
 
 /// Buffer of each direction of a tunnel splice: large enough that bulk
 /// transfers fill whole Noise frames.
@@ -114,6 +118,27 @@ fn candidates<'a>(snapshot: &'a Snapshot, service: &str) -> Vec<Candidate<'a>> {
     out
 }
 
+/// Response headers naming the provider of a response; a front-door
+/// connection keeps the last ones it made, as its requests mostly go to the
+/// same provider.
+struct Stamp {
+    provider: PeerId,
+    service: String,
+    version: semver::Version,
+    provider_value: HeaderValue,
+    service_value: Option<HeaderValue>,
+}
+
+/// What a front-door connection keeps between its requests.
+struct Front {
+    session: upstream::Session,
+    /// The client's IP address as an `X-Forwarded-For` value.
+    client_value: HeaderValue,
+    local: SocketAddr,
+    stamp: Mutex<Option<Stamp>>,
+    host_cache: Mutex<route::HostCache>,
+}
+
 /// The proxy: front door and tunnel server of one node.
 pub struct Proxy {
     node: NodeHandle,
@@ -149,6 +174,32 @@ impl Proxy {
             .clone()
     }
 
+    /// The `X-DevMesh-Provider` and `X-DevMesh-Service` values of a response
+    /// of `candidate`.
+    fn stamp(
+        &self,
+        front: &Front,
+        candidate: &Candidate<'_>,
+        service: &str,
+    ) -> (HeaderValue, Option<HeaderValue>) {
+        let mut stamp = front.stamp.lock().expect("stamp lock");
+        if let Some(s) = stamp.as_ref()
+            && s.provider == candidate.provider
+            && s.service == service
+            && s.version == *candidate.version
+        {
+            return (s.provider_value.clone(), s.service_value.clone());
+        }
+        let s = stamp.insert(Stamp {
+            provider: candidate.provider,
+            service: service.to_owned(),
+            version: candidate.version.clone(),
+            provider_value: self.peer_name(&candidate.provider),
+            service_value: HeaderValue::from_str(&format!("{service}@{}", candidate.version)).ok(),
+        });
+        (s.provider_value.clone(), s.service_value.clone())
+    }
+
     /// Serves the front door on `listener` until `shutdown` is cancelled.
     pub async fn serve(
         self: Arc<Self>,
@@ -172,15 +223,17 @@ impl Proxy {
             let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
-                let session = Arc::new(upstream::Session::new(proxy.upstreams.clone()));
+                let front = Arc::new(Front {
+                    session: upstream::Session::new(proxy.upstreams.clone()),
+                    client_value: forward::client_value(client.ip()),
+                    local: local_addr,
+                    stamp: Mutex::new(None),
+                    host_cache: Mutex::default(),
+                });
                 let service = service_fn(move |req| {
                     let proxy = proxy.clone();
-                    let session = session.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            proxy.handle_front(req, client, local_addr, &session).await,
-                        )
-                    }
+                    let front = front.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle_front(req, &front).await) }
                 });
                 if let Err(e) = http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service)
@@ -331,21 +384,20 @@ impl Proxy {
     }
 
     /// A request arriving at the front door.
-    async fn handle_front(
-        &self,
-        mut req: Request<Incoming>,
-        client: SocketAddr,
-        local: SocketAddr,
-        session: &upstream::Session,
-    ) -> Response<Body> {
+    async fn handle_front(&self, mut req: Request<Incoming>, front: &Front) -> Response<Body> {
         let snapshot = self.node.snapshot();
         let json = pages::wants_json(req.headers());
-        let service = match route::target(req.uri(), req.headers()) {
+        let routed = route::target_cached(
+            req.uri(),
+            req.headers(),
+            &mut front.host_cache.lock().expect("host cache lock"),
+        );
+        let service = match routed {
             route::Target::Service(name) => name,
             route::Target::Unnamed => {
                 let host = match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
                     Some(host) => host.to_owned(),
-                    None => local.to_string(),
+                    None => front.local.to_string(),
                 };
                 return pages::unnamed(&snapshot, &host, json);
             }
@@ -358,39 +410,41 @@ impl Proxy {
         let upgrade = forward::upgrade_protocol(req.headers());
         let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let mut out = Request::new(body.boxed_unsync());
+        let mut out = Request::new(body);
         *out.method_mut() = parts.method;
-        *out.uri_mut() = origin_form(&parts.uri);
+        *out.uri_mut() = origin_form(parts.uri);
         *out.headers_mut() = parts.headers;
         let headers = out.headers_mut();
+        // Room for the X-Forwarded-* headers at once.
+        headers.reserve(3);
         forward::strip_hop_by_hop(headers, upgrade);
-        forward::add_forwarded(headers, client.ip());
-        headers.remove(SERVICE_HEADER);
-        let service_key: Arc<str> = service.as_str().into();
+        forward::add_forwarded(headers, &front.client_value);
+        headers.remove(route::SERVICE_HEADER_NAME);
+        let mut service_key: Option<Arc<str>> = None;
         let mut last_error = None;
         for candidate in &candidates {
-            let headers = out.headers_mut();
+            // The upstream connection sets the `Host` its backend expects.
             let key = match candidate.target {
-                Target::Local { port } => {
-                    forward::rewrite_host_for_backend(headers, port);
-                    upstream::Key::Local(port)
-                }
-                // The tunnel tells which `Host` the remote backend expects.
-                Target::Remote { peer, .. } => upstream::Key::Remote(peer, service_key.clone()),
+                Target::Local { port } => upstream::Key::Local(port),
+                Target::Remote { peer, .. } => upstream::Key::Remote(
+                    peer,
+                    service_key
+                        .get_or_insert_with(|| service.as_str().into())
+                        .clone(),
+                ),
             };
-            match session.send(key, out).await {
+            match front.session.send(key, out).await {
                 Ok(resp) => {
                     let mut resp = finish_response(resp, on_upgrade);
+                    let (provider, service_value) = self.stamp(front, candidate, &service);
                     let h = resp.headers_mut();
-                    h.insert("x-devmesh-provider", self.peer_name(&candidate.provider));
+                    h.insert(X_DEVMESH_PROVIDER, provider);
                     h.insert(
-                        "x-devmesh-route",
+                        X_DEVMESH_ROUTE,
                         HeaderValue::from_static(candidate.target.route()),
                     );
-                    if let Ok(v) =
-                        HeaderValue::from_str(&format!("{service}@{}", candidate.version))
-                    {
-                        h.insert("x-devmesh-service", v);
+                    if let Some(v) = service_value {
+                        h.insert(route::SERVICE_HEADER_NAME, v);
                     }
                     return resp;
                 }
@@ -418,7 +472,10 @@ impl Proxy {
 }
 
 /// The path and query of a request, as the upstream gets it.
-fn origin_form(uri: &Uri) -> Uri {
+fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return uri;
+    }
     uri.path_and_query()
         .and_then(|pq| pq.as_str().parse().ok())
         .unwrap_or_else(|| Uri::from_static("/"))
@@ -443,12 +500,12 @@ fn finish_response(mut resp: Response<Incoming>, downstream: Option<OnUpgrade>) 
                 }
             });
         }
-        return resp.map(|b| b.boxed_unsync());
+        return resp.map(Either::Left);
     }
     forward::strip_hop_by_hop(resp.headers_mut(), None);
     // The client's connection has its own HTTP version; hyper picks it.
     *resp.version_mut() = http::Version::HTTP_11;
-    resp.map(|b| b.boxed_unsync())
+    resp.map(Either::Left)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -8,13 +8,16 @@
 //! sends later requests for the same service on them. Each frame is a
 //! big-endian `u16` length followed by that many bytes of JSON.
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
 
-use hyper_util::rt::TokioIo;
 use libp2p::{PeerId, Stream, StreamProtocol};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::error::TunnelError;
 
@@ -87,8 +90,91 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Size of the buffer a [`TunnelIo`] reads into.
+const READ_CHUNK: usize = 32 * 1024;
+/// Vectored writes up to this size are joined into one write: one yamux
+/// frame for a request head and a small body.
+const JOIN_WRITES: usize = 16 * 1024;
+
 /// A tunnel stream as hyper IO.
-pub type TunnelIo = TokioIo<Compat<Stream>>;
+///
+/// Reads go through a buffer zeroed once: a stream only reads into
+/// initialized memory, and hyper's buffer is not, so reading into it directly
+/// would zero it on every read. Writes are vectored, so that hyper hands over
+/// body chunks as they are instead of copying them into its own buffer; small
+/// ones are joined here.
+pub struct TunnelIo {
+    stream: Stream,
+    chunk: Box<[u8]>,
+    joined: Vec<u8>,
+}
+
+impl TunnelIo {
+    fn new(stream: Stream) -> Self {
+        Self {
+            stream,
+            chunk: vec![0; READ_CHUNK].into_boxed_slice(),
+            joined: Vec::new(),
+        }
+    }
+}
+
+impl hyper::rt::Read for TunnelIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        use futures::AsyncRead as _;
+        let this = self.get_mut();
+        let want = buf.remaining().min(this.chunk.len());
+        let n = ready!(Pin::new(&mut this.stream).poll_read(cx, &mut this.chunk[..want]))?;
+        buf.put_slice(&this.chunk[..n]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl hyper::rt::Write for TunnelIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        futures::AsyncWrite::poll_write(Pin::new(&mut self.get_mut().stream), cx, buf)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let stream = Pin::new(&mut this.stream);
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.len() > 1 && total <= JOIN_WRITES {
+            this.joined.clear();
+            for b in bufs {
+                this.joined.extend_from_slice(b);
+            }
+            futures::AsyncWrite::poll_write(stream, cx, &this.joined)
+        } else {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+            futures::AsyncWrite::poll_write(stream, cx, first)
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        futures::AsyncWrite::poll_flush(Pin::new(&mut self.get_mut().stream), cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        futures::AsyncWrite::poll_close(Pin::new(&mut self.get_mut().stream), cx)
+    }
+}
 
 /// Opens a tunnel stream to `service` on `peer` and performs the hello
 /// exchange. Returns the stream and the `Host` the backend expects.
@@ -126,7 +212,7 @@ pub async fn open(
                 reason: reply.error.unwrap_or_else(|| "no reason given".into()),
             });
         }
-        Ok((TokioIo::new(stream), reply.host))
+        Ok((TunnelIo::new(stream.into_inner()), reply.host))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
         .await

@@ -21,7 +21,7 @@ use libp2p::PeerId;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use crate::{Body, TunnelError, tunnel};
+use crate::{TunnelError, tunnel};
 
 /// Most idle upstream connections kept per upstream.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
@@ -41,7 +41,7 @@ pub enum Key {
 
 /// An upstream HTTP/1.1 connection.
 pub struct Conn {
-    sender: SendRequest<Body>,
+    sender: SendRequest<Incoming>,
     /// The `Host` the backend expects, when the connection says.
     host: Option<HeaderValue>,
 }
@@ -61,7 +61,7 @@ pub enum UpstreamError {
 /// can go to another upstream.
 pub struct SendError {
     pub error: UpstreamError,
-    pub request: Option<Request<Body>>,
+    pub request: Option<Request<Incoming>>,
 }
 
 /// Idle upstream connections shared by all sessions, and how to make new ones.
@@ -108,7 +108,10 @@ impl Upstreams {
             Key::Local(port) => {
                 let tcp = connect_loopback(*port).await?;
                 let sender = handshake(TokioIo::new(tcp)).await?;
-                Ok(Conn { sender, host: None })
+                Ok(Conn {
+                    sender,
+                    host: Some(crate::forward::backend_host(*port)),
+                })
             }
             Key::Remote(peer, service) => {
                 // The provider's libp2p-stream inbound queue holds one stream:
@@ -158,7 +161,7 @@ pub async fn connect_loopback(port: u16) -> Result<TcpStream, UpstreamError> {
     Err(UpstreamError::Connect(errors.join("; ")))
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<Body>, UpstreamError>
+async fn handshake<T>(io: T) -> Result<SendRequest<Incoming>, UpstreamError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -193,7 +196,7 @@ impl Session {
     pub async fn send(
         &self,
         key: Key,
-        request: Request<Body>,
+        request: Request<Incoming>,
     ) -> Result<Response<Incoming>, SendError> {
         let last = self.current.lock().expect("session lock").take();
         let reused = match last {
