@@ -355,10 +355,92 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         md,
         "\nPeak RSS (VmHWM) over the whole run: node A {rss_a:.1} MB, node B {rss_b:.1} MB (target: under 64 MB each)."
     )?;
+    drop((a, b, nginx));
+    lab_section(&mut md, &bin, quick)?;
     print!("{md}");
     if !quick {
         std::fs::write(root().join("docs/BENCHMARKS.md"), &md)?;
         eprintln!("wrote docs/BENCHMARKS.md");
     }
+    Ok(())
+}
+
+/// The NAT lab part: joining, hole punching and relayed vs direct bulk.
+fn lab_section(md: &mut String, bin: &std::path::Path, quick: bool) -> anyhow::Result<()> {
+    use crate::netlab::{measure, median_duration};
+    writeln!(md, "\n## NAT lab (`cargo xtask netlab`)\n")?;
+    if let Err(reason) = devmesh_netlab::Lab::available() {
+        eprintln!("NAT lab skipped: {reason}");
+        writeln!(md, "Not measured in this run: {reason}.")?;
+        return Ok(());
+    }
+    let (runs, bulk_rounds, bulk_mib) = if quick { (2, 1, 128) } else { (10, 3, 512) };
+    let f = measure(bin, runs, bulk_rounds, bulk_mib)?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let worst = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
+    writeln!(
+        md,
+        "Network namespaces on this machine: a relay (`devmeshd --relay`) on the \"internet\" (203.0.113.0/24), members in home LANs (198.18.x.0/24) behind Linux NAT routers (MASQUERADE, unsolicited inbound dropped). Member A shares a service; a fresh member B joins {runs} times. This kernel has no netem: the 40 ms latency comes from the lab's NFQUEUE delay line on each router's way out.\n"
+    )?;
+    writeln!(
+        md,
+        "| from `devmesh join` to first response | median | worst | target |"
+    )?;
+    writeln!(md, "|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| through the relay/bootstrap, both behind endpoint-independent NATs | {:.0} ms | {:.0} ms | < 3 s |",
+        ms(median_duration(f.join_bootstrap.clone())),
+        ms(worst(&f.join_bootstrap))
+    )?;
+    writeln!(
+        md,
+        "| same, 40 ms added on each router | {:.0} ms | {:.0} ms | < 3 s |",
+        ms(median_duration(f.join_bootstrap_latency.clone())),
+        ms(worst(&f.join_bootstrap_latency))
+    )?;
+    writeln!(
+        md,
+        "| mDNS on one LAN (from launching B's daemon; no join needed) | {:.0} ms | {:.0} ms | < 1 s |",
+        ms(median_duration(f.join_mdns.clone())),
+        ms(worst(&f.join_mdns))
+    )?;
+    writeln!(
+        md,
+        "\nFrom the first relayed connection to a direct one (hole punching), over the {} joins: median {:.0} ms, worst {:.0} ms; {} of {} joins were still relayed 10 s later.",
+        2 * runs,
+        ms(median_duration(f.relayed_to_direct.clone())),
+        ms(worst(&f.relayed_to_direct)),
+        f.never_direct,
+        2 * runs
+    )?;
+    writeln!(
+        md,
+        "(0 ms means the first look at B's peers already found the direct connection.)\n"
+    )?;
+    writeln!(
+        md,
+        "| {} MiB download from A's service through B | median | rounds |",
+        f.bulk_mib
+    )?;
+    writeln!(md, "|---|---|---|")?;
+    let mbs = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        md,
+        "| relayed (both NATs port-randomising, so no hole punch) | {:.0} MB/s | {} |",
+        median(f.bulk_relayed.clone()),
+        mbs(&f.bulk_relayed)
+    )?;
+    writeln!(
+        md,
+        "| direct (after hole punching) | {:.0} MB/s | {} |",
+        median(f.bulk_direct.clone()),
+        mbs(&f.bulk_direct)
+    )?;
     Ok(())
 }

@@ -251,9 +251,16 @@ pub fn join_once(bin: &Path, team: &Team, home: &Path) -> anyhow::Result<JoinRun
         {
             break;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        // Poll gently: the polling itself must not load the machine.
+        std::thread::sleep(Duration::from_millis(100));
     }
     let usable = usable.context("B never reached A's service")?;
+    if direct_at.is_none() {
+        let log = std::fs::read_to_string(home.join("xtask-devmeshd.log")).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("hole punch")) {
+            eprintln!("  B: {line}");
+        }
+    }
     Ok(JoinRun {
         usable,
         relayed_to_direct: direct_at.zip(relayed_at).map(|(d, r)| d.saturating_sub(r)),
