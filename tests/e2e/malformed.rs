@@ -219,8 +219,9 @@ async fn outsider_records_and_tunnels_are_refused() {
 }
 
 /// A member of an open namespace (anyone who knows its name) that forges a
-/// record for another peer, sends a stale one and asks for a service that is
-/// not there: each is refused with a log line.
+/// record for another peer, sends a stale one, sends a malformed admission
+/// challenge and asks for a service that is not there: each is refused with
+/// a log line.
 #[tokio::test(flavor = "multi_thread")]
 async fn member_forgeries_are_dropped() {
     let Shared {
@@ -263,6 +264,15 @@ async fn member_forgeries_are_dropped() {
             .publish(topic.clone(), payload)
             .unwrap();
     }
+    // A malformed admission challenge: wrong id and nonce lengths.
+    swarm.behaviour_mut().auth.send_request(
+        &a_peer,
+        AuthRequest {
+            v: 1,
+            namespace_id: vec![0; 3],
+            nonce: vec![1],
+        },
+    );
     let mut control = swarm.behaviour().stream.new_control();
     let pump = tokio::spawn(async move {
         loop {
@@ -281,8 +291,10 @@ async fn member_forgeries_are_dropped() {
         || async {
             let log = a.log();
             let forged = format!("record for {} signed by", b.peer_id);
-            (log.contains(&forged) && log.contains("ignoring stale or replayed announcement"))
-                .then_some(())
+            (log.contains(&forged)
+                && log.contains("ignoring stale or replayed announcement")
+                && log.contains("dropped a malformed admission request"))
+            .then_some(())
         },
     )
     .await;

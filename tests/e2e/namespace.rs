@@ -68,6 +68,25 @@ async fn invite_and_join_with_a_token() {
         let said = everything_said(node).await;
         assert!(!said.contains(&secret), "the secret leaked:\n{said}");
     }
+
+    // The long form: a multiaddr, the namespace and a file with the secret.
+    let c = Daemon::start().await;
+    let file = c.home.path().join("given.secret");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let out = c
+        .cli(&[
+            "join",
+            &a.p2p_addr,
+            "--namespace",
+            "team",
+            "--secret-file",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("member(s) online"), "{stderr}");
+    c.wait_for_service("api", |s| s["route"] == "remote").await;
 }
 
 /// A node with a wrong secret, or none, sees nothing of the namespace, and

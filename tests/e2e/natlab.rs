@@ -327,6 +327,44 @@ async fn random_port_nats_stay_on_the_relay(latency: bool) {
     let doctor = t.b.cli(&["doctor"]).await;
     let text = String::from_utf8_lossy(&doctor.stdout);
     assert!(text.contains("reached through the relay"), "{text}");
+    if !latency {
+        // The relay carries a whole 1 GiB download (its circuits have no
+        // byte limit), byte count checked by curl.
+        let gib: u64 = 1 << 30;
+        let out = t
+            .lab
+            .command(&b_host, "curl")
+            .args([
+                "-sS",
+                "--fail",
+                "--max-time",
+                "300",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download} %{speed_download}",
+                "-H",
+                "Host: api.localhost",
+                &format!("http://127.0.0.1:{}/bytes/{gib}", t.b.proxy.port()),
+            ])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            text.split_whitespace().next(),
+            Some(gib.to_string().as_str())
+        );
+        eprintln!("1 GiB through the relay: {text} (bytes, bytes/s)");
+        assert_eq!(
+            link(&t.b, &t.a).await.map(|(c, _)| c).as_deref(),
+            Some("relayed")
+        );
+    }
 
     // One side behind a friendly NAT, the other port-randomising: works too.
     drop(t);

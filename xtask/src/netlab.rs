@@ -255,9 +255,21 @@ pub fn join_once(bin: &Path, team: &Team, home: &Path) -> anyhow::Result<JoinRun
         std::thread::sleep(Duration::from_millis(100));
     }
     let usable = usable.context("B never reached A's service")?;
-    if direct_at.is_none() {
+    if direct_at.is_none() || usable > Duration::from_secs(3) {
+        // Say why, from B's log.
         let log = std::fs::read_to_string(home.join("xtask-devmeshd.log")).unwrap_or_default();
-        for line in log.lines().filter(|l| l.contains("hole punch")) {
+        for line in log.lines().filter(|l| {
+            [
+                "hole punch",
+                "WARN",
+                "peer connected",
+                "admitted",
+                "records updated",
+                "dial",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        }) {
             eprintln!("  B: {line}");
         }
     }

@@ -152,3 +152,19 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
         .build();
     Ok(swarm)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relayed tunnel must carry gigabytes and last a working day: no byte
+    /// cap, circuits of at least an hour.
+    #[test]
+    fn relay_limits_fit_tunnels() {
+        let c = relay_config();
+        assert_eq!(c.max_circuit_bytes, 0, "0 is unlimited");
+        assert!(c.max_circuit_duration >= Duration::from_secs(60 * 60));
+        assert!(c.max_circuit_duration.as_secs() <= u64::from(u32::MAX));
+        assert!(c.max_circuits_per_peer >= 16);
+    }
+}

@@ -41,6 +41,9 @@ use crate::{
 const FOREIGN_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a rejected peer stays connected so it can read our answer.
 const REJECT_GRACE: Duration = Duration::from_secs(1);
+/// Hole-punch rounds tried per peer (the first comes with the relayed
+/// connection; each retry opens another relayed connection to run DCUtR on).
+const PUNCH_ATTEMPTS: u32 = 3;
 /// How long a relayed connection stays open once a direct one exists.
 const RELAYED_GRACE: Duration = Duration::from_secs(3);
 /// Admission failures kept for `status` and `doctor`.
@@ -281,6 +284,13 @@ impl PeerState {
     }
 }
 
+#[derive(Debug, Default)]
+struct Punch {
+    rounds: u32,
+    retry_at: Option<Instant>,
+    extra: Option<ConnectionId>,
+}
+
 #[derive(Debug)]
 struct RelayState {
     addr: Multiaddr,
@@ -303,6 +313,9 @@ pub struct Node {
     to_disconnect: Vec<(PeerId, Instant)>,
     /// Peers whose relayed connections close at the instant.
     close_relayed: Vec<(PeerId, Instant)>,
+    /// Failed hole punches: rounds so far, the next retry, and the extra
+    /// relayed connection opened for the current retry.
+    punches: HashMap<PeerId, Punch>,
     failures: VecDeque<AdmissionFailure>,
     listen_addrs: Vec<Multiaddr>,
     observed_addrs: Vec<Multiaddr>,
@@ -350,6 +363,7 @@ impl Node {
             foreign: HashMap::new(),
             to_disconnect: Vec::new(),
             close_relayed: Vec::new(),
+            punches: HashMap::new(),
             failures: VecDeque::new(),
             listen_addrs: Vec::new(),
             observed_addrs: Vec::new(),
@@ -481,6 +495,7 @@ impl Node {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
         self.foreign.retain(|_, until| *until > now);
+        self.retry_punches(now);
         let due: Vec<PeerId> = self
             .close_relayed
             .iter()
@@ -687,8 +702,69 @@ impl Node {
         {
             return;
         }
-        let circuits: Vec<Multiaddr> = self
-            .relays
+        let circuits = self.circuits_to(peer);
+        debug!(%peer, ?circuits, "dialling a member found in the DHT");
+        let _ = self.swarm.dial(
+            DialOpts::peer_id(peer)
+                .addresses(circuits)
+                .extend_addresses_through_behaviour()
+                .build(),
+        );
+    }
+
+    /// After a failed hole punch, try again later on a fresh relayed
+    /// connection (timing under load or latency can defeat one round); the
+    /// relayed path keeps working meanwhile. Only the peer with the smaller
+    /// id retries, so the two sides do not both dial.
+    fn punch_failed(&mut self, peer: PeerId, error: String) {
+        let punch = self.punches.entry(peer).or_default();
+        punch.rounds += 1;
+        if let Some(extra) = punch.extra.take() {
+            self.swarm.close_connection(extra);
+        }
+        let retry = punch.rounds < PUNCH_ATTEMPTS && *self.swarm.local_peer_id() < peer;
+        if retry {
+            let backoff = Duration::from_secs(2u64.pow(punch.rounds));
+            punch.retry_at = Some(Instant::now() + backoff);
+            info!(%peer, %error, round = punch.rounds, "hole punch failed; staying on the relay and trying again in {backoff:?}");
+        } else {
+            info!(%peer, %error, round = punch.rounds, "hole punch failed; staying on the relay");
+        }
+    }
+
+    fn retry_punches(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .punches
+            .iter()
+            .filter(|(_, p)| p.retry_at.is_some_and(|at| at <= now))
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in due {
+            let relayed_only = self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| !p.conns.is_empty() && p.conns.values().all(|c| c.relayed));
+            let circuits = self.circuits_to(peer);
+            let Some(punch) = self.punches.get_mut(&peer) else {
+                continue;
+            };
+            punch.retry_at = None;
+            if !relayed_only || circuits.is_empty() {
+                continue;
+            }
+            let opts = DialOpts::peer_id(peer)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .addresses(circuits)
+                .build();
+            punch.extra = Some(opts.connection_id());
+            debug!(%peer, "another relayed connection for another hole punch");
+            let _ = self.swarm.dial(opts);
+        }
+    }
+
+    /// Addresses reaching `peer` through each relay this node uses.
+    fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.relays
             .iter()
             .map(|(relay, r)| {
                 r.addr
@@ -697,14 +773,7 @@ impl Node {
                     .with(Protocol::P2pCircuit)
                     .with(Protocol::P2p(peer))
             })
-            .collect();
-        debug!(%peer, ?circuits, "dialling a member found in the DHT");
-        let _ = self.swarm.dial(
-            DialOpts::peer_id(peer)
-                .addresses(circuits)
-                .extend_addresses_through_behaviour()
-                .build(),
-        );
+            .collect()
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -1128,6 +1197,7 @@ impl Node {
                 }
                 if num_established == 0 {
                     self.peers.remove(&peer_id);
+                    self.punches.remove(&peer_id);
                     if self.relays.remove(&peer_id).is_some() {
                         info!(relay = %peer_id, "lost the connection to a relay");
                     }
@@ -1419,14 +1489,16 @@ impl Node {
                 };
                 self.dirty = true;
             }
-            BehaviourEvent::Dcutr(event) => match event.result {
-                Ok(conn) => {
-                    info!(peer = %event.remote_peer_id, connection = ?conn, "hole punch succeeded: direct connection")
+            BehaviourEvent::Dcutr(event) => {
+                let peer = event.remote_peer_id;
+                match event.result {
+                    Ok(conn) => {
+                        info!(%peer, connection = ?conn, "hole punch succeeded: direct connection");
+                        self.punches.remove(&peer);
+                    }
+                    Err(e) => self.punch_failed(peer, e.to_string()),
                 }
-                Err(e) => {
-                    info!(peer = %event.remote_peer_id, error = %e, "hole punch failed; staying on the relay")
-                }
-            },
+            }
             _ => {}
         }
     }
