@@ -76,6 +76,39 @@ fn eim() -> HomeSpec {
     }
 }
 
+/// Starts the demo backend and member A in `host`, sharing it as `api`.
+fn share_api(
+    bin: &Path,
+    lab: &Lab,
+    host: &Host,
+    home: &Path,
+    mdns: bool,
+) -> anyhow::Result<(Guard, Daemon)> {
+    let mut backend = lab.command(host, bin.join("devmesh-demo-backend"));
+    backend
+        .args([&BACKEND_PORT.to_string(), "lab-api"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let backend = Guard::spawn(&mut backend)?;
+    let a = start_member(bin, lab, host, home, mdns)?;
+    let port = BACKEND_PORT.to_string();
+    crate::run(
+        a.devmesh()
+            .args([
+                "run",
+                "api",
+                "--port",
+                &port,
+                "--version",
+                "1.0.0",
+                "--detach",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )?;
+    Ok((backend, a))
+}
+
 /// Builds a lab, starts the relay and member A (sharing `api` from a demo
 /// backend in home 0) with an invite token naming the relay.
 pub fn team(
@@ -111,27 +144,7 @@ pub fn team(
         .filter_map(|a| a.as_str().map(str::to_owned))
         .collect();
     let a_host = lab.home_host(0, 0).clone();
-    let mut backend = lab.command(&a_host, bin.join("devmesh-demo-backend"));
-    backend
-        .args([&BACKEND_PORT.to_string(), "lab-api"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let backend = Guard::spawn(&mut backend)?;
-    let a = start_member(bin, &lab, &a_host, &dir.join("a"), false)?;
-    crate::run(
-        a.devmesh()
-            .args([
-                "run",
-                "api",
-                "--port",
-                &BACKEND_PORT.to_string(),
-                "--version",
-                "1.0.0",
-                "--detach",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
+    let (backend, a) = share_api(bin, &lab, &a_host, &dir.join("a"), false)?;
     let mut invite = a.devmesh();
     invite.arg("invite");
     for addr in &relay_addrs {
@@ -396,27 +409,7 @@ pub fn measure(
             latency: None,
         })?;
         let a_host = lab.home_host(0, 0).clone();
-        let mut backend = lab.command(&a_host, bin.join("devmesh-demo-backend"));
-        backend
-            .args([&BACKEND_PORT.to_string(), "lab-api"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let _backend = Guard::spawn(&mut backend)?;
-        let a = start_member(bin, &lab, &a_host, &tmp.path().join("mdns-a"), true)?;
-        crate::run(
-            a.devmesh()
-                .args([
-                    "run",
-                    "api",
-                    "--port",
-                    &BACKEND_PORT.to_string(),
-                    "--version",
-                    "1.0.0",
-                    "--detach",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        )?;
+        let (_backend, _a) = share_api(bin, &lab, &a_host, &tmp.path().join("mdns-a"), true)?;
         for run in 0..runs {
             let t = mdns_once(bin, &lab, &tmp.path().join(format!("mdns-b-{run}")))?;
             eprintln!("mDNS run {run}: usable {t:?} after launching B");

@@ -90,10 +90,14 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
                 gossipsub_config,
             )?;
+            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+            // The node bootstraps the DHT itself, and only when it has peers
+            // (kad's own timer warns on a node that is alone).
+            kad_config.set_periodic_bootstrap_interval(None);
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
-                kad::Config::new(KAD_PROTOCOL),
+                kad_config,
             );
             kad.set_mode(Some(kad::Mode::Server));
             let mdns = if mdns_enabled {
