@@ -1066,6 +1066,31 @@ impl Node {
         }) else {
             return;
         };
+        // Hole punching needs an observed address of each transport it may
+        // punch with; identify reports one per connection. Connect to the
+        // relay over the transports not used yet, as far as its bootstrap
+        // addresses offer them.
+        let used: Vec<bool> = self
+            .peers
+            .get(&relay)
+            .map(|p| p.conns.values().map(|c| is_quic(&c.addr)).collect())
+            .unwrap_or_default();
+        let others: Vec<Multiaddr> = self
+            .config
+            .bootstrap
+            .iter()
+            .filter(|a| peer_of(a) == Some(relay) && !used.contains(&is_quic(a)))
+            .cloned()
+            .collect();
+        for other in others {
+            debug!(%relay, addr = %other, "second connection to the relay, for a hole-punching address on its transport");
+            let _ = self.swarm.dial(
+                DialOpts::peer_id(relay)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                    .addresses(vec![other])
+                    .build(),
+            );
+        }
         let addr: Multiaddr = addr
             .iter()
             .filter(|p| !matches!(p, Protocol::P2p(_)))
@@ -1676,6 +1701,12 @@ fn group_by_peer(addrs: &[Multiaddr]) -> Vec<Vec<Multiaddr>> {
         }
     }
     groups
+}
+
+/// Whether the address is QUIC (UDP) rather than TCP.
+fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Udp(_)))
 }
 
 /// Whether the address is on a loopback interface.
