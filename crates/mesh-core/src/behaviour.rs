@@ -1,6 +1,6 @@
 //! The libp2p behaviours of a node and how the swarm is built.
 
-use std::time::Duration;
+use std::{num::NonZeroU32, time::Duration};
 
 use libp2p::{
     StreamProtocol, Swarm, SwarmBuilder, autonat, dcutr, gossipsub, identify, kad, mdns, noise,
@@ -47,6 +47,8 @@ pub(crate) struct Behaviour {
 /// stays open for hours; the libp2p defaults (128 KiB, 2 minutes) are for
 /// hole-punching coordination only.
 fn relay_config() -> relay::Config {
+    let per = |n: u32| NonZeroU32::new(n).expect("a positive limit");
+    let minute = Duration::from_secs(60);
     relay::Config {
         max_reservations: 1024,
         max_reservations_per_peer: 8,
@@ -56,8 +58,15 @@ fn relay_config() -> relay::Config {
         max_circuit_duration: Duration::from_secs(24 * 60 * 60),
         // 0 means unlimited.
         max_circuit_bytes: 0,
-        ..relay::Config::default()
+        // A team behind one office NAT shares an address: rate limits per
+        // IP are generous, per peer they still stop a runaway client.
+        reservation_rate_limiters: Vec::new(),
+        circuit_src_rate_limiters: Vec::new(),
     }
+    .reservation_rate_per_peer(per(30), minute)
+    .reservation_rate_per_ip(per(600), minute)
+    .circuit_src_per_peer(per(120), minute)
+    .circuit_src_per_ip(per(1200), minute)
 }
 
 pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
@@ -94,6 +103,10 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
             // The node bootstraps the DHT itself, and only when it has peers
             // (kad's own timer warns on a node that is alone).
             kad_config.set_periodic_bootstrap_interval(None);
+            // Members re-advertise every few minutes; a member that left
+            // drops out of the rendezvous within minutes, not days.
+            kad_config.set_provider_record_ttl(Some(Duration::from_secs(15 * 60)));
+            kad_config.set_provider_publication_interval(None);
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),

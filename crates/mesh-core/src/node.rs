@@ -313,6 +313,13 @@ pub struct Node {
     to_disconnect: Vec<(PeerId, Instant)>,
     /// Peers whose relayed connections close at the instant.
     close_relayed: Vec<(PeerId, Instant)>,
+    /// Members found in the DHT being dialled.
+    member_dials: HashSet<PeerId>,
+    /// Members found in the DHT that could not be reached: not dialled again
+    /// before the instant; the duration is the current back-off. Stale
+    /// rendezvous entries of members that left must not make a node hammer
+    /// the relay.
+    unreachable: HashMap<PeerId, (Instant, Duration)>,
     /// Failed hole punches: rounds so far, the next retry, and the extra
     /// relayed connection opened for the current retry.
     punches: HashMap<PeerId, Punch>,
@@ -363,6 +370,8 @@ impl Node {
             foreign: HashMap::new(),
             to_disconnect: Vec::new(),
             close_relayed: Vec::new(),
+            member_dials: HashSet::new(),
+            unreachable: HashMap::new(),
             punches: HashMap::new(),
             failures: VecDeque::new(),
             listen_addrs: Vec::new(),
@@ -495,6 +504,8 @@ impl Node {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
         self.foreign.retain(|_, until| *until > now);
+        self.unreachable
+            .retain(|_, (until, _)| *until + Duration::from_secs(600) > now);
         self.retry_punches(now);
         let due: Vec<PeerId> = self
             .close_relayed
@@ -699,9 +710,14 @@ impl Node {
         if peer == *self.swarm.local_peer_id()
             || self.swarm.is_connected(&peer)
             || self.foreign.contains_key(&peer)
+            || self
+                .unreachable
+                .get(&peer)
+                .is_some_and(|(until, _)| *until > Instant::now())
         {
             return;
         }
+        self.member_dials.insert(peer);
         let circuits = self.circuits_to(peer);
         debug!(%peer, ?circuits, "dialling a member found in the DHT");
         let _ = self.swarm.dial(
@@ -1242,6 +1258,20 @@ impl Node {
                 ..
             } => {
                 debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                if let Some(peer) = peer_id
+                    && self.member_dials.remove(&peer)
+                    && !self.swarm.is_connected(&peer)
+                {
+                    let backoff = self
+                        .unreachable
+                        .get(&peer)
+                        .map_or(Duration::from_secs(30), |(_, b)| {
+                            (*b * 2).min(Duration::from_secs(600))
+                        });
+                    debug!(%peer, ?backoff, "member from the DHT unreachable; trying again later");
+                    self.unreachable
+                        .insert(peer, (Instant::now() + backoff, backoff));
+                }
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
                         addr: peer_id.map(|p| p.to_string()).unwrap_or_default(),
@@ -1273,6 +1303,8 @@ impl Node {
         if let Some(reply) = self.pending_dials.remove(&id) {
             let _ = reply.send(Ok(peer));
         }
+        self.member_dials.remove(&peer);
+        self.unreachable.remove(&peer);
         if dialer && !relayed {
             self.swarm
                 .behaviour_mut()
@@ -1322,7 +1354,17 @@ impl Node {
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
-                for addr in info.listen_addrs.iter().filter(|a| !is_relayed(a)) {
+                // A peer's loopback addresses are only worth trying from the
+                // same machine, that is over a loopback connection.
+                let local_peer = self
+                    .peers
+                    .get(&peer_id)
+                    .is_some_and(|p| p.conns.values().any(|c| is_loopback(&c.addr)));
+                for addr in info
+                    .listen_addrs
+                    .iter()
+                    .filter(|a| !is_relayed(a) && (local_peer || !is_loopback(a)))
+                {
                     self.swarm
                         .behaviour_mut()
                         .kad
