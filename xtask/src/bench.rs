@@ -416,7 +416,7 @@ fn lab_section(md: &mut String, bin: &std::path::Path, quick: bool) -> anyhow::R
     )?;
     writeln!(
         md,
-        "(0 ms means the first look at B's peers already found the direct connection.)\n"
+        "(Times from B's log: its relayed connection to A, then the direct one; 0 ms when the first connection was already direct.)\n"
     )?;
     writeln!(
         md,

@@ -289,10 +289,39 @@ pub fn join_once(bin: &Path, team: &Team, home: &Path) -> anyhow::Result<JoinRun
         }
     }
     let usable = usable.context("B never reached A's service")?;
+    // Polling sees the link only after the first response; B's log has the
+    // exact moments: the relayed connection to A, then the direct one.
+    let log = std::fs::read_to_string(home.join("xtask-devmeshd.log")).unwrap_or_default();
+    let at = |pred: &dyn Fn(&str) -> bool| {
+        log.lines()
+            .find(|l| l.contains(&a_peer) && pred(l))
+            .and_then(log_seconds)
+    };
+    let relayed = at(&|l| l.contains("peer connected") && l.contains("relayed=true"));
+    let direct = at(&|l| {
+        l.contains("direct connection established")
+            || (l.contains("peer connected") && l.contains("relayed=false"))
+    });
+    let relayed_to_direct = match (relayed, direct) {
+        (Some(r), Some(d)) => Some(Duration::from_secs_f64((d - r).rem_euclid(86_400.0))),
+        (None, Some(_)) => Some(Duration::ZERO),
+        _ => direct_at.zip(relayed_at).map(|(d, r)| d.saturating_sub(r)),
+    };
     Ok(JoinRun {
         usable,
-        relayed_to_direct: direct_at.zip(relayed_at).map(|(d, r)| d.saturating_sub(r)),
+        relayed_to_direct,
     })
+}
+
+/// Seconds into the day of a log line's RFC 3339 timestamp
+/// (`2026-11-22T08:01:22.055315Z ...`).
+fn log_seconds(line: &str) -> Option<f64> {
+    let time = line.split_once('T')?.1.split('Z').next()?;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// From launching a fresh member B on A's LAN (mDNS on, no bootstrap) to
