@@ -52,6 +52,8 @@ const MAX_FAILURES: usize = 8;
 /// is connected, and once some are.
 const FIND_MEMBERS_ALONE: Duration = Duration::from_secs(3);
 const FIND_MEMBERS_EVERY: Duration = Duration::from_secs(30);
+/// How long after joining or meeting a relay the quick lookups go on.
+const FIND_FAST_FOR: Duration = Duration::from_secs(60);
 /// How often members re-advertise themselves in the DHT.
 const PROVIDE_EVERY: Duration = Duration::from_secs(5 * 60);
 
@@ -313,6 +315,8 @@ pub struct Node {
     to_disconnect: Vec<(PeerId, Instant)>,
     /// Peers whose relayed connections close at the instant.
     close_relayed: Vec<(PeerId, Instant)>,
+    /// Until when members are looked up every few seconds while alone.
+    find_fast_until: Instant,
     /// Members found in the DHT being dialled.
     member_dials: HashSet<PeerId>,
     /// Members found in the DHT that could not be reached: not dialled again
@@ -370,6 +374,7 @@ impl Node {
             foreign: HashMap::new(),
             to_disconnect: Vec::new(),
             close_relayed: Vec::new(),
+            find_fast_until: Instant::now(),
             member_dials: HashSet::new(),
             unreachable: HashMap::new(),
             punches: HashMap::new(),
@@ -472,8 +477,12 @@ impl Node {
                     }
                 }
                 _ = find_members.tick() => {
+                    // Quick lookups only in the minute after joining or
+                    // meeting a relay, and only while no member is connected:
+                    // a newcomer finds the others; the others need not look.
                     let alone = !self.peers.values().any(|p| p.kind == PeerKind::Member);
-                    if alone || last_find.elapsed() >= FIND_MEMBERS_EVERY {
+                    let fast = alone && Instant::now() < self.find_fast_until;
+                    if fast || last_find.elapsed() >= FIND_MEMBERS_EVERY {
                         last_find = Instant::now();
                         self.find_members();
                     }
@@ -614,6 +623,7 @@ impl Node {
                 self.config.bootstrap.push(addr);
             }
         }
+        self.find_fast_until = Instant::now() + FIND_FAST_FOR;
         self.provide();
         self.find_members();
         self.dirty = true;
@@ -1138,6 +1148,7 @@ impl Node {
                 reservation,
             },
         );
+        self.find_fast_until = Instant::now() + FIND_FAST_FOR;
         self.provide();
         self.find_members();
         self.dirty = true;
