@@ -244,18 +244,7 @@ impl Server {
         let mut peers = Vec::new();
         let mut unreachable = Vec::new();
         // Addresses of one peer are dialled together, the first that works wins.
-        let mut groups: Vec<Vec<Multiaddr>> = Vec::new();
-        for addr in addrs {
-            let peer = mesh_core::peer_of(&addr);
-            match groups
-                .iter_mut()
-                .find(|g| peer.is_some() && g.first().and_then(mesh_core::peer_of) == peer)
-            {
-                Some(g) => g.push(addr),
-                None => groups.push(vec![addr]),
-            }
-        }
-        let dials = groups.into_iter().map(|group| {
+        let dials = mesh_core::group_by_peer(&addrs).into_iter().map(|group| {
             let node = self.node.clone();
             async move {
                 let label = group
@@ -349,30 +338,32 @@ impl Server {
         // A member moves into the invited namespace (with its secret) so it
         // admits the people it invites.
         let joined = !relay && (snapshot.namespace != name || !snapshot.has_secret || created);
-        if joined {
-            mesh_config::write_membership(&self.info.config_path, &name, &[])
+        // The inviter meets its invitees where it sends them.
+        let new: Vec<Multiaddr> = if relay {
+            Vec::new()
+        } else {
+            addrs
+                .iter()
+                .filter(|a| !snapshot.bootstrap.contains(a))
+                .cloned()
+                .collect()
+        };
+        if joined || !new.is_empty() {
+            let text: Vec<String> = new.iter().map(ToString::to_string).collect();
+            mesh_config::write_membership(&self.info.config_path, &name, &text)
                 .map_err(|e| format!("recording the namespace: {e}"))?;
+        }
+        if joined {
             self.node
                 .join(Namespace::new(name.clone(), Some(&secret)), Vec::new())
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        // The inviter meets its invitees where it sends them.
-        if !relay {
-            let new: Vec<Multiaddr> = addrs
-                .iter()
-                .filter(|a| !snapshot.bootstrap.contains(a))
-                .cloned()
-                .collect();
-            if !new.is_empty() {
-                let text: Vec<String> = new.iter().map(ToString::to_string).collect();
-                mesh_config::write_membership(&self.info.config_path, &name, &text)
-                    .map_err(|e| format!("recording the bootstrap peers: {e}"))?;
-                self.node
-                    .add_bootstrap(new)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+        if !new.is_empty() {
+            self.node
+                .add_bootstrap(new)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let invite = Invite {
             namespace: name.clone(),

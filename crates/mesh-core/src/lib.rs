@@ -36,7 +36,8 @@ pub use error::Error;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use namespace::{Invite, Namespace, Secret};
 pub use node::{
-    Config, Event, Node, NodeHandle, SyncEntry, SyncRequest, SyncResponse, is_relayed, peer_of,
+    Config, Event, Node, NodeHandle, SyncEntry, SyncRequest, SyncResponse, group_by_peer,
+    is_relayed, peer_of,
 };
 pub use snapshot::{
     AdmissionFailure, LocalService, PeerLink, Provider, Reachability, RelayLink, RemoteService,

@@ -502,28 +502,14 @@ impl Node {
             info!(%peer, "service records expired");
             self.dirty = true;
         }
-        let due: Vec<PeerId> = self
-            .to_disconnect
-            .iter()
-            .filter(|(_, at)| *at <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        self.to_disconnect.retain(|(_, at)| *at > now);
-        for peer in due {
+        for peer in take_due(&mut self.to_disconnect, now) {
             let _ = self.swarm.disconnect_peer_id(peer);
         }
         self.foreign.retain(|_, until| *until > now);
         self.unreachable
             .retain(|_, (until, _)| *until + Duration::from_secs(600) > now);
         self.retry_punches(now);
-        let due: Vec<PeerId> = self
-            .close_relayed
-            .iter()
-            .filter(|(_, at)| *at <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        self.close_relayed.retain(|(_, at)| *at > now);
-        for peer in due {
+        for peer in take_due(&mut self.close_relayed, now) {
             let Some(state) = self.peers.get(&peer) else {
                 continue;
             };
@@ -1737,9 +1723,22 @@ fn is_public_candidate(addr: &Multiaddr) -> bool {
     })
 }
 
+/// Removes and returns the peers whose instant in `schedule` has come.
+fn take_due(schedule: &mut Vec<(PeerId, Instant)>, now: Instant) -> Vec<PeerId> {
+    let mut due = Vec::new();
+    schedule.retain(|(peer, at)| {
+        let keep = *at > now;
+        if !keep {
+            due.push(*peer);
+        }
+        keep
+    });
+    due
+}
+
 /// Groups addresses by the peer id they end in; each address without a
 /// peer id is a group of its own.
-fn group_by_peer(addrs: &[Multiaddr]) -> Vec<Vec<Multiaddr>> {
+pub fn group_by_peer(addrs: &[Multiaddr]) -> Vec<Vec<Multiaddr>> {
     let mut groups: Vec<Vec<Multiaddr>> = Vec::new();
     for addr in addrs {
         match peer_of(addr) {

@@ -345,42 +345,30 @@ impl Lab {
                     &["-A", "FORWARD", "-i", ETH, "-p", "udp", "-j", "DROP"],
                 )?;
             }
-            iptables(
-                &router,
-                &[
-                    "-A",
-                    "FORWARD",
-                    "-i",
-                    ETH,
-                    "-m",
-                    "conntrack",
-                    "--ctstate",
-                    "ESTABLISHED,RELATED",
-                    "-j",
-                    "ACCEPT",
-                ],
-            )?;
-            iptables(&router, &["-A", "FORWARD", "-i", ETH, "-j", "DROP"])?;
-            // Like a home router, drop (do not answer) unsolicited packets
-            // to the router itself: a TCP reset or ICMP reply would abort a
+            // Like a home router: from the internet, only what answers a
+            // connection from inside passes, both through the router
+            // (FORWARD) and to it (INPUT). Unsolicited packets are dropped,
+            // not answered: a TCP reset or ICMP reply would abort a
             // simultaneous open, and a confirmed conntrack entry for an early
             // hole-punching packet would make the NAT pick another port.
-            iptables(
-                &router,
-                &[
-                    "-A",
-                    "INPUT",
-                    "-i",
-                    ETH,
-                    "-m",
-                    "conntrack",
-                    "--ctstate",
-                    "ESTABLISHED,RELATED",
-                    "-j",
-                    "ACCEPT",
-                ],
-            )?;
-            iptables(&router, &["-A", "INPUT", "-i", ETH, "-j", "DROP"])?;
+            for chain in ["FORWARD", "INPUT"] {
+                iptables(
+                    &router,
+                    &[
+                        "-A",
+                        chain,
+                        "-i",
+                        ETH,
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "ESTABLISHED,RELATED",
+                        "-j",
+                        "ACCEPT",
+                    ],
+                )?;
+                iptables(&router, &["-A", chain, "-i", ETH, "-j", "DROP"])?;
+            }
 
             let mut hosts = Vec::new();
             for j in 0..home.hosts {
