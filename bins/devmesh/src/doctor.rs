@@ -241,6 +241,7 @@ mod tests {
             proxy_addr: Some("127.0.0.1:7700".into()),
             daemon_version: "0".into(),
             services: vec![],
+            conflicts: vec![],
         }
     }
 

@@ -41,6 +41,9 @@ enum Command {
         /// Path prefix the service claims; repeat for several
         #[arg(long = "route")]
         routes: Vec<String>,
+        /// Version requirement of this service on another, such as api=^2.1; repeat for several
+        #[arg(long = "require", value_name = "SERVICE=REQ")]
+        requires: Vec<String>,
         /// Keep sharing after this command exits; stop with `devmesh stop`
         #[arg(long)]
         detach: bool,
@@ -50,6 +53,34 @@ enum Command {
     },
     /// Stop sharing a service
     Stop { name: String },
+    /// Show where requests go, or change it: pin a provider, require a version, stickiness, retries
+    Route {
+        /// Service to change; without one, shows every service (and --versions/--retry change the node's defaults)
+        service: Option<String>,
+        /// Send every request for the service to this provider (peer id) only
+        #[arg(long, value_name = "PEER_ID")]
+        peer: Option<String>,
+        /// Version requirement of this node's requests, such as ^2.1
+        #[arg(long, value_name = "REQ")]
+        require: Option<String>,
+        /// When no provider satisfies a requirement: warn (serve anyway, with a warning header) or strict (409)
+        #[arg(long, value_parser = ["warn", "strict"])]
+        versions: Option<String>,
+        /// Keep each client on one provider (by cookie)
+        #[arg(long, conflicts_with = "no_sticky")]
+        sticky: bool,
+        /// Turn stickiness off
+        #[arg(long)]
+        no_sticky: bool,
+        /// Which failed requests go to the next provider: idempotent, all or never
+        #[arg(long, value_parser = ["idempotent", "all", "never"])]
+        retry: Option<String>,
+        /// Drop the service's settings (before applying the other flags)
+        #[arg(long)]
+        clear: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// This node and every service it knows, with versions, providers and routes
     Status {
         #[arg(long)]
@@ -161,10 +192,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             port,
             service_version,
             routes,
+            requires,
             detach,
             json,
         } => {
-            let spec = service_spec(name, port, service_version, routes)?;
+            let spec = service_spec(name, port, service_version, routes, requires)?;
             let mut client = daemon::connect_or_start(&home).await?;
             let result: RunResult = client
                 .call_as(&Request::Run {
@@ -210,6 +242,42 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut client = daemon::connect(&home).await?;
             client.call(&Request::Stop { name: name.clone() }).await?;
             eprintln!("devmesh: stopped sharing {name}");
+            Ok(())
+        }
+        Command::Route {
+            service,
+            peer,
+            require,
+            versions,
+            sticky,
+            no_sticky,
+            retry,
+            clear,
+            json,
+        } => {
+            let mut client = daemon::connect_or_start(&home).await?;
+            let result: mesh_control::RouteResult = client
+                .call_as(&Request::Route {
+                    service,
+                    pin: peer,
+                    require,
+                    versions,
+                    sticky: if sticky {
+                        Some(true)
+                    } else if no_sticky {
+                        Some(false)
+                    } else {
+                        None
+                    },
+                    retry,
+                    clear,
+                })
+                .await?;
+            if json {
+                output::json(&result);
+            } else {
+                output::routes(&result);
+            }
             Ok(())
         }
         Command::Status { json } => {
@@ -436,6 +504,7 @@ fn service_spec(
     port: Option<u16>,
     version: Option<String>,
     routes: Vec<String>,
+    requires: Vec<String>,
 ) -> Result<ServiceSpec, Failure> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = match Project::find(&cwd) {
@@ -467,11 +536,40 @@ fn service_spec(
     } else {
         routes
     };
+    let mut required: std::collections::BTreeMap<String, String> = from_file
+        .map(|s| {
+            s.requires
+                .iter()
+                .map(|(k, v)| (k.clone(), v.get_ref().clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for r in requires {
+        let Some((service, req)) = r.split_once('=') else {
+            return Err(Failure {
+                code: 2,
+                error: anyhow::anyhow!(
+                    "--require {r:?}: write it as <service>=<requirement>, such as api=^2.1"
+                ),
+            });
+        };
+        if let Err(e) = semver::VersionReq::parse(req.trim()) {
+            return Err(Failure {
+                code: 2,
+                error: anyhow::anyhow!(
+                    "--require {r:?}: {:?} is not a version requirement ({e}); write it like ^2.1",
+                    req.trim()
+                ),
+            });
+        }
+        required.insert(service.trim().to_owned(), req.trim().to_owned());
+    }
     Ok(ServiceSpec {
         name,
         port,
         version,
         routes,
         tags: from_file.map(|s| s.tags.clone()).unwrap_or_default(),
+        requires: required,
     })
 }

@@ -1,6 +1,6 @@
 //! Human and JSON output of listings. Results go to stdout.
 
-use mesh_control::{PeerStatus, Status};
+use mesh_control::{PeerStatus, RouteResult, Status};
 
 /// Prints any result as pretty JSON.
 pub fn json<T: serde::Serialize>(value: &T) {
@@ -72,6 +72,7 @@ pub fn status(s: &Status) {
     if s.role == "relay" {
         return;
     }
+    conflicts(s);
     if s.services.is_empty() {
         println!("no services yet: share one with `devmesh run <name> --port <port>`");
         return;
@@ -100,6 +101,73 @@ pub fn status(s: &Status) {
         ]);
     }
     table(&rows);
+}
+
+fn conflicts(s: &Status) {
+    if s.conflicts.is_empty() {
+        return;
+    }
+    println!("version conflicts (no provider satisfies the requirement):");
+    for c in &s.conflicts {
+        let available = if c.available.is_empty() {
+            "no provider at all".to_owned()
+        } else {
+            format!("there is {}", c.available.join(", "))
+        };
+        println!(
+            "  {} requires {} {}: {available}",
+            c.consumer, c.service, c.requirement
+        );
+    }
+    println!();
+}
+
+/// `devmesh route`.
+pub fn routes(r: &RouteResult) {
+    println!(
+        "versions   {} (when no provider satisfies a requirement)",
+        r.versions
+    );
+    println!(
+        "retry      {} (requests sent again to the next provider)",
+        r.retry
+    );
+    if r.services.is_empty() {
+        println!("\nno services known yet");
+    }
+    for s in &r.services {
+        println!();
+        let mut flags = Vec::new();
+        if let Some(pin) = &s.pin {
+            flags.push(format!("pinned to {pin}"));
+        }
+        for req in &s.requirements {
+            flags.push(format!("requires {req}"));
+        }
+        if s.versions != r.versions {
+            flags.push(format!("versions {}", s.versions));
+        }
+        if s.retry != r.retry {
+            flags.push(format!("retry {}", s.retry));
+        }
+        if s.sticky {
+            flags.push("sticky".into());
+        }
+        if flags.is_empty() {
+            println!("{}", s.service);
+        } else {
+            println!("{}  [{}]", s.service, flags.join("; "));
+        }
+        if let Some(refusal) = &s.refusal {
+            println!("  no route: {refusal}");
+        }
+        for (i, o) in s.order.iter().enumerate() {
+            println!("  {}. {o}", i + 1);
+        }
+        for e in &s.ejected {
+            println!("  ejected: {e}");
+        }
+    }
 }
 
 /// `devmesh peers`.

@@ -102,6 +102,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
+    let routing = mesh_proxy::policy::Routing::new(settings.routing);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = proxy_listener {
         let proxy = Proxy::new(node.clone(), routing.clone());
@@ -115,6 +116,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             home: settings.home.clone(),
             config_path: settings.config_path.clone(),
+            routing: proxy_addr.is_some().then(|| routing.clone()),
         },
         shutdown.clone(),
     );

@@ -49,6 +49,14 @@ pub struct Args {
     #[arg(long, env = "DEVMESH_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
     /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
+    /// When no provider satisfies a version requirement: `warn` (serve with
+    /// the best available one, with a warning header) or `strict` (409).
+    #[arg(long, env = "DEVMESH_VERSIONS", value_parser = ["warn", "strict"])]
+    pub versions: Option<String>,
+    /// Which requests that failed before any response byte go to the next
+    /// provider: `idempotent`, `all` or `never`.
+    #[arg(long, env = "DEVMESH_RETRY", value_parser = ["idempotent", "all", "never"])]
+    pub retry: Option<String>,
     #[arg(long, env = "DEVMESH_LOG", default_value = "info")]
     pub log: String,
 }
@@ -64,6 +72,7 @@ pub struct Settings {
     pub bootstrap: Vec<Multiaddr>,
     pub external: Vec<Multiaddr>,
     pub mdns: bool,
+    pub routing: mesh_proxy::policy::Defaults,
     pub log: String,
     pub config_path: PathBuf,
 }
@@ -136,7 +145,20 @@ impl Settings {
                 }
             }
         };
+        let versions = args
+            .versions
+            .or(file.routing.versions.map(|v| v.into_inner()))
+            .map(|v| v.parse().map_err(anyhow::Error::msg))
+            .transpose()?
+            .unwrap_or_default();
+        let retry = args
+            .retry
+            .or(file.routing.retry.map(|v| v.into_inner()))
+            .map(|v| v.parse().map_err(anyhow::Error::msg))
+            .transpose()?
+            .unwrap_or_default();
         Ok(Self {
+            routing: mesh_proxy::policy::Defaults { versions, retry },
             listen: parse_addrs(&listen, "listen")?,
             bootstrap: parse_addrs(&bootstrap, "bootstrap")?,
             external: parse_addrs(&external, "external")?,

@@ -30,6 +30,21 @@ pub struct DaemonFile {
     /// File holding the namespace secret. Default: `<home>/secrets/<namespace>`
     /// when it exists.
     pub secret_file: Option<String>,
+    /// `[routing]`: how the front door chooses providers.
+    pub routing: RoutingSection,
+}
+
+/// `[routing]` of the daemon's config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingSection {
+    /// `warn` (default): when no provider satisfies a version requirement
+    /// the best available one serves, with a warning header; `strict`:
+    /// such requests get 409.
+    pub versions: Option<toml::Spanned<String>>,
+    /// Which requests that failed before any response byte go to the next
+    /// provider: `idempotent` (default), `all` or `never`.
+    pub retry: Option<toml::Spanned<String>>,
 }
 
 /// Records a joined namespace in the config file at `path`: sets
@@ -103,7 +118,34 @@ impl DaemonFile {
 
     /// Parses the text of `path`.
     pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
-        toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, e))
+        let file: Self =
+            toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, e))?;
+        let check = |value: &Option<toml::Spanned<String>>, key: &str, allowed: &[&str]| match value
+        {
+            Some(v) if !allowed.contains(&v.get_ref().as_str()) => Err(ConfigError::at(
+                path,
+                source,
+                Some(v.span()),
+                Some(format!("routing.{key}")),
+                format!(
+                    "{:?} is not a choice; use one of {}",
+                    v.get_ref(),
+                    allowed
+                        .iter()
+                        .map(|a| format!("\"{a}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        };
+        check(&file.routing.versions, "versions", &["warn", "strict"])?;
+        check(
+            &file.routing.retry,
+            "retry",
+            &["idempotent", "all", "never"],
+        )?;
+        Ok(file)
     }
 }
 
@@ -130,6 +172,13 @@ mod tests {
             text.starts_with("/h/config.toml:3: key `proxi`: unknown field"),
             "{text}"
         );
+        let err = DaemonFile::parse(p, "[routing]\nversions = \"strict\"\nretry = \"always\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(3), Some("routing.retry"))
+        );
+        assert!(err.message.contains("\"idempotent\""), "{}", err.message);
         let err = DaemonFile::parse(p, "mdns = \"yes\"\n").unwrap_err();
         assert_eq!(err.line, Some(1));
         assert!(err.message.contains("bool"), "{}", err.message);

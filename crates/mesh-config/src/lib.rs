@@ -21,7 +21,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use daemon::{DaemonFile, write_membership};
+pub use daemon::{DaemonFile, RoutingSection, write_membership};
 pub use project::{MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 
 /// A configuration file that could not be used.

@@ -73,6 +73,30 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         bootstrap: Vec<String>,
     },
+    /// Show or change how the front door routes. Without a service, changes
+    /// the node-wide defaults (`versions`, `retry`).
+    Route {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
+        /// Send the service's requests to this peer only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pin: Option<String>,
+        /// Version requirement of this node's requests: `^2.1`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        require: Option<String>,
+        /// `warn` or `strict`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        versions: Option<String>,
+        /// Keep each client on one provider (by cookie).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sticky: Option<bool>,
+        /// `idempotent`, `all` or `never`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry: Option<String>,
+        /// Drop the service's settings first.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        clear: bool,
+    },
     /// Stop the daemon.
     Shutdown,
 }
@@ -87,6 +111,9 @@ pub struct ServiceSpec {
     pub routes: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Version requirements on other services: `{"api": "^2.1"}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub requires: std::collections::BTreeMap<String, String>,
 }
 
 /// The daemon's answer.
@@ -130,6 +157,54 @@ pub struct Status {
     pub proxy_addr: Option<String>,
     pub daemon_version: String,
     pub services: Vec<ServiceStatus>,
+    /// Version requirements across the mesh that no provider satisfies.
+    #[serde(default)]
+    pub conflicts: Vec<ConflictStatus>,
+}
+
+/// A version requirement that no provider of the service satisfies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictStatus {
+    /// Who requires it: `web@1.0.0 on <peer>` or `devmesh route on this node`.
+    pub consumer: String,
+    /// The required service.
+    pub service: String,
+    pub requirement: String,
+    /// The providers there are: `api@1.4.2 on <peer>`; empty when none.
+    pub available: Vec<String>,
+}
+
+/// Answer to [`Request::Route`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteResult {
+    /// `warn` or `strict`.
+    pub versions: String,
+    /// `idempotent`, `all` or `never`.
+    pub retry: String,
+    /// Every known service and every service with settings.
+    pub services: Vec<RouteStatus>,
+}
+
+/// Routing of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// Requirements this node applies (`devmesh route` and its services' `requires`).
+    #[serde(default)]
+    pub requirements: Vec<String>,
+    pub versions: String,
+    pub sticky: bool,
+    pub retry: String,
+    /// Where a plain request goes now, in order: `api@2.3.0 on <peer> (remote-direct)`.
+    pub order: Vec<String>,
+    /// Why requests have nowhere to go, when so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Providers set aside after failures, with the time left.
+    #[serde(default)]
+    pub ejected: Vec<String>,
 }
 
 /// A relay the node uses.
@@ -333,6 +408,7 @@ mod tests {
                 version: "1.4.2".into(),
                 routes: vec![],
                 tags: vec![],
+                requires: Default::default(),
             },
             hold: true,
         };

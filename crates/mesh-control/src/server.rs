@@ -24,9 +24,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use mesh_proxy::policy::{RetryPolicy, Routing, ServiceRoute, VersionMode};
+
 use crate::{
-    AdmissionFailureStatus, InviteResult, JoinResult, PeerStatus, RelayStatus, Reply, Request,
-    RunResult, ServiceSpec, ServiceStatus, Status, read_line, write_line,
+    AdmissionFailureStatus, ConflictStatus, InviteResult, JoinResult, PeerStatus, RelayStatus,
+    Reply, Request, RouteResult, RouteStatus, RunResult, ServiceSpec, ServiceStatus, Status,
+    read_line, write_line,
 };
 
 /// Facts about the daemon that the node does not know.
@@ -40,6 +43,8 @@ pub struct ServerInfo {
     pub home: PathBuf,
     /// The config file `join` records the namespace in.
     pub config_path: PathBuf,
+    /// The front door's routing settings (none on a relay).
+    pub routing: Option<Arc<mesh_proxy::policy::Routing>>,
 }
 
 /// Where the secret of `namespace` is kept in `home`.
@@ -194,6 +199,15 @@ impl Server {
                 namespace,
                 bootstrap,
             } => json(&self.invite(namespace, bootstrap).await?),
+            Request::Route {
+                service,
+                pin,
+                require,
+                versions,
+                sticky,
+                retry,
+                clear,
+            } => json(&self.route(service, pin, require, versions, sticky, retry, clear)?),
             Request::Shutdown => {
                 info!("shutdown requested over the control socket");
                 self.shutdown.cancel();
@@ -393,9 +407,19 @@ impl Server {
                 spec.name
             ));
         }
+        for (service, req) in &spec.requires {
+            mesh_core::record::validate_service_name(service).map_err(|e| e.to_string())?;
+            semver::VersionReq::parse(req).map_err(|e| {
+                format!(
+                    "service {}: {req:?} is not a version requirement on {service} ({e}); write it like ^2.1",
+                    spec.name
+                )
+            })?;
+        }
         let mut record = ServiceRecord::http(&spec.name, version.clone());
         record.routes = spec.routes;
         record.tags = spec.tags;
+        record.requires = spec.requires;
         self.node
             .register(LocalService {
                 record,
@@ -416,6 +440,236 @@ impl Server {
             name: spec.name,
             version: version.to_string(),
         })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &self,
+        service: Option<String>,
+        pin: Option<String>,
+        require: Option<String>,
+        versions: Option<String>,
+        sticky: Option<bool>,
+        retry: Option<String>,
+        clear: bool,
+    ) -> Result<RouteResult, String> {
+        let routing =
+            self.info.routing.as_ref().ok_or(
+                "this node runs no front door (it is a relay); routing applies to members",
+            )?;
+        let versions: Option<VersionMode> = versions.map(|v| v.parse()).transpose()?;
+        let retry: Option<RetryPolicy> = retry.map(|r| r.parse()).transpose()?;
+        match service {
+            None => {
+                if pin.is_some() || require.is_some() || sticky.is_some() || clear {
+                    return Err(
+                        "--peer, --require, --sticky and --clear need a service: `devmesh route <service> ...`"
+                            .into(),
+                    );
+                }
+                if versions.is_some() || retry.is_some() {
+                    let d = routing.set_defaults(|d| {
+                        if let Some(v) = versions {
+                            d.versions = v;
+                        }
+                        if let Some(r) = retry {
+                            d.retry = r;
+                        }
+                    });
+                    info!(versions = %d.versions, retry = %d.retry, "routing defaults changed");
+                }
+            }
+            Some(service) => {
+                mesh_core::record::validate_service_name(&service).map_err(|e| e.to_string())?;
+                let pin: Option<mesh_core::PeerId> = pin
+                    .map(|p| {
+                        p.parse().map_err(|e| {
+                            format!("{p:?} is not a peer id ({e}); `devmesh status` lists the providers' peer ids")
+                        })
+                    })
+                    .transpose()?;
+                let require: Option<semver::VersionReq> = require
+                    .map(|r| {
+                        semver::VersionReq::parse(&r).map_err(|e| {
+                            format!("{r:?} is not a version requirement ({e}); write it like ^2.1")
+                        })
+                    })
+                    .transpose()?;
+                let route = routing.update(&service, |s| {
+                    if clear {
+                        *s = ServiceRoute::default();
+                    }
+                    if pin.is_some() {
+                        s.pin = pin;
+                    }
+                    if require.is_some() {
+                        s.require = require;
+                    }
+                    if versions.is_some() {
+                        s.versions = versions;
+                    }
+                    if let Some(sticky) = sticky {
+                        s.sticky = sticky;
+                    }
+                    if retry.is_some() {
+                        s.retry = retry;
+                    }
+                });
+                info!(%service, ?route, "routing of service changed");
+            }
+        }
+        Ok(self.routes(routing))
+    }
+
+    /// Where requests for each service go now.
+    fn routes(&self, routing: &Routing) -> RouteResult {
+        let snapshot = self.node.snapshot();
+        let table = routing.table();
+        let now = Instant::now();
+        let ejected = routing.ejected(now);
+        let mut names: Vec<String> = snapshot
+            .service_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        names.extend(table.services.keys().cloned());
+        names.sort();
+        names.dedup();
+        let services = names
+            .into_iter()
+            .map(|service| {
+                let settings = table.service(&service);
+                let requirements =
+                    mesh_proxy::choose::node_requirements(&snapshot, &service, settings);
+                let mode = settings
+                    .and_then(|s| s.versions)
+                    .unwrap_or(table.defaults.versions);
+                let ask = mesh_proxy::choose::Ask {
+                    requirements: &requirements,
+                    mode,
+                    pin: settings.and_then(|s| s.pin),
+                    sticky: None,
+                };
+                let (order, refusal) =
+                    match mesh_proxy::choose::choose(&snapshot, &service, &ask, routing, now) {
+                        Ok(choice) => (
+                            choice
+                                .candidates
+                                .iter()
+                                .map(|c| {
+                                    format!(
+                                        "{service}@{} on {} ({}{})",
+                                        c.version,
+                                        c.provider,
+                                        c.target.route(),
+                                        if c.satisfies {
+                                            ""
+                                        } else {
+                                            ", version does not satisfy"
+                                        }
+                                    )
+                                })
+                                .collect(),
+                            None,
+                        ),
+                        Err(refusal) => (Vec::new(), Some(refusal.describe(&service))),
+                    };
+                RouteStatus {
+                    pin: settings.and_then(|s| s.pin).map(|p| p.to_string()),
+                    requirements: requirements
+                        .iter()
+                        .map(|r| format!("{} ({})", r.req, r.source))
+                        .collect(),
+                    versions: mode.to_string(),
+                    sticky: settings.is_some_and(|s| s.sticky),
+                    retry: settings
+                        .and_then(|s| s.retry)
+                        .unwrap_or(table.defaults.retry)
+                        .to_string(),
+                    order,
+                    refusal,
+                    ejected: ejected
+                        .iter()
+                        .filter(|e| e.service == service)
+                        .map(|e| {
+                            format!(
+                                "{} for {} ms more after {} failure(s)",
+                                e.provider,
+                                e.remaining.as_millis(),
+                                e.failures
+                            )
+                        })
+                        .collect(),
+                    service,
+                }
+            })
+            .collect();
+        RouteResult {
+            versions: table.defaults.versions.to_string(),
+            retry: table.defaults.retry.to_string(),
+            services,
+        }
+    }
+
+    /// Requirements across the mesh that no provider satisfies: the
+    /// `requires` of every service every node announces, and this node's
+    /// `devmesh route --require` settings.
+    fn conflicts(&self, snapshot: &mesh_core::Snapshot) -> Vec<ConflictStatus> {
+        let mut asks: Vec<(String, String, String)> = Vec::new();
+        for p in snapshot
+            .service_names()
+            .into_iter()
+            .flat_map(|name| snapshot.providers(name))
+        {
+            let peer = match p {
+                Provider::Local(_) => snapshot.local_peer,
+                Provider::Remote(r) => r.peer,
+            };
+            let record = p.record();
+            for (service, req) in &record.requires {
+                asks.push((
+                    format!("{}@{} on {peer}", record.name, record.version),
+                    service.clone(),
+                    req.clone(),
+                ));
+            }
+        }
+        if let Some(routing) = &self.info.routing {
+            for (service, settings) in &routing.table().services {
+                if let Some(req) = &settings.require {
+                    asks.push((
+                        "devmesh route on this node".into(),
+                        service.clone(),
+                        req.to_string(),
+                    ));
+                }
+            }
+        }
+        asks.into_iter()
+            .filter_map(|(consumer, service, requirement)| {
+                let req = semver::VersionReq::parse(&requirement).ok()?;
+                let providers = snapshot.providers(&service);
+                if providers.iter().any(|p| req.matches(&p.record().version)) {
+                    return None;
+                }
+                let available = providers
+                    .iter()
+                    .map(|p| {
+                        let peer = match p {
+                            Provider::Local(_) => snapshot.local_peer,
+                            Provider::Remote(r) => r.peer,
+                        };
+                        format!("{service}@{} on {peer}", p.record().version)
+                    })
+                    .collect();
+                Some(ConflictStatus {
+                    consumer,
+                    service,
+                    requirement,
+                    available,
+                })
+            })
+            .collect()
     }
 
     fn url(&self, name: &str) -> String {
@@ -520,6 +774,7 @@ impl Server {
                 .collect(),
             proxy_addr: self.info.proxy_addr.map(|a| a.to_string()),
             daemon_version: self.info.daemon_version.clone(),
+            conflicts: self.conflicts(&snapshot),
             services,
         }
     }

@@ -20,7 +20,7 @@ use mesh_core::{
     record::{Health, ServiceRecord},
 };
 
-use crate::policy::{Routing, VersionMode};
+use crate::policy::{Routing, ServiceRoute, VersionMode};
 
 /// Round-trip times within one step of this size count as equal.
 pub const RTT_STEP: Duration = Duration::from_millis(5);
@@ -93,6 +93,27 @@ pub enum Refusal {
     VersionConflict { providers: Vec<Listed> },
 }
 
+impl Refusal {
+    /// One line for people.
+    pub fn describe(&self, service: &str) -> String {
+        match self {
+            Refusal::NoProvider => format!("no provider of {service}"),
+            Refusal::PinnedAway { pin, .. } => {
+                format!("pinned to {pin}, which does not provide {service}")
+            }
+            Refusal::AllUnhealthy { providers } => {
+                format!(
+                    "all {} provider(s) of {service} are unhealthy",
+                    providers.len()
+                )
+            }
+            Refusal::VersionConflict { .. } => {
+                format!("no provider of {service} satisfies the requirements (strict mode)")
+            }
+        }
+    }
+}
+
 /// The providers to try, best first.
 #[derive(Debug)]
 pub struct Choice<'a> {
@@ -100,6 +121,34 @@ pub struct Choice<'a> {
     /// No provider satisfies the requirements (warn mode): the candidates
     /// are the best of the others.
     pub unmet: bool,
+}
+
+/// The requirements this node applies to requests for `service` that bring
+/// none of their own: the one set with `devmesh route`, and the `requires`
+/// of the services this node provides.
+pub fn node_requirements(
+    snapshot: &Snapshot,
+    service: &str,
+    settings: Option<&ServiceRoute>,
+) -> Vec<Requirement> {
+    let mut requirements = Vec::new();
+    if let Some(req) = settings.and_then(|s| s.require.as_ref()) {
+        requirements.push(Requirement {
+            req: req.clone(),
+            source: "devmesh route".into(),
+        });
+    }
+    for local in snapshot.local.values() {
+        if let Some(text) = local.record.requires.get(service)
+            && let Ok(req) = semver::VersionReq::parse(text)
+        {
+            requirements.push(Requirement {
+                req,
+                source: format!("requires of {}", local.record.name),
+            });
+        }
+    }
+    requirements
 }
 
 /// Whether `version` satisfies all `requirements`.
@@ -275,7 +324,12 @@ mod tests {
         r
     }
 
-    fn remote(s: &mut Snapshot, version: &str, health: Health, link: Option<(bool, u64)>) -> PeerId {
+    fn remote(
+        s: &mut Snapshot,
+        version: &str,
+        health: Health,
+        link: Option<(bool, u64)>,
+    ) -> PeerId {
         let peer = PeerId::random();
         s.remote.push(RemoteService {
             peer,
@@ -399,9 +453,8 @@ mod tests {
         let b = remote(&mut s, "1.0.0", Health::Unknown, Some((true, 2)));
         let r = Routing::new(Defaults::default());
         // Equal providers take turns.
-        let firsts: std::collections::HashSet<PeerId> = (0..4)
-            .map(|_| order(&s, &Ask::default(), &r)[0])
-            .collect();
+        let firsts: std::collections::HashSet<PeerId> =
+            (0..4).map(|_| order(&s, &Ask::default(), &r)[0]).collect();
         assert_eq!(firsts.len(), 2);
         // An ejected provider goes last until its back-off ends.
         let now = Instant::now();

@@ -374,7 +374,9 @@ impl Proxy {
             Err(message) => return pages::bad_request(&message, json),
         };
         let sticky = settings.is_some_and(|s| s.sticky);
-        let cookie = sticky.then(|| sticky_cookie(req.headers(), &service)).flatten();
+        let cookie = sticky
+            .then(|| sticky_cookie(req.headers(), &service))
+            .flatten();
         let requirements = &ask.requirements;
         let choice = match choose::choose(
             &snapshot,
@@ -536,22 +538,7 @@ impl Proxy {
             });
             from_header = true;
         } else {
-            if let Some(req) = settings.and_then(|s| s.require.as_ref()) {
-                requirements.push(choose::Requirement {
-                    req: req.clone(),
-                    source: "devmesh route".into(),
-                });
-            }
-            for local in snapshot.local.values() {
-                if let Some(text) = local.record.requires.get(service)
-                    && let Ok(req) = semver::VersionReq::parse(text)
-                {
-                    requirements.push(choose::Requirement {
-                        req,
-                        source: format!("requires of {}", local.record.name),
-                    });
-                }
-            }
+            requirements = choose::node_requirements(snapshot, service, settings);
         }
         let mode = match headers.get(VERSIONS_HEADER) {
             Some(value) => value
