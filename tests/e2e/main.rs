@@ -12,4 +12,5 @@ mod mdns;
 mod mesh;
 mod namespace;
 mod natlab;
+mod routing;
 mod websocket;

@@ -3,9 +3,9 @@
 //! The rules, in order (docs/routing.md explains them to users):
 //! 1. A pinned service goes only to its pinned provider.
 //! 2. Unhealthy providers are never chosen.
-//! 3. Providers whose version satisfies every requirement come before those
-//!    that do not; when none does, strict mode refuses the request and warn
-//!    mode lets the best of the others serve it.
+//! 3. When some providers' versions satisfy every requirement, only they are
+//!    tried; when none does, strict mode refuses the request and warn mode
+//!    lets the others serve it, best first.
 //! 4. Providers ejected after a failure come last.
 //! 5. In sticky mode, the client's provider (from its cookie) comes first.
 //! 6. Then local before remote, healthy before unknown health, connected
@@ -258,6 +258,11 @@ pub fn choose<'a>(
             providers: list(&all),
         });
     }
+    if !unmet {
+        // A provider that does not satisfy the requirements is never
+        // chosen while one that does exists, not even to fail over.
+        ranked.retain(|(rank, _)| !rank.unsatisfied);
+    }
     let equals = ranked
         .iter()
         .take_while(|(rank, _)| *rank == ranked[0].0)
@@ -424,8 +429,8 @@ mod tests {
         };
         let choice = choose(&s, "api", &ask, &r, Instant::now()).unwrap();
         assert!(!choice.unmet);
+        assert_eq!(choice.candidates.len(), 1);
         assert_eq!(choice.candidates[0].provider, v2);
-        assert!(!choice.candidates[1].satisfies);
 
         let reqs = req("^3");
         let warn = Ask {
