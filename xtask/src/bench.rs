@@ -135,7 +135,7 @@ fn start_nginx(dir: &std::path::Path, backend: u16, listen: u16) -> anyhow::Resu
     Ok(Some(guard))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -158,6 +158,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .args(["build", "--release", "--bins"]),
     )?;
     let bin = root().join("target/release");
+    if let Some(i) = args.iter().position(|a| a == "--failover") {
+        // Only the failover part, printed: `cargo xtask bench --failover [RUNS]`.
+        let runs = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
+        let mut md = String::new();
+        crate::failover::section(&mut md, &bin, runs)?;
+        print!("{md}");
+        return Ok(());
+    }
     let tmp = tempfile::tempdir()?;
     let port = free_port()?;
     let _backend = Guard::spawn(
@@ -356,6 +364,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         "\nPeak RSS (VmHWM) over the whole run: node A {rss_a:.1} MB, node B {rss_b:.1} MB (target: under 64 MB each)."
     )?;
     drop((a, b, nginx));
+    crate::failover::section(&mut md, &bin, if quick { 3 } else { 20 })?;
     lab_section(&mut md, &bin, quick)?;
     print!("{md}");
     if !quick {

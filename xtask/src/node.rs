@@ -26,7 +26,10 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         // SIGTERM first so devmeshd withdraws its services, then make sure.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.0.id().to_string())
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
