@@ -70,6 +70,20 @@ pub fn examine(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
     for f in &status.admission_failures {
         out.push(finding(Level::Problem, f.reason.clone()));
     }
+    for c in &status.conflicts {
+        let available = if c.available.is_empty() {
+            "nobody provides it".to_owned()
+        } else {
+            format!("providers: {}", c.available.join(", "))
+        };
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "{} requires {} {} and no provider satisfies it ({available}): run a matching version or change the requirement; requests get the best available version with an X-DevMesh-Warning header (409 in strict mode)",
+                c.consumer, c.service, c.requirement
+            ),
+        ));
+    }
     for addr in &status.bootstrap {
         if !bootstrap_connected(addr, peers) {
             out.push(finding(
