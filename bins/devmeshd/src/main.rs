@@ -106,6 +106,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(listener) = proxy_listener {
         let proxy = Proxy::new(node.clone());
         tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
+        let (node, shutdown) = (node.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            mesh_proxy::health::run(node, shutdown).await;
+            Ok(())
+        });
         tasks.spawn(proxy.serve(listener, shutdown.clone()));
     }
     let server = Server::new(
