@@ -104,7 +104,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = proxy_listener {
-        let proxy = Proxy::new(node.clone());
+        let proxy = Proxy::new(node.clone(), routing.clone());
         tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
         let (node, shutdown) = (node.clone(), shutdown.clone());
         tasks.spawn(async move {

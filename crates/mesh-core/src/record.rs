@@ -6,7 +6,7 @@
 //! announcement names as provider, the namespace matches theirs, and its
 //! sequence number is higher than any they saw from that provider.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use libp2p::{PeerId, core::SignedEnvelope, identity::Keypair};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,11 @@ pub struct ServiceRecord {
     /// Last known health.
     #[serde(default)]
     pub health: Health,
+    /// Version requirements of this service on other services, by service
+    /// name: `api = "^2.1"`. Consumers route by them; every node shows the
+    /// ones no provider satisfies.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requires: BTreeMap<String, String>,
 }
 
 impl ServiceRecord {
@@ -98,6 +103,7 @@ impl ServiceRecord {
             routes: Vec::new(),
             tags: Vec::new(),
             health: Health::Unknown,
+            requires: BTreeMap::new(),
         }
     }
 
@@ -114,6 +120,27 @@ impl ServiceRecord {
             if !route.starts_with('/') || route.len() > 256 {
                 return Err(RecordError::Invalid(format!(
                     "service {}: route {route:?} must start with '/' and be at most 256 bytes",
+                    self.name
+                )));
+            }
+        }
+        if self.requires.len() > 16 {
+            return Err(RecordError::Invalid(format!(
+                "service {}: at most 16 version requirements",
+                self.name
+            )));
+        }
+        for (service, req) in &self.requires {
+            validate_service_name(service)?;
+            if req.len() > 128 {
+                return Err(RecordError::Invalid(format!(
+                    "service {}: requirement on {service} is longer than 128 bytes",
+                    self.name
+                )));
+            }
+            if let Err(e) = semver::VersionReq::parse(req) {
+                return Err(RecordError::Invalid(format!(
+                    "service {}: {req:?} is not a version requirement on {service}: {e}",
                     self.name
                 )));
             }

@@ -4,7 +4,8 @@
 //!
 //! ```no_run
 //! # async fn demo(node: mesh_core::NodeHandle) -> Result<(), mesh_proxy::Error> {
-//! let proxy = mesh_proxy::Proxy::new(node);
+//! let routing = mesh_proxy::policy::Routing::new(Default::default());
+//! let proxy = mesh_proxy::Proxy::new(node, routing);
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! tokio::spawn(proxy.clone().serve_tunnels(shutdown.clone()));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7700").await?;
@@ -12,9 +13,11 @@
 //! # Ok(()) }
 //! ```
 
+pub mod choose;
 mod error;
 pub mod forward;
 mod pages;
+pub mod policy;
 pub mod route;
 pub mod tunnel;
 mod upstream;
@@ -32,7 +35,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header::
 use http_body_util::{Either, Full};
 use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
-use mesh_core::{NodeHandle, PeerId, Provider, Snapshot, admission::PeerKind};
+use mesh_core::{NodeHandle, PeerId, admission::PeerKind};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
 use tracing::{debug, info, warn};
@@ -42,6 +45,19 @@ pub use route::SERVICE_HEADER;
 
 const X_DEVMESH_PROVIDER: HeaderName = HeaderName::from_static("x-devmesh-provider");
 const X_DEVMESH_ROUTE: HeaderName = HeaderName::from_static("x-devmesh-route");
+const X_DEVMESH_WARNING: HeaderName = HeaderName::from_static("x-devmesh-warning");
+const X_DEVMESH_ATTEMPTS: HeaderName = HeaderName::from_static("x-devmesh-attempts");
+/// Request header with a version requirement for this request: `^2.1`.
+pub const REQUIRE_HEADER: HeaderName = HeaderName::from_static("x-devmesh-require");
+/// Request header choosing the version mode of this request: `strict` or `warn`.
+pub const VERSIONS_HEADER: HeaderName = HeaderName::from_static("x-devmesh-versions");
+/// Largest request body kept so that the request can be sent again to
+/// another provider when the first fails.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// Body of the requests sent upstream: the client's body as it streams in,
+/// or a kept copy when a request goes to a second provider.
+pub type UpBody = Either<Incoming, Full<Bytes>>;
 
 /// Body type of the responses of the front door: an upstream's body as it
 /// comes, or a page of the proxy.
@@ -55,68 +71,6 @@ const ADMISSION_WAIT: Duration = Duration::from_secs(5);
 
 /// Most tunnel streams served at once; more are dropped with a log line.
 pub const MAX_TUNNEL_STREAMS: usize = 1024;
-
-/// Where a request goes.
-#[derive(Debug, Clone)]
-enum Target {
-    Local { port: u16 },
-    Remote { peer: PeerId, direct: bool },
-}
-
-impl Target {
-    fn route(&self) -> &'static str {
-        match self {
-            Target::Local { .. } => "local",
-            Target::Remote { direct: true, .. } => "remote-direct",
-            Target::Remote { direct: false, .. } => "remote-relayed",
-        }
-    }
-}
-
-/// A candidate provider of a request.
-struct Candidate<'a> {
-    target: Target,
-    provider: PeerId,
-    version: &'a semver::Version,
-}
-
-/// Orders the providers of `service`: local first, then connected peers
-/// (direct before relayed, lower RTT first), then peers not connected now.
-fn candidates<'a>(snapshot: &'a Snapshot, service: &str) -> Vec<Candidate<'a>> {
-    let mut remote = Vec::new();
-    let mut out = Vec::new();
-    for p in snapshot.providers(service) {
-        match p {
-            Provider::Local(l) => out.push(Candidate {
-                target: Target::Local { port: l.port },
-                provider: snapshot.local_peer,
-                version: &l.record.version,
-            }),
-            Provider::Remote(r) => {
-                let link = snapshot.peers.get(&r.peer);
-                let rank = (
-                    link.is_none(),
-                    !link.is_some_and(|l| l.direct),
-                    link.and_then(|l| l.rtt).unwrap_or(Duration::MAX),
-                );
-                remote.push((
-                    rank,
-                    Candidate {
-                        target: Target::Remote {
-                            peer: r.peer,
-                            direct: link.is_none_or(|l| l.direct),
-                        },
-                        provider: r.peer,
-                        version: &r.record.version,
-                    },
-                ));
-            }
-        }
-    }
-    remote.sort_by_key(|(rank, _)| *rank);
-    out.extend(remote.into_iter().map(|(_, c)| c));
-    out
-}
 
 /// Response headers naming the provider of a response; a front-door
 /// connection keeps the last ones it made, as its requests mostly go to the
@@ -142,6 +96,7 @@ struct Front {
 /// The proxy: front door and tunnel server of one node.
 pub struct Proxy {
     node: NodeHandle,
+    routing: Arc<policy::Routing>,
     upstreams: Arc<upstream::Upstreams>,
     tunnel_streams: Arc<Semaphore>,
     /// Peer ids as header values (encoding them costs more than the rest of
@@ -150,10 +105,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy for `node`.
-    pub fn new(node: NodeHandle) -> Arc<Self> {
+    /// A proxy for `node`, routing by `routing`.
+    pub fn new(node: NodeHandle, routing: Arc<policy::Routing>) -> Arc<Self> {
         let namespace = node.snapshot().namespace.clone();
         Arc::new(Self {
+            routing,
             upstreams: upstream::Upstreams::new(node.stream_control(), &namespace),
             node,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
@@ -179,7 +135,7 @@ impl Proxy {
     fn stamp(
         &self,
         front: &Front,
-        candidate: &Candidate<'_>,
+        candidate: &choose::Candidate<'_>,
         service: &str,
     ) -> (HeaderValue, Option<HeaderValue>) {
         let mut stamp = front.stamp.lock().expect("stamp lock");
@@ -393,24 +349,70 @@ impl Proxy {
             &mut front.host_cache.lock().expect("host cache lock"),
         );
         let service = match routed {
-            route::Target::Service(name) => name,
-            route::Target::Unnamed => {
-                let host = match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
-                    Some(host) => host.to_owned(),
-                    None => front.local.to_string(),
-                };
-                return pages::unnamed(&snapshot, &host, json);
+            route::Target::Explicit(name) => name,
+            route::Target::Service(name) => {
+                match route::by_path(&snapshot, req.uri().path(), Some(&name)) {
+                    Some(claimed) => claimed.to_owned(),
+                    None => name,
+                }
+            }
+            route::Target::Unnamed => match route::by_path(&snapshot, req.uri().path(), None) {
+                Some(claimed) => claimed.to_owned(),
+                None => {
+                    let host = match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
+                        Some(host) => host.to_owned(),
+                        None => front.local.to_string(),
+                    };
+                    return pages::unnamed(&snapshot, &host, json);
+                }
+            },
+        };
+        let table = self.routing.table();
+        let settings = table.service(&service);
+        let ask = match self.ask(&snapshot, &service, req.headers(), &table) {
+            Ok(ask) => ask,
+            Err(message) => return pages::bad_request(&message, json),
+        };
+        let sticky = settings.is_some_and(|s| s.sticky);
+        let cookie = sticky.then(|| sticky_cookie(req.headers(), &service)).flatten();
+        let requirements = &ask.requirements;
+        let choice = match choose::choose(
+            &snapshot,
+            &service,
+            &choose::Ask {
+                requirements,
+                mode: ask.mode,
+                pin: settings.and_then(|s| s.pin),
+                sticky: cookie,
+            },
+            &self.routing,
+            std::time::Instant::now(),
+        ) {
+            Ok(choice) => choice,
+            Err(refusal) => {
+                debug!(%service, ?refusal, "no route");
+                return pages::refused(&snapshot, &service, requirements, refusal, json);
             }
         };
-        let candidates = candidates(&snapshot, &service);
-        if candidates.is_empty() {
-            debug!(%service, "no provider");
-            return pages::no_provider(&snapshot, &service, json);
-        }
+        let warning = choice.unmet.then(|| {
+            let best = &choice.candidates[0];
+            let text = format!(
+                "no provider of {service} satisfies {}; served by {service}@{} on {}",
+                requirement_text(requirements),
+                best.version,
+                best.provider
+            );
+            warn!(%service, requirement = %requirement_text(requirements), version = %best.version, provider = %best.provider, "no provider satisfies the version requirement; using the best available");
+            text
+        });
+        let retry = settings
+            .and_then(|s| s.retry)
+            .unwrap_or(table.defaults.retry)
+            .allows(req.method());
         let upgrade = forward::upgrade_protocol(req.headers());
         let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let mut out = Request::new(body);
+        let mut out = Request::new(Either::Left(body));
         *out.method_mut() = parts.method;
         *out.uri_mut() = origin_form(parts.uri);
         *out.headers_mut() = parts.headers;
@@ -420,13 +422,30 @@ impl Proxy {
         forward::strip_hop_by_hop(headers, upgrade);
         forward::add_forwarded(headers, &front.client_value);
         headers.remove(route::SERVICE_HEADER_NAME);
+        if ask.from_header {
+            headers.remove(REQUIRE_HEADER);
+        }
+        headers.remove(VERSIONS_HEADER);
+        // A request that may go to a second provider keeps what it needs to
+        // be sent again: its head, and its body when that is small.
+        let replay = if retry && choice.candidates.len() > 1 {
+            match Replay::keep(&mut out).await {
+                Ok(replay) => replay,
+                Err(e) => {
+                    return pages::bad_request(&format!("reading the request body: {e}"), json);
+                }
+            }
+        } else {
+            None
+        };
         let mut service_key: Option<Arc<str>> = None;
         let mut last_error = None;
-        for candidate in &candidates {
+        let now = std::time::Instant::now();
+        for (attempt, candidate) in choice.candidates.iter().enumerate() {
             // The upstream connection sets the `Host` its backend expects.
             let key = match candidate.target {
-                Target::Local { port } => upstream::Key::Local(port),
-                Target::Remote { peer, .. } => upstream::Key::Remote(
+                choose::Target::Local { port } => upstream::Key::Local(port),
+                choose::Target::Remote { peer, .. } => upstream::Key::Remote(
                     peer,
                     service_key
                         .get_or_insert_with(|| service.as_str().into())
@@ -435,6 +454,7 @@ impl Proxy {
             };
             match front.session.send(key, out).await {
                 Ok(resp) => {
+                    self.routing.succeeded(&service, &candidate.provider);
                     let mut resp = finish_response(resp, on_upgrade);
                     let (provider, service_value) = self.stamp(front, candidate, &service);
                     let h = resp.headers_mut();
@@ -446,16 +466,36 @@ impl Proxy {
                     if let Some(v) = service_value {
                         h.insert(route::SERVICE_HEADER_NAME, v);
                     }
+                    if attempt > 0 {
+                        h.insert(X_DEVMESH_ATTEMPTS, HeaderValue::from(attempt + 1));
+                    }
+                    if let Some(w) = &warning
+                        && let Ok(v) = HeaderValue::from_str(w)
+                    {
+                        h.insert(X_DEVMESH_WARNING, v);
+                    }
+                    if sticky && cookie != Some(candidate.provider) {
+                        let value = format!(
+                            "devmesh-{service}={}; Path=/; HttpOnly; SameSite=Lax",
+                            candidate.provider
+                        );
+                        if let Ok(v) = HeaderValue::from_str(&value) {
+                            h.append(http::header::SET_COOKIE, v);
+                        }
+                    }
                     return resp;
                 }
                 Err(upstream::SendError { error, request }) => {
                     let reason = error_chain(&error);
-                    warn!(%service, provider = %candidate.provider, route = candidate.target.route(), error = %reason, "forwarding failed");
+                    let backoff = self.routing.failed(&service, candidate.provider, now);
+                    warn!(%service, provider = %candidate.provider, route = candidate.target.route(), error = %reason, ejected_for = ?backoff, "forwarding failed");
                     last_error = Some((candidate, reason));
-                    // Only a request that was not sent at all can go to the next provider.
-                    match request {
-                        Some(unsent) => out = unsent,
-                        None => break,
+                    // A request that was not sent at all, or one kept for
+                    // sending again, goes to the next provider.
+                    match (request, &replay) {
+                        (Some(unsent), _) => out = unsent,
+                        (None, Some(replay)) => out = replay.request(),
+                        (None, None) => break,
                     }
                 }
             }
@@ -468,6 +508,149 @@ impl Proxy {
             &reason,
             json,
         )
+    }
+
+    /// The version requirements and mode of a request for `service`: the
+    /// request's own `X-DevMesh-Require` replaces the node's requirements
+    /// (from `devmesh route` and the `requires` of this node's services).
+    fn ask(
+        &self,
+        snapshot: &mesh_core::Snapshot,
+        service: &str,
+        headers: &http::HeaderMap,
+        table: &policy::Table,
+    ) -> Result<Asked, String> {
+        let settings = table.service(service);
+        let mut requirements = Vec::new();
+        let mut from_header = false;
+        if let Some(value) = headers.get(REQUIRE_HEADER) {
+            let text = value.to_str().unwrap_or_default().trim();
+            let req = semver::VersionReq::parse(text).map_err(|e| {
+                format!(
+                    "X-DevMesh-Require: {text:?} is not a version requirement ({e}); write it like \"^2.1\" or \">=1.4, <2\""
+                )
+            })?;
+            requirements.push(choose::Requirement {
+                req,
+                source: "X-DevMesh-Require".into(),
+            });
+            from_header = true;
+        } else {
+            if let Some(req) = settings.and_then(|s| s.require.as_ref()) {
+                requirements.push(choose::Requirement {
+                    req: req.clone(),
+                    source: "devmesh route".into(),
+                });
+            }
+            for local in snapshot.local.values() {
+                if let Some(text) = local.record.requires.get(service)
+                    && let Ok(req) = semver::VersionReq::parse(text)
+                {
+                    requirements.push(choose::Requirement {
+                        req,
+                        source: format!("requires of {}", local.record.name),
+                    });
+                }
+            }
+        }
+        let mode = match headers.get(VERSIONS_HEADER) {
+            Some(value) => value
+                .to_str()
+                .unwrap_or_default()
+                .trim()
+                .parse()
+                .map_err(|e| format!("X-DevMesh-Versions: {e}"))?,
+            None => settings
+                .and_then(|s| s.versions)
+                .unwrap_or(table.defaults.versions),
+        };
+        Ok(Asked {
+            requirements,
+            mode,
+            from_header,
+        })
+    }
+}
+
+/// The version side of a request.
+struct Asked {
+    requirements: Vec<choose::Requirement>,
+    mode: policy::VersionMode,
+    from_header: bool,
+}
+
+/// The requirements as one line: `^2.1 (X-DevMesh-Require)`.
+fn requirement_text(requirements: &[choose::Requirement]) -> String {
+    requirements
+        .iter()
+        .map(|r| format!("{} ({})", r.req, r.source))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// The provider the client's `devmesh-<service>` cookie names.
+fn sticky_cookie(headers: &http::HeaderMap, service: &str) -> Option<PeerId> {
+    let name = format!("devmesh-{service}");
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+/// What a request needs to be sent again.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Replay {
+    /// Keeps a copy of `request`, reading its body when it is at most
+    /// [`MAX_REPLAY_BODY`] bytes (the request then carries the copy). A
+    /// request with a larger or unknown-length body cannot be sent twice:
+    /// `None`.
+    async fn keep(request: &mut Request<UpBody>) -> Result<Option<Self>, hyper::Error> {
+        use http_body_util::BodyExt as _;
+        use hyper::body::Body as _;
+        let body = match request.body() {
+            Either::Left(incoming) if incoming.is_end_stream() => Bytes::new(),
+            Either::Left(incoming) => {
+                let small = incoming
+                    .size_hint()
+                    .exact()
+                    .is_some_and(|n| n <= MAX_REPLAY_BODY);
+                if !small {
+                    return Ok(None);
+                }
+                let body = std::mem::replace(request.body_mut(), Either::Right(Full::default()));
+                let Either::Left(incoming) = body else {
+                    unreachable!("checked above")
+                };
+                let bytes = incoming.collect().await?.to_bytes();
+                *request.body_mut() = Either::Right(Full::new(bytes.clone()));
+                bytes
+            }
+            Either::Right(_) => return Ok(None),
+        };
+        Ok(Some(Self {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            headers: request.headers().clone(),
+            body,
+        }))
+    }
+
+    fn request(&self) -> Request<UpBody> {
+        let mut r = Request::new(Either::Right(Full::new(self.body.clone())));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
     }
 }
 

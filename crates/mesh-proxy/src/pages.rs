@@ -6,7 +6,10 @@ use http_body_util::{Either, Full};
 use mesh_core::{Provider, Snapshot};
 use serde_json::json;
 
-use crate::Body;
+use crate::{
+    Body,
+    choose::{Listed, Refusal, Requirement},
+};
 
 /// Whether the client prefers JSON error bodies.
 pub fn wants_json(headers: &http::HeaderMap) -> bool {
@@ -130,4 +133,97 @@ pub fn bad_gateway(
     );
     let value = json!({"error": "provider_unreachable", "service": service, "provider": provider, "route": route, "reason": reason, "hint": hint});
     respond(StatusCode::BAD_GATEWAY, json, text, value)
+}
+
+/// 400: a devmesh header of the request is malformed.
+pub fn bad_request(message: &str, json: bool) -> Response<Body> {
+    let text = format!("devmesh: bad request: {message}\n");
+    let value = json!({"error": "bad_request", "reason": message});
+    respond(StatusCode::BAD_REQUEST, json, text, value)
+}
+
+fn providers_value(providers: &[Listed]) -> Vec<serde_json::Value> {
+    providers
+        .iter()
+        .map(|p| {
+            json!({
+                "provider": p.provider.to_string(),
+                "version": p.version.to_string(),
+                "health": p.health.to_string(),
+                "route": if p.local { "local" } else { "remote" },
+            })
+        })
+        .collect()
+}
+
+fn providers_text(service: &str, providers: &[Listed]) -> String {
+    let mut s = String::from("Providers:\n");
+    for p in providers {
+        s.push_str(&format!(
+            "  {service}@{} on {} ({}, health {})\n",
+            p.version,
+            p.provider,
+            if p.local { "local" } else { "remote" },
+            p.health
+        ));
+    }
+    s
+}
+
+/// The answer when the choice of a provider found nowhere to send a request:
+/// 503 without (usable) providers, 409 for a version conflict in strict mode.
+pub fn refused(
+    snapshot: &Snapshot,
+    service: &str,
+    requirements: &[Requirement],
+    refusal: Refusal,
+    json: bool,
+) -> Response<Body> {
+    let requirement = requirements
+        .iter()
+        .map(|r| format!("{} ({})", r.req, r.source))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    match refusal {
+        Refusal::NoProvider => no_provider(snapshot, service, json),
+        Refusal::PinnedAway { pin, providers } => {
+            let text = format!(
+                "devmesh: service \"{service}\" is pinned to peer {pin}, which does not provide it now.\n{}Clear the pin with `devmesh route {service} --clear`, or pin another provider with `devmesh route {service} --peer <peer id>`.\n",
+                providers_text(service, &providers)
+            );
+            let value = json!({
+                "error": "pinned_provider_missing",
+                "service": service,
+                "pin": pin.to_string(),
+                "providers": providers_value(&providers),
+                "hint": format!("devmesh route {service} --clear"),
+            });
+            respond(StatusCode::SERVICE_UNAVAILABLE, json, text, value)
+        }
+        Refusal::AllUnhealthy { providers } => {
+            let text = format!(
+                "devmesh: every provider of service \"{service}\" fails its health check.\n{}Check the service on those machines; `devmesh status` shows health as it changes.\n",
+                providers_text(service, &providers)
+            );
+            let value = json!({
+                "error": "all_providers_unhealthy",
+                "service": service,
+                "providers": providers_value(&providers),
+            });
+            respond(StatusCode::SERVICE_UNAVAILABLE, json, text, value)
+        }
+        Refusal::VersionConflict { providers } => {
+            let text = format!(
+                "devmesh: no provider of service \"{service}\" satisfies {requirement} (strict version mode).\n{}Run a matching version with `devmesh run {service} --version <version>`, change the requirement, or use warn mode (`X-DevMesh-Versions: warn`).\n",
+                providers_text(service, &providers)
+            );
+            let value = json!({
+                "error": "version_conflict",
+                "service": service,
+                "requirement": requirement,
+                "providers": providers_value(&providers),
+            });
+            respond(StatusCode::CONFLICT, json, text, value)
+        }
+    }
 }

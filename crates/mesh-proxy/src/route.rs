@@ -1,6 +1,7 @@
 //! Which service a front-door request is for.
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header::HOST};
+use mesh_core::Snapshot;
 
 /// Header that names the service explicitly; it wins over the host name.
 pub const SERVICE_HEADER: &str = "x-devmesh-service";
@@ -11,7 +12,9 @@ pub const SERVICE_HEADER_NAME: HeaderName = HeaderName::from_static(SERVICE_HEAD
 /// Where the service name of a request came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A service name.
+    /// A service named by the `X-DevMesh-Service` header: path routes do not apply.
+    Explicit(String),
+    /// A service named by the host.
     Service(String),
     /// The request names no service (for example `Host: 127.0.0.1:7700`).
     Unnamed,
@@ -26,7 +29,7 @@ pub fn target(uri: &Uri, headers: &HeaderMap) -> Target {
     {
         let name = name.trim();
         if !name.is_empty() {
-            return Target::Service(name.to_ascii_lowercase());
+            return Target::Explicit(name.to_ascii_lowercase());
         }
     }
     let host = uri.host().or_else(|| {
@@ -64,6 +67,61 @@ pub fn target_cached(uri: &Uri, headers: &HeaderMap, cache: &mut HostCache) -> T
         return target;
     }
     target(uri, headers)
+}
+
+/// Applies the path routes services claim to a request for `path` whose
+/// host named `host_service` (or no service): the longest claimed prefix
+/// other than `/` wins over the host name; a claim of `/` takes requests
+/// whose host names no service, or one nobody provides.
+pub fn by_path<'a>(
+    snapshot: &'a Snapshot,
+    path: &str,
+    host_service: Option<&str>,
+) -> Option<&'a str> {
+    let records = snapshot
+        .local
+        .values()
+        .map(|l| &l.record)
+        .chain(snapshot.remote.iter().map(|r| &r.record));
+    let mut best: Option<(&str, &str)> = None;
+    let mut root: Option<&str> = None;
+    for record in records {
+        for prefix in &record.routes {
+            if prefix == "/" {
+                if root.is_none_or(|r| record.name.as_str() < r) {
+                    root = Some(&record.name);
+                }
+            } else if path_matches(path, prefix) {
+                let better = match best {
+                    None => true,
+                    Some((p, name)) => {
+                        prefix.len() > p.len()
+                            || (prefix.len() == p.len() && record.name.as_str() < name)
+                    }
+                };
+                if better {
+                    best = Some((prefix, &record.name));
+                }
+            }
+        }
+    }
+    if let Some((_, name)) = best {
+        return Some(name);
+    }
+    match host_service {
+        Some(name) if !snapshot.providers(name).is_empty() => None,
+        _ => root,
+    }
+}
+
+/// Whether `path` falls under `prefix`: `/api/` covers `/api/x` and `/api`,
+/// `/v1` covers `/v1`, `/v1/x` and `/v1?q` but not `/v10`.
+fn path_matches(path: &str, prefix: &str) -> bool {
+    let trimmed = prefix.trim_end_matches('/');
+    match path.strip_prefix(trimmed) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -185,9 +243,52 @@ mod tests {
                 Some("api.localhost"),
                 Some("Billing")
             ),
-            svc("billing")
+            Target::Explicit("billing".into())
         );
-        assert_eq!(t("/x", Some("127.0.0.1"), Some(" db ")), svc("db"));
+        assert_eq!(
+            t("/x", Some("127.0.0.1"), Some(" db ")),
+            Target::Explicit("db".into())
+        );
         assert_eq!(t("/x", Some("api.localhost"), Some("")), svc("api"));
+    }
+
+    #[test]
+    fn path_prefixes() {
+        for (path, prefix, ok) in [
+            ("/api/x", "/api/", true),
+            ("/api", "/api/", true),
+            ("/apix", "/api/", false),
+            ("/v1", "/v1", true),
+            ("/v1/users", "/v1", true),
+            ("/v10", "/v1", false),
+            ("/", "/api/", false),
+        ] {
+            assert_eq!(path_matches(path, prefix), ok, "{path} {prefix}");
+        }
+    }
+
+    #[test]
+    fn path_routes_pick_the_longest_claim() {
+        use mesh_core::{LocalService, RemoteService, record::ServiceRecord};
+        let mut s = crate::choose::tests_support::snapshot();
+        let mut api = ServiceRecord::http("api", semver::Version::new(1, 0, 0));
+        api.routes = vec!["/api/".into()];
+        let mut v2 = ServiceRecord::http("apiv2", semver::Version::new(2, 0, 0));
+        v2.routes = vec!["/api/v2/".into()];
+        let mut web = ServiceRecord::http("web", semver::Version::new(1, 0, 0));
+        web.routes = vec!["/".into()];
+        s.local.insert("api".into(), LocalService { record: api, port: 1 });
+        s.local.insert("web".into(), LocalService { record: web, port: 2 });
+        s.remote.push(RemoteService {
+            peer: mesh_core::PeerId::random(),
+            record: v2,
+            expires: std::time::Instant::now(),
+        });
+        assert_eq!(by_path(&s, "/api/users", Some("web")), Some("api"));
+        assert_eq!(by_path(&s, "/api/v2/users", None), Some("apiv2"));
+        assert_eq!(by_path(&s, "/index.html", Some("web")), None);
+        assert_eq!(by_path(&s, "/index.html", None), Some("web"));
+        assert_eq!(by_path(&s, "/index.html", Some("app")), Some("web"));
+        assert_eq!(by_path(&s, "/index.html", Some("api")), None);
     }
 }

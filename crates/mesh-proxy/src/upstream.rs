@@ -41,7 +41,7 @@ pub enum Key {
 
 /// An upstream HTTP/1.1 connection.
 pub struct Conn {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<crate::UpBody>,
     /// The `Host` the backend expects, when the connection says.
     host: Option<HeaderValue>,
 }
@@ -61,7 +61,7 @@ pub enum UpstreamError {
 /// can go to another upstream.
 pub struct SendError {
     pub error: UpstreamError,
-    pub request: Option<Request<Incoming>>,
+    pub request: Option<Request<crate::UpBody>>,
 }
 
 /// Idle upstream connections shared by all sessions, and how to make new ones.
@@ -161,7 +161,7 @@ pub async fn connect_loopback(port: u16) -> Result<TcpStream, UpstreamError> {
     Err(UpstreamError::Connect(errors.join("; ")))
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<Incoming>, UpstreamError>
+async fn handshake<T>(io: T) -> Result<SendRequest<crate::UpBody>, UpstreamError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -196,7 +196,7 @@ impl Session {
     pub async fn send(
         &self,
         key: Key,
-        request: Request<Incoming>,
+        request: Request<crate::UpBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let last = self.current.lock().expect("session lock").take();
         let reused = match last {
