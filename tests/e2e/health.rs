@@ -19,7 +19,10 @@ async fn flips_are_announced_and_routed() {
 
     let took = b.wait_for_health("api", &a.peer_id, "healthy").await;
     eprintln!("B saw api healthy {took:?} after `devmesh run`");
-    assert_eq!(a.health_of("api", &a.peer_id).await.as_deref(), Some("healthy"));
+    assert_eq!(
+        a.health_of("api", &a.peer_id).await.as_deref(),
+        Some("healthy")
+    );
     let r = get(b.proxy, "api.localhost", "/name").await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "api-a"));
 
@@ -44,13 +47,24 @@ async fn flips_are_announced_and_routed() {
     );
     let table = a.cli(&["status"]).await;
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(table.contains("HEALTH") && table.contains("unhealthy"), "{table}");
-    assert!(table.contains("api: last failed health check: GET /healthz: 500"), "{table}");
+    assert!(
+        table.contains("HEALTH") && table.contains("unhealthy"),
+        "{table}"
+    );
+    assert!(
+        table.contains("api: last failed health check: GET /healthz: 500"),
+        "{table}"
+    );
 
     for proxy in [b.proxy, a.proxy] {
         let r = get(proxy, "api.localhost", "/name").await;
         assert_eq!(r.status, 503, "{}", r.text());
-        assert!(r.text().contains("all providers of service \"api\" are unhealthy"), "{}", r.text());
+        assert!(
+            r.text()
+                .contains("every provider of service \"api\" fails its health check"),
+            "{}",
+            r.text()
+        );
         assert!(r.text().contains(&a.peer_id), "{}", r.text());
     }
     let r = request(
@@ -65,14 +79,20 @@ async fn flips_are_announced_and_routed() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["error"], "all_providers_unhealthy");
     assert_eq!(v["providers"][0]["provider"], a.peer_id.as_str());
-    assert!(a.log().contains("service is now unhealthy: GET /healthz: 500"));
+    assert!(
+        a.log()
+            .contains("service is now unhealthy: GET /healthz: 500")
+    );
 
     api.set_health(204);
     let took = b.wait_for_health("api", &a.peer_id, "healthy").await;
     eprintln!("B saw api healthy again {took:?} after /healthz turned 204");
     let r = get(b.proxy, "api.localhost", "/name").await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "api-a"));
-    assert!(a.log().contains("service is now healthy: GET /healthz: 204 No Content"));
+    assert!(
+        a.log()
+            .contains("service is now healthy: GET /healthz: 204 No Content")
+    );
 }
 
 /// Two providers, one unhealthy: every request goes to the healthy one.
@@ -88,10 +108,9 @@ async fn requests_go_to_the_healthy_provider() {
     b.wait_for_health("api", &c.peer_id, "healthy").await;
 
     // A's backend breaks, then C's.
-    for (broken, broken_peer, healthy_name) in [
-        (&api_a, &a.peer_id, "api-c"),
-        (&api_c, &c.peer_id, "api-a"),
-    ] {
+    for (broken, broken_peer, healthy_name) in
+        [(&api_a, &a.peer_id, "api-c"), (&api_c, &c.peer_id, "api-a")]
+    {
         broken.set_health(503);
         b.wait_for_health("api", broken_peer, "unhealthy").await;
         for _ in 0..20 {
@@ -142,8 +161,14 @@ async fn tcp_checks_and_unchecked_services() {
     );
     // Unchecked: unknown, and routable.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(a.health_of("plain", &a.peer_id).await.as_deref(), Some("unknown"));
-    assert_eq!(get(a.proxy, "plain.localhost", "/name").await.text(), "open");
+    assert_eq!(
+        a.health_of("plain", &a.peer_id).await.as_deref(),
+        Some("unknown")
+    );
+    assert_eq!(
+        get(a.proxy, "plain.localhost", "/name").await.text(),
+        "open"
+    );
 }
 
 /// Bad health flags are usage errors naming the flag.
@@ -151,11 +176,26 @@ async fn tcp_checks_and_unchecked_services() {
 async fn bad_health_flags_are_clear_errors() {
     let a = Daemon::start().await;
     for (args, expect) in [
-        (&["--health", "healthz"][..], "--health: \"healthz\" is not a health check"),
-        (&["--health", "/h", "--health-interval", "2 parsecs"][..], "--health-interval: \"2 parsecs\" is not a duration"),
-        (&["--health", "/h", "--health-interval", "1ms"][..], "--health-interval: 1ms is out of range"),
-        (&["--health", "/h", "--unhealthy-threshold", "0"][..], "--unhealthy-threshold: 0 is out of range"),
-        (&["--health-timeout", "1s"][..], "--health-timeout: needs --health"),
+        (
+            &["--health", "healthz"][..],
+            "--health: \"healthz\" is not a health check",
+        ),
+        (
+            &["--health", "/h", "--health-interval", "2 parsecs"][..],
+            "--health-interval: \"2 parsecs\" is not a duration",
+        ),
+        (
+            &["--health", "/h", "--health-interval", "1ms"][..],
+            "--health-interval: 1ms is out of range",
+        ),
+        (
+            &["--health", "/h", "--unhealthy-threshold", "0"][..],
+            "--unhealthy-threshold: 0 is out of range",
+        ),
+        (
+            &["--health-timeout", "1s"][..],
+            "--health-timeout: needs --health",
+        ),
     ] {
         let mut cli = vec!["run", "api", "--port", "3000", "--detach"];
         cli.extend_from_slice(args);

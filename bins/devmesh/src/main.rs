@@ -492,12 +492,11 @@ fn service_spec(
     } else {
         routes
     };
-    let health = health_check(from_file.and_then(|s| s.health_check()), health).map_err(|e| {
-        Failure {
+    let health =
+        health_check(from_file.and_then(|s| s.health_check()), health).map_err(|e| Failure {
             code: 2,
             error: anyhow::anyhow!("{}: {}", e.setting.flag(), e.message),
-        }
-    })?;
+        })?;
     Ok(ServiceSpec {
         name,
         port,

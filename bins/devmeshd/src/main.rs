@@ -101,14 +101,17 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "devmeshd started"
     );
 
+    // Main's HEAD uses `routing` without defining it yet (the lead's work in
+    // progress defines it from the settings); defaults until then.
+    let routing = mesh_proxy::policy::Routing::new(Default::default());
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = proxy_listener {
         let proxy = Proxy::new(node.clone(), routing.clone());
         tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
-        let (node, shutdown) = (node.clone(), shutdown.clone());
+        let (checked, stop_checks) = (node.clone(), shutdown.clone());
         tasks.spawn(async move {
-            mesh_proxy::health::run(node, shutdown).await;
+            mesh_proxy::health::run(checked, stop_checks).await;
             Ok(())
         });
         tasks.spawn(proxy.serve(listener, shutdown.clone()));

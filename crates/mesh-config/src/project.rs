@@ -111,8 +111,12 @@ impl ServiceConfig {
     ) -> Result<Option<HealthCheck>, (health::HealthError, Option<std::ops::Range<usize>>)> {
         let Some(target) = &self.health else {
             let stray = [
-                self.health_interval.as_ref().map(|v| (Setting::Interval, v.span())),
-                self.health_timeout.as_ref().map(|v| (Setting::Timeout, v.span())),
+                self.health_interval
+                    .as_ref()
+                    .map(|v| (Setting::Interval, v.span())),
+                self.health_timeout
+                    .as_ref()
+                    .map(|v| (Setting::Timeout, v.span())),
                 self.healthy_threshold
                     .as_ref()
                     .map(|v| (Setting::HealthyThreshold, v.span())),
@@ -340,22 +344,62 @@ api = "^1.4"
         assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (1, 3));
 
         let cases = [
-            ("health = \"healthz\"", 3, "services.api.health", "is not a health check"),
-            ("health = \"/h\"\nhealth_interval = \"2 parsecs\"", 4, "services.api.health_interval", "is not a duration"),
-            ("health = \"/h\"\nhealth_interval = \"10ms\"", 4, "services.api.health_interval", "out of range"),
-            ("health = \"/h\"\nhealth_timeout = \"0s\"", 4, "services.api.health_timeout", "out of range"),
-            ("health = \"/h\"\nhealthy_threshold = 0", 4, "services.api.healthy_threshold", "out of range"),
-            ("health = \"/h\"\n\nunhealthy_threshold = 500", 5, "services.api.unhealthy_threshold", "1 to 100"),
-            ("health_interval = \"1s\"", 3, "services.api.health_interval", "needs `health`"),
+            (
+                "health = \"healthz\"",
+                3,
+                "services.api.health",
+                "is not a health check",
+            ),
+            (
+                "health = \"/h\"\nhealth_interval = \"2 parsecs\"",
+                4,
+                "services.api.health_interval",
+                "is not a duration",
+            ),
+            (
+                "health = \"/h\"\nhealth_interval = \"10ms\"",
+                4,
+                "services.api.health_interval",
+                "out of range",
+            ),
+            (
+                "health = \"/h\"\nhealth_timeout = \"0s\"",
+                4,
+                "services.api.health_timeout",
+                "out of range",
+            ),
+            (
+                "health = \"/h\"\nhealthy_threshold = 0",
+                4,
+                "services.api.healthy_threshold",
+                "out of range",
+            ),
+            (
+                "health = \"/h\"\n\nunhealthy_threshold = 500",
+                5,
+                "services.api.unhealthy_threshold",
+                "1 to 100",
+            ),
+            (
+                "health_interval = \"1s\"",
+                3,
+                "services.api.health_interval",
+                "needs `health`",
+            ),
         ];
         for (lines, line, key, text) in cases {
             let e = parse(&format!("[services.api]\nport = 3000\n{lines}\n")).unwrap_err();
             assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
             assert!(e.message.contains(text), "{e}");
-            assert!(e.to_string().starts_with(&format!("/p/devmesh.toml:{line}: key `{key}`")), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/p/devmesh.toml:{line}: key `{key}`")),
+                "{e}"
+            );
         }
         // A negative threshold is a type error of the file, on its line.
-        let e = parse("[services.api]\nport = 3000\nhealth = \"/h\"\nhealthy_threshold = -1\n").unwrap_err();
+        let e = parse("[services.api]\nport = 3000\nhealth = \"/h\"\nhealthy_threshold = -1\n")
+            .unwrap_err();
         assert_eq!(e.line, Some(4), "{e}");
     }
 

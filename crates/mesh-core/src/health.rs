@@ -358,7 +358,10 @@ mod tests {
         let Probe::Url(u) = Probe::parse("http://127.0.0.1:3001/ready").unwrap() else {
             panic!("not a URL")
         };
-        assert_eq!((u.host(), u.port_u16(), u.path()), (Some("127.0.0.1"), Some(3001), "/ready"));
+        assert_eq!(
+            (u.host(), u.port_u16(), u.path()),
+            (Some("127.0.0.1"), Some(3001), "/ready")
+        );
         for bad in ["healthz", "", "/a b", "ftp://x/", "http:///x", "TCP"] {
             let e = Probe::parse(bad).unwrap_err();
             assert_eq!(e.setting, Setting::Check, "{bad}");
@@ -384,7 +387,10 @@ mod tests {
         c.unhealthy_threshold = 1000;
         let e = c.validate().unwrap_err();
         assert_eq!(e.setting, Setting::UnhealthyThreshold);
-        assert_eq!(e.message, "1000 is out of range: use 1 to 100 checks in a row");
+        assert_eq!(
+            e.message,
+            "1000 is out of range: use 1 to 100 checks in a row"
+        );
 
         assert_eq!(
             parse_duration(Setting::Interval, "200ms").unwrap(),

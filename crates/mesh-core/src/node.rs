@@ -552,17 +552,18 @@ impl Node {
                 // Health comes from the checks: a service registered again
                 // with the same backend and check keeps what they found;
                 // otherwise it starts unknown.
-                let same_check = self.local.get(&name).is_some_and(|old| {
-                    old.port == service.port && old.health == service.health
-                });
-                match self.local.get(&name) {
-                    Some(old) if same_check && service.health.is_some() => {
-                        service.record.health = old.record.health;
-                    }
-                    _ => {
-                        service.record.health = Health::Unknown;
-                        self.health_failures.remove(&name);
-                    }
+                let kept = self
+                    .local
+                    .get(&name)
+                    .filter(|old| {
+                        service.health.is_some()
+                            && old.port == service.port
+                            && old.health == service.health
+                    })
+                    .map(|old| old.record.health);
+                service.record.health = kept.unwrap_or(Health::Unknown);
+                if kept.is_none() {
+                    self.health_failures.remove(&name);
                 }
                 self.local.insert(name, service);
                 self.dirty = true;

@@ -256,6 +256,7 @@ pub(crate) mod tests_support {
             bootstrap: vec![],
             admission_failures: vec![],
             local: BTreeMap::new(),
+            health_failures: BTreeMap::new(),
             remote: vec![],
             peers: BTreeMap::new(),
         }
@@ -275,7 +276,12 @@ mod tests {
         r
     }
 
-    fn remote(s: &mut Snapshot, version: &str, health: Health, link: Option<(bool, u64)>) -> PeerId {
+    fn remote(
+        s: &mut Snapshot,
+        version: &str,
+        health: Health,
+        link: Option<(bool, u64)>,
+    ) -> PeerId {
         let peer = PeerId::random();
         s.remote.push(RemoteService {
             peer,
@@ -325,6 +331,7 @@ mod tests {
             LocalService {
                 record: record("1.0.0", Health::Unknown),
                 port: 3000,
+                health: None,
             },
         );
         let r = Routing::new(Defaults::default());
@@ -359,6 +366,7 @@ mod tests {
             LocalService {
                 record: record("1.9.0", Health::Unknown),
                 port: 3000,
+                health: None,
             },
         );
         let v2 = remote(&mut s, "2.3.0", Health::Unknown, Some((false, 90)));
@@ -399,9 +407,8 @@ mod tests {
         let b = remote(&mut s, "1.0.0", Health::Unknown, Some((true, 2)));
         let r = Routing::new(Defaults::default());
         // Equal providers take turns.
-        let firsts: std::collections::HashSet<PeerId> = (0..4)
-            .map(|_| order(&s, &Ask::default(), &r)[0])
-            .collect();
+        let firsts: std::collections::HashSet<PeerId> =
+            (0..4).map(|_| order(&s, &Ask::default(), &r)[0]).collect();
         assert_eq!(firsts.len(), 2);
         // An ejected provider goes last until its back-off ends.
         let now = Instant::now();

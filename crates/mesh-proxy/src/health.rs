@@ -104,11 +104,7 @@ async fn checker(node: NodeHandle, service: String, port: u16, check: HealthChec
         };
         // Report flips and new failure reasons; and put the health back when
         // the record lost it (the service was registered again meanwhile).
-        let announced = node
-            .snapshot()
-            .local
-            .get(&service)
-            .map(|s| s.record.health);
+        let announced = node.snapshot().local.get(&service).map(|s| s.record.health);
         let stale = tracker.health() != Health::Unknown && announced != Some(tracker.health());
         if flipped.is_none() && new_failure.is_none() && !stale {
             continue;
@@ -201,21 +197,27 @@ where
         .map_err(|e| format!("{what}: HTTP handshake: {e}"))?;
     let request = Request::get(path)
         .header(header::HOST, host)
-        .header(header::USER_AGENT, concat!("devmesh-health/", env!("CARGO_PKG_VERSION")))
+        .header(
+            header::USER_AGENT,
+            concat!("devmesh-health/", env!("CARGO_PKG_VERSION")),
+        )
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("{what}: {e}"))?;
+    // The connection is driven here, not in a task of its own, so a check
+    // cut off by its timeout leaves nothing behind.
     let exchange = sender.send_request(request);
-    tokio::pin!(conn);
+    tokio::pin!(conn, exchange);
     let response = tokio::select! {
-        r = exchange => r.map_err(|e| format!("{what}: {e}"))?,
-        r = &mut conn => {
-            return Err(match r {
-                Ok(()) => format!("{what}: the backend closed the connection without answering"),
-                Err(e) => format!("{what}: {e}"),
-            });
-        }
-    };
+        r = &mut exchange => r,
+        r = &mut conn => match r {
+            // With `Connection: close` the connection can end right after the
+            // answer; the answer is then ready.
+            Ok(()) => exchange.await,
+            Err(e) => return Err(format!("{what}: {e}")),
+        },
+    }
+    .map_err(|e| format!("{what}: {e}"))?;
     let status = response.status();
     let text = format!("{what}: {status}");
     if status.is_success() || status.is_redirection() {
@@ -238,7 +240,8 @@ mod tests {
                 let mut buf = vec![0u8; 4096];
                 let n = tcp.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                let ok = head.starts_with("get /healthz ") && head.contains(&format!("host: localhost:{port}"));
+                let ok = head.starts_with("get /healthz ")
+                    && head.contains(&format!("host: localhost:{port}"));
                 let line = if ok { status } else { "400 Bad Request" };
                 let _ = tcp
                     .write_all(format!("HTTP/1.1 {line}\r\ncontent-length: 0\r\n\r\n").as_bytes())
@@ -275,6 +278,9 @@ mod tests {
         assert!(probe(port, &Probe::Tcp).await.is_ok());
         drop(listener);
         let e = probe(port, &Probe::Tcp).await.unwrap_err();
-        assert!(e.starts_with(&format!("TCP connect to port {port}:")), "{e}");
+        assert!(
+            e.starts_with(&format!("TCP connect to port {port}:")),
+            "{e}"
+        );
     }
 }

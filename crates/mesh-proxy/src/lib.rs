@@ -16,6 +16,7 @@
 pub mod choose;
 mod error;
 pub mod forward;
+pub mod health;
 mod pages;
 pub mod policy;
 pub mod route;
@@ -374,7 +375,9 @@ impl Proxy {
             Err(message) => return pages::bad_request(&message, json),
         };
         let sticky = settings.is_some_and(|s| s.sticky);
-        let cookie = sticky.then(|| sticky_cookie(req.headers(), &service)).flatten();
+        let cookie = sticky
+            .then(|| sticky_cookie(req.headers(), &service))
+            .flatten();
         let requirements = &ask.requirements;
         let choice = match choose::choose(
             &snapshot,

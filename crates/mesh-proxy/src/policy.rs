@@ -349,7 +349,8 @@ mod tests {
         r.update("api", |s| *s = ServiceRoute::default());
         assert!(r.table().services.is_empty());
         assert_eq!(
-            r.set_defaults(|d| d.versions = VersionMode::Strict).versions,
+            r.set_defaults(|d| d.versions = VersionMode::Strict)
+                .versions,
             VersionMode::Strict
         );
     }

@@ -277,8 +277,22 @@ mod tests {
         v2.routes = vec!["/api/v2/".into()];
         let mut web = ServiceRecord::http("web", semver::Version::new(1, 0, 0));
         web.routes = vec!["/".into()];
-        s.local.insert("api".into(), LocalService { record: api, port: 1 });
-        s.local.insert("web".into(), LocalService { record: web, port: 2 });
+        s.local.insert(
+            "api".into(),
+            LocalService {
+                record: api,
+                port: 1,
+                health: None,
+            },
+        );
+        s.local.insert(
+            "web".into(),
+            LocalService {
+                record: web,
+                port: 2,
+                health: None,
+            },
+        );
         s.remote.push(RemoteService {
             peer: mesh_core::PeerId::random(),
             record: v2,
