@@ -3,9 +3,17 @@
 //! Routes: `/hello`, `/name`, `/headers` (JSON of what arrived), `/echo`
 //! (streams the request body back), `/bytes/<n>` (streams n bytes of a
 //! known pattern), `/upload` (counts and sums a streamed body), `/ws`
-//! (WebSocket: greets, then echoes text and binary frames).
+//! (WebSocket: greets, then echoes text and binary frames), `/healthz`
+//! (answers with the status set by [`Backend::set_health`], 200 at first).
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+};
 
 use bytes::Bytes;
 use futures::{SinkExt as _, StreamExt as _, stream};
@@ -46,6 +54,7 @@ pub struct Backend {
     /// Its name, returned by `/name` and in `x-backend-name`.
     pub name: String,
     shutdown: CancellationToken,
+    health: Arc<AtomicU16>,
 }
 
 impl Backend {
@@ -56,12 +65,24 @@ impl Backend {
             .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let shutdown = CancellationToken::new();
-        tokio::spawn(serve(listener, name.to_owned(), shutdown.clone()));
+        let health = Arc::new(AtomicU16::new(200));
+        tokio::spawn(serve_with_health(
+            listener,
+            name.to_owned(),
+            health.clone(),
+            shutdown.clone(),
+        ));
         Backend {
             addr,
             name: name.to_owned(),
             shutdown,
+            health,
         }
+    }
+
+    /// Sets the status `/healthz` answers with from now on.
+    pub fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::Relaxed);
     }
 
     /// The port it listens on.
@@ -78,6 +99,16 @@ impl Drop for Backend {
 
 /// Serves the backend routes on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, name: String, shutdown: CancellationToken) {
+    serve_with_health(listener, name, Arc::new(AtomicU16::new(200)), shutdown).await;
+}
+
+/// Serves the backend routes, `/healthz` answering with the status in `health`.
+async fn serve_with_health(
+    listener: TcpListener,
+    name: String,
+    health: Arc<AtomicU16>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (tcp, _) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -88,11 +119,13 @@ pub async fn serve(listener: TcpListener, name: String, shutdown: CancellationTo
         };
         let _ = tcp.set_nodelay(true);
         let name = name.clone();
+        let health = health.clone();
         let conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let name = name.clone();
-                async move { Ok::<_, Infallible>(route(req, &name).await) }
+                let health = health.load(Ordering::Relaxed);
+                async move { Ok::<_, Infallible>(route(req, &name, health).await) }
             });
             let conn = http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -118,9 +151,13 @@ fn text(status: StatusCode, name: &str, body: impl Into<Bytes>) -> Response<Body
         .expect("response")
 }
 
-async fn route(mut req: Request<Incoming>, name: &str) -> Response<Body> {
+async fn route(mut req: Request<Incoming>, name: &str, health: u16) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
+        "/healthz" => {
+            let status = StatusCode::from_u16(health).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            text(status, name, format!("{status}\n"))
+        }
         "/hello" => text(StatusCode::OK, name, format!("hello from {name}\n")),
         "/name" => text(StatusCode::OK, name, name.to_owned()),
         "/headers" => {

@@ -249,6 +249,17 @@ impl Daemon {
     /// Starts `devmesh run <name>` in the foreground and waits until it
     /// printed its URL.
     pub async fn run_service(&self, name: &str, port: u16, version: &str) -> Child {
+        self.run_service_with(name, port, version, &[]).await
+    }
+
+    /// [`Daemon::run_service`] with extra `devmesh run` flags.
+    pub async fn run_service_with(
+        &self,
+        name: &str,
+        port: u16,
+        version: &str,
+        extra: &[&str],
+    ) -> Child {
         let mut child = self
             .devmesh()
             .args([
@@ -259,6 +270,7 @@ impl Daemon {
                 "--version",
                 version,
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -295,6 +307,31 @@ impl Daemon {
             "devmesh run --detach: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// The health `status` shows for the provider `provider` of `service`.
+    pub async fn health_of(&self, service: &str, provider: &str) -> Option<String> {
+        let status = self.status().await;
+        status["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == service && s["provider"] == provider)
+            .and_then(|s| s["health"].as_str().map(str::to_owned))
+    }
+
+    /// Waits until `status` shows `health` for the provider `provider` of
+    /// `service`; returns how long that took.
+    pub async fn wait_for_health(&self, service: &str, provider: &str, health: &str) -> Duration {
+        let start = Instant::now();
+        eventually(
+            SHORT,
+            &format!("{service} of {provider} to be {health}"),
+            || async {
+                (self.health_of(service, provider).await.as_deref() == Some(health)).then_some(())
+            },
+        )
+        .await;
+        start.elapsed()
     }
 
     /// Waits until `status` lists a provider of `service` matching `pred`.

@@ -13,7 +13,8 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use mesh_config::Project;
-use mesh_control::{ControlError, Request, RunResult, ServiceSpec};
+use mesh_control::{ControlError, HealthSpec, Request, RunResult, ServiceSpec};
+use mesh_core::health::{HealthCheck, HealthError};
 
 /// Share local development services with your team over libp2p.
 #[derive(Debug, Parser)]
@@ -44,6 +45,8 @@ enum Command {
         /// Version requirement of this service on another, such as api=^2.1; repeat for several
         #[arg(long = "require", value_name = "SERVICE=REQ")]
         requires: Vec<String>,
+        #[command(flatten)]
+        health: HealthFlags,
         /// Keep sharing after this command exits; stop with `devmesh stop`
         #[arg(long)]
         detach: bool,
@@ -131,6 +134,26 @@ enum Command {
     },
 }
 
+/// Health-check flags of `devmesh run`.
+#[derive(Debug, clap::Args)]
+struct HealthFlags {
+    /// Health check: a path on the backend (/healthz), an http:// URL, or tcp
+    #[arg(long, value_name = "PATH|URL|tcp")]
+    health: Option<String>,
+    /// Time between health checks, such as 2s or 500ms [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    health_interval: Option<String>,
+    /// Time one health check may take [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    health_timeout: Option<String>,
+    /// Passing checks in a row that make the service healthy [default: 2]
+    #[arg(long, value_name = "N")]
+    healthy_threshold: Option<u32>,
+    /// Failing checks in a row that make the service unhealthy [default: 2]
+    #[arg(long, value_name = "N")]
+    unhealthy_threshold: Option<u32>,
+}
+
 #[derive(Debug, Subcommand)]
 enum DaemonAction {
     /// Start devmeshd in the background if it is not running
@@ -193,10 +216,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             service_version,
             routes,
             requires,
+            health,
             detach,
             json,
         } => {
-            let spec = service_spec(name, port, service_version, routes, requires)?;
+            let spec = service_spec(name, port, service_version, routes, requires, health)?;
             let mut client = daemon::connect_or_start(&home).await?;
             let result: RunResult = client
                 .call_as(&Request::Run {
@@ -505,6 +529,7 @@ fn service_spec(
     version: Option<String>,
     routes: Vec<String>,
     requires: Vec<String>,
+    health: HealthFlags,
 ) -> Result<ServiceSpec, Failure> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = match Project::find(&cwd) {
@@ -564,6 +589,11 @@ fn service_spec(
         }
         required.insert(service.trim().to_owned(), req.trim().to_owned());
     }
+    let health =
+        health_check(from_file.and_then(|s| s.health_check()), health).map_err(|e| Failure {
+            code: 2,
+            error: anyhow::anyhow!("{}: {}", e.setting.flag(), e.message),
+        })?;
     Ok(ServiceSpec {
         name,
         port,
@@ -571,5 +601,58 @@ fn service_spec(
         routes,
         tags: from_file.map(|s| s.tags.clone()).unwrap_or_default(),
         requires: required,
+        health: health.as_ref().map(HealthSpec::from_check),
     })
+}
+
+/// The health check of `devmesh run`: each flag overrides the same setting
+/// of devmesh.toml.
+fn health_check(
+    from_file: Option<HealthCheck>,
+    flags: HealthFlags,
+) -> Result<Option<HealthCheck>, HealthError> {
+    use mesh_core::health::{Probe, Setting, parse_duration};
+    let mut check = match (flags.health, from_file) {
+        (Some(target), Some(mut check)) => {
+            check.probe = Probe::parse(&target)?;
+            Some(check)
+        }
+        (Some(target), None) => Some(HealthCheck::new(Probe::parse(&target)?)),
+        (None, check) => check,
+    };
+    let Some(check) = check.as_mut() else {
+        let stray = [
+            flags.health_interval.is_some().then_some(Setting::Interval),
+            flags.health_timeout.is_some().then_some(Setting::Timeout),
+            flags
+                .healthy_threshold
+                .is_some()
+                .then_some(Setting::HealthyThreshold),
+            flags
+                .unhealthy_threshold
+                .is_some()
+                .then_some(Setting::UnhealthyThreshold),
+        ];
+        if let Some(setting) = stray.into_iter().flatten().next() {
+            return Err(HealthError {
+                setting,
+                message: "needs --health <PATH|URL|tcp> (or health in devmesh.toml)".into(),
+            });
+        }
+        return Ok(None);
+    };
+    if let Some(v) = flags.health_interval {
+        check.interval = parse_duration(Setting::Interval, &v)?;
+    }
+    if let Some(v) = flags.health_timeout {
+        check.timeout = parse_duration(Setting::Timeout, &v)?;
+    }
+    if let Some(n) = flags.healthy_threshold {
+        check.healthy_threshold = n;
+    }
+    if let Some(n) = flags.unhealthy_threshold {
+        check.unhealthy_threshold = n;
+    }
+    check.validate()?;
+    Ok(Some(check.clone()))
 }

@@ -83,6 +83,7 @@ pub fn status(s: &Status) {
         "ROUTE".into(),
         "PROVIDER".into(),
         "CONNECTION".into(),
+        "HEALTH".into(),
         "URL".into(),
     ]];
     for svc in &s.services {
@@ -97,10 +98,16 @@ pub fn status(s: &Status) {
             svc.route.clone(),
             short(&svc.provider),
             connection,
+            svc.health.clone(),
             svc.url.clone(),
         ]);
     }
     table(&rows);
+    for svc in &s.services {
+        if let Some(failure) = &svc.health_failure {
+            println!("{}: last failed health check: {failure}", svc.name);
+        }
+    }
 }
 
 fn conflicts(s: &Status) {

@@ -107,6 +107,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(listener) = proxy_listener {
         let proxy = Proxy::new(node.clone(), routing.clone());
         tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
+        let (checked, stop_checks) = (node.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            mesh_proxy::health::run(checked, stop_checks).await;
+            Ok(())
+        });
         tasks.spawn(proxy.serve(listener, shutdown.clone()));
     }
     let server = Server::new(

@@ -5,6 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use mesh_core::health::{self, HealthCheck, Probe, Setting};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -67,9 +68,22 @@ pub struct ServiceConfig {
     /// Free-form tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Health check path or URL.
+    /// Health check: a path on the backend (`"/healthz"`), an `http://`
+    /// URL, or `"tcp"`. Default: none (health stays `unknown`).
     #[serde(default)]
-    pub health: Option<String>,
+    pub health: Option<Spanned<String>>,
+    /// Time between two health checks, like `"2s"` or `"500ms"`. Default: 2s.
+    #[serde(default)]
+    pub health_interval: Option<Spanned<String>>,
+    /// Time one check may take. Default: 1s.
+    #[serde(default)]
+    pub health_timeout: Option<Spanned<String>>,
+    /// Passes in a row that make the service healthy. Default: 2.
+    #[serde(default)]
+    pub healthy_threshold: Option<Spanned<u32>>,
+    /// Failures in a row that make the service unhealthy. Default: 2.
+    #[serde(default)]
+    pub unhealthy_threshold: Option<Spanned<u32>>,
     /// Version requirements on other services: `api = "^2.1"`.
     #[serde(default)]
     pub requires: BTreeMap<String, Spanned<String>>,
@@ -84,6 +98,73 @@ impl ServiceConfig {
     pub fn version(&self) -> semver::Version {
         semver::Version::parse(self.version.get_ref())
             .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+    }
+
+    /// The health check (validated at load); `None` without `health`.
+    pub fn health_check(&self) -> Option<HealthCheck> {
+        self.try_health_check().ok().flatten()
+    }
+
+    /// The health check, or the setting at fault with its span.
+    fn try_health_check(
+        &self,
+    ) -> Result<Option<HealthCheck>, (health::HealthError, Option<std::ops::Range<usize>>)> {
+        let Some(target) = &self.health else {
+            let stray = [
+                self.health_interval
+                    .as_ref()
+                    .map(|v| (Setting::Interval, v.span())),
+                self.health_timeout
+                    .as_ref()
+                    .map(|v| (Setting::Timeout, v.span())),
+                self.healthy_threshold
+                    .as_ref()
+                    .map(|v| (Setting::HealthyThreshold, v.span())),
+                self.unhealthy_threshold
+                    .as_ref()
+                    .map(|v| (Setting::UnhealthyThreshold, v.span())),
+            ];
+            if let Some((setting, span)) = stray.into_iter().flatten().next() {
+                let error = health::HealthError {
+                    setting,
+                    message: format!(
+                        "`{}` needs `health` (a path such as \"/healthz\", an http:// URL, or \"tcp\")",
+                        setting.config_key()
+                    ),
+                };
+                return Err((error, Some(span)));
+            }
+            return Ok(None);
+        };
+        let probe = Probe::parse(target.get_ref()).map_err(|e| (e, Some(target.span())))?;
+        let mut check = HealthCheck::new(probe);
+        let mut spans = Vec::new();
+        if let Some(v) = &self.health_interval {
+            check.interval = health::parse_duration(Setting::Interval, v.get_ref())
+                .map_err(|e| (e, Some(v.span())))?;
+            spans.push((Setting::Interval, v.span()));
+        }
+        if let Some(v) = &self.health_timeout {
+            check.timeout = health::parse_duration(Setting::Timeout, v.get_ref())
+                .map_err(|e| (e, Some(v.span())))?;
+            spans.push((Setting::Timeout, v.span()));
+        }
+        if let Some(v) = &self.healthy_threshold {
+            check.healthy_threshold = *v.get_ref();
+            spans.push((Setting::HealthyThreshold, v.span()));
+        }
+        if let Some(v) = &self.unhealthy_threshold {
+            check.unhealthy_threshold = *v.get_ref();
+            spans.push((Setting::UnhealthyThreshold, v.span()));
+        }
+        check.validate().map_err(|e| {
+            let span = spans
+                .iter()
+                .find(|(s, _)| *s == e.setting)
+                .map(|(_, span)| span.clone());
+            (e, span)
+        })?;
+        Ok(Some(check))
     }
 }
 
@@ -166,6 +247,14 @@ impl Project {
                     );
                 }
             }
+            if let Err((e, span)) = service.try_health_check() {
+                let span = span.or_else(|| source.find(&format!("services.{name}")).map(|i| i..i));
+                return err(
+                    span,
+                    format!("services.{name}.{}", e.setting.config_key()),
+                    e.message,
+                );
+            }
             for (dep, req) in &service.requires {
                 if let Err(e) = semver::VersionReq::parse(req.get_ref()) {
                     return err(
@@ -231,6 +320,87 @@ api = "^1.4"
         assert_eq!(p.services["api"].version(), semver::Version::new(1, 4, 2));
         assert_eq!(p.services["web"].version(), semver::Version::new(0, 0, 0));
         assert_eq!(p.services["web"].requires["api"].get_ref(), "^1.4");
+        let check = p.services["api"].health_check().unwrap();
+        assert_eq!(check.probe, Probe::Path("/healthz".into()));
+        assert_eq!(check.interval, health::DEFAULT_INTERVAL);
+        assert_eq!(p.services["web"].health_check(), None);
+    }
+
+    #[test]
+    fn health_settings() {
+        let p = parse(
+            "[services.api]\nport = 3000\nhealth = \"tcp\"\nhealth_interval = \"500ms\"\nhealth_timeout = \"200ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 3\n",
+        )
+        .unwrap();
+        let check = p.services["api"].health_check().unwrap();
+        assert_eq!(
+            (check.probe, check.interval, check.timeout),
+            (
+                Probe::Tcp,
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_millis(200)
+            )
+        );
+        assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (1, 3));
+
+        let cases = [
+            (
+                "health = \"healthz\"",
+                3,
+                "services.api.health",
+                "is not a health check",
+            ),
+            (
+                "health = \"/h\"\nhealth_interval = \"2 parsecs\"",
+                4,
+                "services.api.health_interval",
+                "is not a duration",
+            ),
+            (
+                "health = \"/h\"\nhealth_interval = \"10ms\"",
+                4,
+                "services.api.health_interval",
+                "out of range",
+            ),
+            (
+                "health = \"/h\"\nhealth_timeout = \"0s\"",
+                4,
+                "services.api.health_timeout",
+                "out of range",
+            ),
+            (
+                "health = \"/h\"\nhealthy_threshold = 0",
+                4,
+                "services.api.healthy_threshold",
+                "out of range",
+            ),
+            (
+                "health = \"/h\"\n\nunhealthy_threshold = 500",
+                5,
+                "services.api.unhealthy_threshold",
+                "1 to 100",
+            ),
+            (
+                "health_interval = \"1s\"",
+                3,
+                "services.api.health_interval",
+                "needs `health`",
+            ),
+        ];
+        for (lines, line, key, text) in cases {
+            let e = parse(&format!("[services.api]\nport = 3000\n{lines}\n")).unwrap_err();
+            assert_eq!((e.line, e.key.as_deref()), (Some(line), Some(key)), "{e}");
+            assert!(e.message.contains(text), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/p/devmesh.toml:{line}: key `{key}`")),
+                "{e}"
+            );
+        }
+        // A negative threshold is a type error of the file, on its line.
+        let e = parse("[services.api]\nport = 3000\nhealth = \"/h\"\nhealthy_threshold = -1\n")
+            .unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
     }
 
     #[test]

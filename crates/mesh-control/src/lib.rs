@@ -114,6 +114,73 @@ pub struct ServiceSpec {
     /// Version requirements on other services: `{"api": "^2.1"}`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub requires: std::collections::BTreeMap<String, String>,
+    /// How the daemon checks the backend; none: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+}
+
+/// A health check as `run` sends it. Omitted numbers take the defaults of
+/// [`mesh_core::health`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// A path on the backend (`/healthz`), an `http://` URL, or `tcp`.
+    pub check: String,
+    /// Milliseconds between the starts of two checks.
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Milliseconds one check may take.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Consecutive passes that make the service healthy.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make the service unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_interval_ms() -> u64 {
+    mesh_core::health::DEFAULT_INTERVAL.as_millis() as u64
+}
+
+fn default_timeout_ms() -> u64 {
+    mesh_core::health::DEFAULT_TIMEOUT.as_millis() as u64
+}
+
+fn default_healthy_threshold() -> u32 {
+    mesh_core::health::DEFAULT_HEALTHY_THRESHOLD
+}
+
+fn default_unhealthy_threshold() -> u32 {
+    mesh_core::health::DEFAULT_UNHEALTHY_THRESHOLD
+}
+
+impl HealthSpec {
+    /// The wire form of `check`.
+    pub fn from_check(check: &mesh_core::health::HealthCheck) -> Self {
+        Self {
+            check: check.probe.to_string(),
+            interval_ms: check.interval.as_millis() as u64,
+            timeout_ms: check.timeout.as_millis() as u64,
+            healthy_threshold: check.healthy_threshold,
+            unhealthy_threshold: check.unhealthy_threshold,
+        }
+    }
+
+    /// The check it describes, validated.
+    pub fn to_check(
+        &self,
+    ) -> Result<mesh_core::health::HealthCheck, mesh_core::health::HealthError> {
+        let check = mesh_core::health::HealthCheck {
+            probe: mesh_core::health::Probe::parse(&self.check)?,
+            interval: std::time::Duration::from_millis(self.interval_ms),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            healthy_threshold: self.healthy_threshold,
+            unhealthy_threshold: self.unhealthy_threshold,
+        };
+        check.validate()?;
+        Ok(check)
+    }
 }
 
 /// The daemon's answer.
@@ -240,7 +307,13 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub protocol: String,
+    /// `unknown` (no check, or not settled yet), `healthy` or `unhealthy`:
+    /// live for local providers, as announced for remote ones.
     pub health: String,
+    /// For local providers with a health check: why the last failed check
+    /// failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_failure: Option<String>,
     /// For remote providers: milliseconds until the record expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_ms: Option<u64>,
@@ -409,6 +482,7 @@ mod tests {
                 routes: vec![],
                 tags: vec![],
                 requires: Default::default(),
+                health: None,
             },
             hold: true,
         };
@@ -422,5 +496,42 @@ mod tests {
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"cmd":"status"}"#
         );
+    }
+
+    #[test]
+    fn health_spec_wire_format_is_stable() {
+        let check = mesh_core::health::HealthCheck {
+            probe: mesh_core::health::Probe::parse("/healthz").unwrap(),
+            interval: std::time::Duration::from_millis(200),
+            timeout: std::time::Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        };
+        let spec = HealthSpec::from_check(&check);
+        let s = serde_json::to_string(&spec).unwrap();
+        assert_eq!(
+            s,
+            r#"{"check":"/healthz","interval_ms":200,"timeout_ms":1000,"healthy_threshold":2,"unhealthy_threshold":3}"#
+        );
+        assert_eq!(spec.to_check().unwrap(), check);
+        // Numbers left out take the defaults.
+        let short: HealthSpec = serde_json::from_str(r#"{"check":"tcp"}"#).unwrap();
+        assert_eq!(
+            short.to_check().unwrap(),
+            mesh_core::health::HealthCheck::new(mesh_core::health::Probe::Tcp)
+        );
+        let bad: HealthSpec = serde_json::from_str(r#"{"check":"tcp","interval_ms":5}"#).unwrap();
+        assert_eq!(
+            bad.to_check().unwrap_err().setting,
+            mesh_core::health::Setting::Interval
+        );
+        let run: Request = serde_json::from_str(
+            r#"{"cmd":"run","service":{"name":"api","port":3000,"version":"1.0.0","health":{"check":"/healthz"}},"hold":false}"#,
+        )
+        .unwrap();
+        let Request::Run { service, .. } = run else {
+            panic!("not a run request")
+        };
+        assert_eq!(service.health.unwrap().check, "/healthz");
     }
 }

@@ -416,6 +416,18 @@ impl Server {
                 )
             })?;
         }
+        let health = spec
+            .health
+            .as_ref()
+            .map(|h| h.to_check())
+            .transpose()
+            .map_err(|e| {
+                format!(
+                    "service {}: health check `{}`: {e}",
+                    spec.name,
+                    e.setting.config_key()
+                )
+            })?;
         let mut record = ServiceRecord::http(&spec.name, version.clone());
         record.routes = spec.routes;
         record.tags = spec.tags;
@@ -424,6 +436,7 @@ impl Server {
             .register(LocalService {
                 record,
                 port: spec.port,
+                health,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -713,6 +726,10 @@ impl Server {
                     port,
                     protocol: record.protocol.to_string(),
                     health: record.health.to_string(),
+                    health_failure: match p {
+                        Provider::Local(_) => snapshot.health_failures.get(name).cloned(),
+                        Provider::Remote(_) => None,
+                    },
                     expires_in_ms: expires,
                     url: self.url(name),
                 });

@@ -16,6 +16,7 @@
 //! node.register(LocalService {
 //!     record: ServiceRecord::http("api", semver::Version::new(1, 4, 2)),
 //!     port: 3000,
+//!     health: None,
 //! })
 //! .await?;
 //! # Ok(()) }
@@ -24,6 +25,7 @@
 pub mod admission;
 mod behaviour;
 mod error;
+pub mod health;
 pub mod identity;
 pub mod namespace;
 mod node;

@@ -27,8 +27,9 @@ use crate::{
     Error,
     admission::{self, AuthRequest, AuthResponse, PeerKind},
     behaviour::{Behaviour, BehaviourEvent, RELAY_HOP_PROTOCOL, build_swarm},
+    health,
     namespace::Namespace,
-    record::{Announcement, FORMAT_VERSION},
+    record::{Announcement, FORMAT_VERSION, Health},
     registry::{Outcome, Registry},
     snapshot::{
         AdmissionFailure, LocalService, PeerLink, Reachability, RelayLink, RemoteService,
@@ -157,6 +158,7 @@ pub struct SyncEntry {
 enum Command {
     Register(LocalService, oneshot::Sender<Result<(), Error>>),
     Unregister(String, oneshot::Sender<bool>),
+    SetHealth(health::Report, oneshot::Sender<bool>),
     Dial(Vec<Multiaddr>, oneshot::Sender<Result<PeerId, Error>>),
     Join(Namespace, Vec<Multiaddr>, oneshot::Sender<()>),
     AddBootstrap(Vec<Multiaddr>, oneshot::Sender<()>),
@@ -210,6 +212,16 @@ impl NodeHandle {
     pub async fn unregister(&self, name: &str) -> Result<bool, Error> {
         self.call(|tx| Command::Unregister(name.to_owned(), tx))
             .await
+    }
+
+    /// Applies a health checker's report: when `report.service` is still
+    /// provided from the same port with the same check, its record takes
+    /// the reported health (a change is announced at once, with a new
+    /// sequence number) and its last failure is kept for `status`. Returns
+    /// whether the report applied; `false` means the service was withdrawn
+    /// or replaced and the checker should stop.
+    pub async fn set_health(&self, report: health::Report) -> Result<bool, Error> {
+        self.call(|tx| Command::SetHealth(report, tx)).await
     }
 
     /// Connects to a peer and waits until the connection is established.
@@ -307,6 +319,7 @@ pub struct Node {
     topic: gossipsub::IdentTopic,
     registry: Registry,
     local: BTreeMap<String, LocalService>,
+    health_failures: BTreeMap<String, String>,
     peers: HashMap<PeerId, PeerState>,
     relays: HashMap<PeerId, RelayState>,
     /// Peers not to dial again before the instant.
@@ -358,6 +371,7 @@ impl Node {
             bootstrap: Vec::new(),
             admission_failures: Vec::new(),
             local: BTreeMap::new(),
+            health_failures: BTreeMap::new(),
             remote: Vec::new(),
             peers: BTreeMap::new(),
         });
@@ -369,6 +383,7 @@ impl Node {
             topic,
             registry: Registry::default(),
             local: BTreeMap::new(),
+            health_failures: BTreeMap::new(),
             peers: HashMap::new(),
             relays: HashMap::new(),
             foreign: HashMap::new(),
@@ -531,9 +546,25 @@ impl Node {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Register(service, reply) => {
+            Command::Register(mut service, reply) => {
                 let name = service.record.name.clone();
                 info!(service = %name, version = %service.record.version, port = service.port, "providing service");
+                // Health comes from the checks: a service registered again
+                // with the same backend and check keeps what they found;
+                // otherwise it starts unknown.
+                let kept = self
+                    .local
+                    .get(&name)
+                    .filter(|old| {
+                        service.health.is_some()
+                            && old.port == service.port
+                            && old.health == service.health
+                    })
+                    .map(|old| old.record.health);
+                service.record.health = kept.unwrap_or(Health::Unknown);
+                if kept.is_none() {
+                    self.health_failures.remove(&name);
+                }
                 self.local.insert(name, service);
                 self.dirty = true;
                 self.announce();
@@ -541,12 +572,17 @@ impl Node {
             }
             Command::Unregister(name, reply) => {
                 let existed = self.local.remove(&name).is_some();
+                self.health_failures.remove(&name);
                 if existed {
                     info!(service = %name, "withdrawing service");
                     self.dirty = true;
                     self.announce();
                 }
                 let _ = reply.send(existed);
+            }
+            Command::SetHealth(report, reply) => {
+                let applied = self.set_health(report);
+                let _ = reply.send(applied);
             }
             Command::Dial(addrs, reply) => self.dial_addrs(addrs, Some(reply)),
             Command::Join(namespace, bootstrap, reply) => {
@@ -565,6 +601,29 @@ impl Node {
             }
             Command::Shutdown(_) => unreachable!("handled in run"),
         }
+    }
+
+    /// See [`NodeHandle::set_health`].
+    fn set_health(&mut self, report: health::Report) -> bool {
+        let Some(service) = self.local.get_mut(&report.service) else {
+            return false;
+        };
+        if service.port != report.port || service.health.as_ref() != Some(&report.check) {
+            return false;
+        }
+        if let Some(failure) = report.last_failure
+            && self.health_failures.get(&report.service) != Some(&failure)
+        {
+            self.health_failures.insert(report.service.clone(), failure);
+            self.dirty = true;
+        }
+        if service.record.health != report.health {
+            debug!(service = %report.service, health = %report.health, "announcing a new health");
+            service.record.health = report.health;
+            self.dirty = true;
+            self.announce();
+        }
+        true
     }
 
     /// Switches to another namespace: see [`NodeHandle::join`].
@@ -1705,6 +1764,7 @@ impl Node {
             bootstrap: self.config.bootstrap.clone(),
             admission_failures: self.failures.iter().cloned().collect(),
             local: self.local.clone(),
+            health_failures: self.health_failures.clone(),
             remote,
             peers,
         };

@@ -9,7 +9,7 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId};
 
-use crate::{admission::PeerKind, record::ServiceRecord};
+use crate::{admission::PeerKind, health::HealthCheck, record::ServiceRecord};
 
 /// A service this node provides from a local port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub struct LocalService {
     pub record: ServiceRecord,
     /// The local port of the backend (reached on 127.0.0.1, then ::1).
     pub port: u16,
+    /// How the daemon checks the backend; `None`: not checked, and the
+    /// announced health stays `unknown` (still routable).
+    pub health: Option<HealthCheck>,
 }
 
 /// How a connected peer is reached.
@@ -143,8 +146,12 @@ pub struct Snapshot {
     pub bootstrap: Vec<Multiaddr>,
     /// Recent admission failures, newest last.
     pub admission_failures: Vec<AdmissionFailure>,
-    /// Services this node provides, by name.
+    /// Services this node provides, by name. Their records carry the live
+    /// health found by their checks.
     pub local: BTreeMap<String, LocalService>,
+    /// Why the last failed health check of a local service failed, by
+    /// service name (cleared when the service is replaced or withdrawn).
+    pub health_failures: BTreeMap<String, String>,
     /// Services other nodes provide.
     pub remote: Vec<RemoteService>,
     /// Connected peers.

@@ -310,6 +310,7 @@ pub(crate) mod tests_support {
             bootstrap: vec![],
             admission_failures: vec![],
             local: BTreeMap::new(),
+            health_failures: BTreeMap::new(),
             remote: vec![],
             peers: BTreeMap::new(),
         }
@@ -384,6 +385,7 @@ mod tests {
             LocalService {
                 record: record("1.0.0", Health::Unknown),
                 port: 3000,
+                health: None,
             },
         );
         let r = Routing::new(Defaults::default());
@@ -418,6 +420,7 @@ mod tests {
             LocalService {
                 record: record("1.9.0", Health::Unknown),
                 port: 3000,
+                health: None,
             },
         );
         let v2 = remote(&mut s, "2.3.0", Health::Unknown, Some((false, 90)));

@@ -16,6 +16,7 @@
 pub mod choose;
 mod error;
 pub mod forward;
+pub mod health;
 mod pages;
 pub mod policy;
 pub mod route;

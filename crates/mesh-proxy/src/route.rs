@@ -282,6 +282,7 @@ mod tests {
             LocalService {
                 record: api,
                 port: 1,
+                health: None,
             },
         );
         s.local.insert(
@@ -289,6 +290,7 @@ mod tests {
             LocalService {
                 record: web,
                 port: 2,
+                health: None,
             },
         );
         s.remote.push(RemoteService {
