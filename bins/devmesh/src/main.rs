@@ -6,6 +6,7 @@
 
 mod daemon;
 mod doctor;
+mod hosts;
 mod output;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -126,6 +127,16 @@ enum Command {
     Doctor {
         #[arg(long)]
         json: bool,
+    },
+    /// Point <service>.devmesh at this machine in the hosts file, for every
+    /// service the daemon knows (shows the change unless --yes)
+    Install {
+        /// Write the hosts file; without it, only show what would change
+        #[arg(long)]
+        yes: bool,
+        /// Remove the devmesh block from the hosts file
+        #[arg(long)]
+        remove: bool,
     },
     /// Start or stop the background daemon
     Daemon {
@@ -392,6 +403,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Install { yes, remove } => install(&home, yes, remove).await,
         Command::Daemon {
             action: DaemonAction::Start,
         } => {
@@ -517,6 +529,108 @@ async fn join(
                 joined.namespace
             );
         }
+    }
+    Ok(())
+}
+
+/// `devmesh install`: writes (or shows, or removes) the devmesh block of the
+/// hosts file (`DEVMESH_HOSTS_FILE`, else /etc/hosts).
+async fn install(home: &std::path::Path, yes: bool, remove: bool) -> Result<(), Failure> {
+    let path = hosts::path();
+    let shown = path.display();
+    let text = hosts::read(&path)?;
+    let (block, names, port) = if remove {
+        (None, Vec::new(), 0)
+    } else {
+        let mut client = daemon::connect(home).await?;
+        let status: mesh_control::Status = client.call_as(&Request::Status).await?;
+        let mut names: Vec<String> = status.services.iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Err(anyhow::anyhow!(
+                "no services are known yet, so there are no names to add; share one with `devmesh run <name> --port <port>` or join a team, then run `devmesh install` again"
+            )
+            .into());
+        }
+        let port = status
+            .proxy_addr
+            .as_deref()
+            .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            .map(|a| a.port())
+            .context("this node has no front door (a relay?); run `devmesh install` against a member node")?;
+        (Some(hosts::block(&names)), names, port)
+    };
+    let url = |name: &str| match port {
+        80 => format!("http://{name}.devmesh/"),
+        p => format!("http://{name}.devmesh:{p}/"),
+    };
+    let urls: Vec<String> = names.iter().map(|n| url(n)).collect();
+    let new = hosts::apply(&text, block.as_deref()).with_context(|| format!("{shown}"))?;
+    let reminder = || {
+        if let Some(name) = names.first()
+            && port != 80
+        {
+            eprintln!(
+                "devmesh: a hosts file cannot hold ports: open {} (with the front door's port {port}), not http://{name}.devmesh/",
+                url(name)
+            );
+        }
+    };
+    if new == text {
+        if remove {
+            eprintln!("devmesh: {shown} has no devmesh block; nothing to remove");
+        } else {
+            eprintln!("devmesh: {shown} is up to date");
+            for url in &urls {
+                println!("{url}");
+            }
+            reminder();
+        }
+        return Ok(());
+    }
+    let current = hosts::current(&text);
+    if !yes {
+        match (&block, &current) {
+            (None, Some(old)) => {
+                print!("{old}");
+                eprintln!(
+                    "devmesh: dry run: would remove the block above from {shown}; run `devmesh install --remove --yes` to do it"
+                );
+            }
+            (Some(new_block), old) => {
+                print!("{new_block}");
+                eprintln!(
+                    "devmesh: dry run: would {} {shown}; run `devmesh install --yes` to write it",
+                    if old.is_some() {
+                        "replace the devmesh block with the block above in"
+                    } else {
+                        "add the block above to the end of"
+                    }
+                );
+                reminder();
+            }
+            (None, None) => {}
+        }
+        return Ok(());
+    }
+    hosts::write(&path, &new)?;
+    if remove {
+        eprintln!("devmesh: removed the devmesh block from {shown}");
+    } else {
+        eprintln!(
+            "devmesh: {} the devmesh block in {shown} ({} names)",
+            if current.is_some() {
+                "updated"
+            } else {
+                "added"
+            },
+            urls.len()
+        );
+        for url in &urls {
+            println!("{url}");
+        }
+        reminder();
     }
     Ok(())
 }

@@ -1842,3 +1842,87 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        health::{HealthCheck, Probe, Report},
+        record::ServiceRecord,
+    };
+
+    fn service(port: u16, check: Option<HealthCheck>) -> LocalService {
+        LocalService {
+            record: ServiceRecord::http("api", semver::Version::new(1, 0, 0)),
+            port,
+            health: check,
+        }
+    }
+
+    fn report(port: u16, check: &HealthCheck, health: Health, failure: Option<&str>) -> Report {
+        Report {
+            service: "api".into(),
+            port,
+            check: check.clone(),
+            health,
+            last_failure: failure.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn health_reports_apply_only_to_the_service_they_checked() {
+        let mut config = Config::new(Keypair::generate_ed25519(), Namespace::new("team", None));
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.mdns = false;
+        let (node, _task) = Node::spawn(config).unwrap();
+        let check = HealthCheck::new(Probe::Path("/healthz".into()));
+        let health = |node: &NodeHandle| node.snapshot().local["api"].record.health;
+
+        node.register(service(3000, Some(check.clone())))
+            .await
+            .unwrap();
+        assert_eq!(health(&node), Health::Unknown);
+        let sick = report(3000, &check, Health::Unhealthy, Some("GET /healthz: 500"));
+        assert!(node.set_health(sick).await.unwrap());
+        assert_eq!(health(&node), Health::Unhealthy);
+        assert_eq!(node.snapshot().health_failures["api"], "GET /healthz: 500");
+
+        // Registered again with the same port and check: health kept.
+        node.register(service(3000, Some(check.clone())))
+            .await
+            .unwrap();
+        assert_eq!(health(&node), Health::Unhealthy);
+
+        // Another port: a report of the old one is refused, health restarts.
+        node.register(service(3001, Some(check.clone())))
+            .await
+            .unwrap();
+        assert_eq!(health(&node), Health::Unknown);
+        assert!(node.snapshot().health_failures.is_empty());
+        let old = report(3000, &check, Health::Healthy, None);
+        assert!(!node.set_health(old).await.unwrap());
+        assert_eq!(health(&node), Health::Unknown);
+
+        // Without a check the health stays unknown, whatever the caller says.
+        let mut unchecked = service(3001, None);
+        unchecked.record.health = Health::Healthy;
+        node.register(unchecked).await.unwrap();
+        assert_eq!(health(&node), Health::Unknown);
+        assert!(
+            !node
+                .set_health(report(3001, &check, Health::Healthy, None))
+                .await
+                .unwrap()
+        );
+
+        // Withdrawn: refused.
+        node.unregister("api").await.unwrap();
+        assert!(
+            !node
+                .set_health(report(3001, &check, Health::Healthy, None))
+                .await
+                .unwrap()
+        );
+        node.shutdown().await;
+    }
+}
