@@ -109,6 +109,37 @@ async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypair, PeerId) 
     tokio::time::timeout(Duration::from_secs(10), ready)
         .await
         .expect("the node subscribed (and challenged the rogue)");
+    if prove {
+        // The target admits the rogue when it has read the proof; until then
+        // it drops the rogue's gossip as a pending peer's. Keep the swarm
+        // going until the target lists the rogue as a member.
+        let me = me.to_string();
+        let admitted = async {
+            loop {
+                let check = async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    target.peers().await
+                };
+                tokio::pin!(check);
+                let peers = loop {
+                    tokio::select! {
+                        peers = &mut check => break peers,
+                        _ = swarm.select_next_some() => {}
+                    }
+                };
+                let member = peers.as_array().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| p["peer_id"] == me.as_str() && p["kind"] == "member")
+                });
+                if member {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), admitted)
+            .await
+            .expect("the node admitted the rogue as a member");
+    }
     (swarm, key, target_peer)
 }
 
