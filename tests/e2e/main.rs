@@ -5,6 +5,7 @@
 
 mod cli;
 mod http;
+mod https;
 mod large;
 mod lifecycle;
 mod malformed;
