@@ -67,7 +67,11 @@ async fn cert_install_makes_the_ca_once_and_trusts_it_in_the_store() {
     assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
     assert!(stdout.contains("(new)"), "{stdout}");
     assert!(
-        stdout.contains(&format!("sudo cp {} {}/devmesh-", ca.display(), store.display())),
+        stdout.contains(&format!(
+            "sudo cp {} {}/devmesh-",
+            ca.display(),
+            store.display()
+        )),
         "{stdout}"
     );
     assert!(
@@ -89,13 +93,21 @@ async fn cert_install_makes_the_ca_once_and_trusts_it_in_the_store() {
     let installed = store.join(format!("devmesh-{id}.crt"));
     assert_eq!(std::fs::read_to_string(&installed).unwrap(), pem);
     assert!(marker.exists(), "the store update command did not run");
-    assert_eq!(std::fs::read_to_string(&ca).unwrap(), pem, "the CA was remade");
+    assert_eq!(
+        std::fs::read_to_string(&ca).unwrap(),
+        pem,
+        "the CA was remade"
+    );
 
     // A failing store update is reported and fails the command.
     let bad_store = tmp.path().join("missing-store");
     let out = cert_install(&home, &bad_store, &marker, &["--yes"]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("FAILED"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("FAILED"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(
         text(&out.stderr).contains("could not trust the CA"),
         "{}",
@@ -173,7 +185,10 @@ async fn https_on_the_front_door_port_with_verified_certificates_and_h2() {
         assert!(out.status.success(), "curl {host}: {}", text(&out.stderr));
         let stdout = text(&out.stdout);
         assert!(stdout.starts_with("HTTP/2 200"), "{stdout}");
-        assert!(stdout.contains("x-devmesh-route: remote-direct"), "{stdout}");
+        assert!(
+            stdout.contains("x-devmesh-route: remote-direct"),
+            "{stdout}"
+        );
         let (rest, version) = stdout.rsplit_once('\n').unwrap();
         assert_eq!(version, "2");
         let body = &rest[rest.find("\r\n\r\n").unwrap() + 4..];
@@ -206,9 +221,12 @@ async fn https_on_the_front_door_port_with_verified_certificates_and_h2() {
             .connect("api.localhost".try_into().unwrap(), tcp)
             .await
             .expect("TLS handshake with the front door");
-        let (mut ws, resp) = tokio_tungstenite::client_async(url("api.localhost", "/ws").replace("https", "wss"), tls)
-            .await
-            .expect("wss handshake");
+        let (mut ws, resp) = tokio_tungstenite::client_async(
+            url("api.localhost", "/ws").replace("https", "wss"),
+            tls,
+        )
+        .await
+        .expect("wss handshake");
         assert_eq!(resp.status(), 101);
         assert_eq!(
             ws.next().await.unwrap().unwrap(),
@@ -221,12 +239,14 @@ async fn https_on_the_front_door_port_with_verified_certificates_and_h2() {
 
     // A POST body through HTTP/2 arrives whole.
     let body = "x".repeat(200_000);
+    let body_file = tmp.path().join("body");
+    std::fs::write(&body_file, &body).unwrap();
     let out = curl(&[
         "--cacert",
         ca,
         "--http2",
         "--data-binary",
-        &body,
+        &format!("@{}", body_file.display()),
         &url("api.localhost", "/echo"),
     ])
     .await;
@@ -237,7 +257,9 @@ async fn https_on_the_front_door_port_with_verified_certificates_and_h2() {
     let out = curl(&[&url("api.localhost", "/hello")]).await;
     assert_eq!(out.status.code(), Some(60), "{}", text(&out.stderr));
     eventually(SHORT, "the untrusted-CA hint in B's log", || async {
-        b.log().contains("does not trust this node's CA").then_some(())
+        b.log()
+            .contains("does not trust this node's CA")
+            .then_some(())
     })
     .await;
 
@@ -264,6 +286,11 @@ async fn https_on_the_front_door_port_with_verified_certificates_and_h2() {
     let r = get(b.proxy, "api.localhost", "/hello").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "hello from api-on-a\n");
-    let out = curl(&["-w", "\n%{http_version}", &format!("http://api.localhost:{port}/hello")]).await;
+    let out = curl(&[
+        "-w",
+        "\n%{http_version}",
+        &format!("http://api.localhost:{port}/hello"),
+    ])
+    .await;
     assert_eq!(text(&out.stdout), "hello from api-on-a\n\n1.1");
 }

@@ -57,7 +57,9 @@ pub fn install(home: &Path, yes: bool, json: bool) -> anyhow::Result<()> {
             None => println!(
                 "`devmesh cert install --yes` does this where it can (system store when writable, NSS databases when certutil is installed)."
             ),
-            Some(done) if done.is_empty() => println!("Nothing could be installed automatically here."),
+            Some(done) if done.is_empty() => {
+                println!("Nothing could be installed automatically here.")
+            }
             Some(done) => {
                 println!("Installed:");
                 for o in done {

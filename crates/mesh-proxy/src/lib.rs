@@ -166,7 +166,10 @@ impl Proxy {
 
     /// A proxy for `node` whose front door also serves HTTPS, on the same
     /// port, with `tls` (see `mesh_tls::server_config`).
-    pub fn with_tls(node: NodeHandle, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Arc<Self> {
+    pub fn with_tls(
+        node: NodeHandle,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Arc<Self> {
         let namespace = node.snapshot().namespace.clone();
         Arc::new(Self {
             upstreams: upstream::Upstreams::new(node.stream_control(), &namespace),
@@ -247,14 +250,20 @@ impl Proxy {
                     Ok(0) | Err(_) => return,
                 }
                 if first[0] != TLS_HANDSHAKE_RECORD {
-                    return proxy.serve_connection(tcp, client, local_addr, "http").await;
+                    return proxy
+                        .serve_connection(tcp, client, local_addr, "http")
+                        .await;
                 }
                 let Some(acceptor) = proxy.tls.clone() else {
                     warn!(%client, "a client started HTTPS, but this front door serves plain HTTP only");
                     return;
                 };
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => proxy.serve_connection(tls, client, local_addr, "https").await,
+                    Ok(Ok(tls)) => {
+                        proxy
+                            .serve_connection(tls, client, local_addr, "https")
+                            .await
+                    }
                     Ok(Err(e)) => log_handshake_error(client, &e),
                     Err(_) => debug!(%client, "TLS handshake timed out"),
                 }
@@ -542,7 +551,9 @@ fn host_from_authority(req: &mut Request<Incoming>) {
 /// client does not trust the node's CA.
 fn log_handshake_error(client: SocketAddr, e: &std::io::Error) {
     use tokio_rustls::rustls::{AlertDescription, Error as TlsError};
-    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<TlsError>());
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>());
     match tls {
         Some(TlsError::AlertReceived(
             alert @ (AlertDescription::UnknownCA

@@ -52,7 +52,10 @@ pub fn allowed(name: &str) -> bool {
 /// What identifies the CA files on disk: a change of either file (new
 /// contents, new mode) makes the resolver load them again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Fingerprint([Option<(u64, u64, i64, i64, i64, u32, u64)>; 2]);
+struct Fingerprint([Option<FileStamp>; 2]);
+
+/// Device, inode, modification time (s, ns), change time (ns), mode, length.
+type FileStamp = (u64, u64, i64, i64, i64, u32, u64);
 
 impl Fingerprint {
     fn of(paths: &Paths) -> Self {
