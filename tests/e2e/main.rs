@@ -6,6 +6,7 @@
 mod cli;
 mod health;
 mod http;
+mod https;
 mod install;
 mod large;
 mod lifecycle;

@@ -53,6 +53,17 @@ async fn tally(node: &Daemon, n: usize, headers: &[(&str, &str)]) -> HashMap<Str
     seen
 }
 
+/// Waits until GETs are served by both providers (equal providers take
+/// turns; under load their RTTs can briefly fall in different bands).
+async fn both_serve(node: &Daemon, headers: &[(&str, &str)]) {
+    eventually(
+        Duration::from_secs(15),
+        "both providers serving",
+        || async { (tally(node, 20, headers).await.len() == 2).then_some(()) },
+    )
+    .await;
+}
+
 fn only(seen: &HashMap<String, usize>, name: &str) -> bool {
     seen.len() == 1 && seen.contains_key(name)
 }
@@ -84,8 +95,7 @@ async fn versions_choose_the_provider() {
     providers(&b, "api", 2).await;
 
     // Without a requirement both serve.
-    let seen = tally(&b, 20, &[]).await;
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    both_serve(&b, &[]).await;
     // Per request.
     let seen = tally(&b, 20, &[("x-devmesh-require", "^2.1")]).await;
     assert!(only(&seen, "api-c"), "{seen:?}");
@@ -161,7 +171,7 @@ async fn versions_choose_the_provider() {
     );
     cli_ok(&b, &["route", "api", "--clear"]).await;
     cli_ok(&b, &["route", "--versions", "warn"]).await;
-    assert_eq!(tally(&b, 20, &[]).await.len(), 2);
+    both_serve(&b, &[]).await;
 
     // From a service this node runs: `devmesh run web --require api=~1.4`.
     let web = Backend::start("web").await;
@@ -241,9 +251,12 @@ async fn pins_stickiness_and_spreading() {
     let _rc = c.run_service("api", api_c.port(), "1.0.0").await;
     providers(&b, "api", 2).await;
 
-    let seen = tally(&b, 40, &[]).await;
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    assert!(seen.values().all(|n| *n >= 8), "uneven spread: {seen:?}");
+    // Equal RTT bands spread; under load the RTTs can briefly differ.
+    eventually(Duration::from_secs(15), "an even spread", || async {
+        let seen = tally(&b, 40, &[]).await;
+        (seen.len() == 2 && seen.values().all(|n| *n >= 8)).then_some(())
+    })
+    .await;
 
     cli_ok(&b, &["route", "api", "--peer", &c.peer_id]).await;
     assert!(only(&tally(&b, 20, &[]).await, "api-c"));
@@ -261,7 +274,7 @@ async fn pins_stickiness_and_spreading() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a peer id"));
     cli_ok(&b, &["route", "api", "--clear"]).await;
-    assert_eq!(tally(&b, 20, &[]).await.len(), 2);
+    both_serve(&b, &[]).await;
 
     cli_ok(&b, &["route", "api", "--sticky"]).await;
     let first = get_with(&b, "/name", &[]).await;
@@ -274,7 +287,7 @@ async fn pins_stickiness_and_spreading() {
     let r = get_with(&b, "/name", &[("cookie", &pair)]).await;
     assert_eq!(r.header("set-cookie"), "");
     cli_ok(&b, &["route", "api", "--no-sticky"]).await;
-    assert_eq!(tally(&b, 20, &[("cookie", &pair)]).await.len(), 2);
+    both_serve(&b, &[("cookie", &pair)]).await;
 }
 
 /// Services claim path prefixes: one host name fronts several services.

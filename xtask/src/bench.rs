@@ -219,6 +219,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // HTTPS on A's front door: its CA, made in its home (nothing is
+    // installed anywhere; wrk does not verify certificates).
+    run_cmd(
+        a.devmesh()
+            .args(["cert", "install"])
+            .env("DEVMESH_CA_STORE_DIR", tmp.path().join("store"))
+            .stdout(std::process::Stdio::null()),
+    )?;
     // nginx as a reverse proxy to the same backend, for scale, when installed.
     let nginx_port = free_port()?;
     let nginx = start_nginx(tmp.path(), port, nginx_port)?;
@@ -226,11 +234,17 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let nginx_url = format!("http://127.0.0.1:{nginx_port}");
     let local = format!("http://{}", a.proxy()?);
     let remote = format!("http://{}", b.proxy()?);
+    // SNI `localhost` (wrk sends the URL's host), Host `bench.localhost`.
+    let local_https = format!(
+        "https://localhost:{}",
+        a.proxy()?.rsplit_once(':').context("proxy port")?.1
+    );
     let host = Some("bench.localhost");
     let mut routes: Vec<(&str, &str, Option<&str>)> = vec![
         ("direct", &direct, None),
         ("local route", &local, host),
         ("remote route", &remote, host),
+        ("local route over HTTPS", &local_https, host),
     ];
     if nginx.is_some() {
         routes.push(("nginx reverse proxy (reference)", &nginx_url, None));
@@ -335,6 +349,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     writeln!(
         md,
         "\n- direct: wrk to the backend itself; local route: through A's front door to the backend; remote route: through B's front door, a libp2p stream to A, then the backend."
+    )?;
+    writeln!(
+        md,
+        "- local route over HTTPS: the same as the local route, but TLS 1.3 to A's front door on the same port (certificate for `localhost` from A's CA, made by `devmesh cert install`); wrk keeps its 32 connections open, so this is the cost of TLS records, not of handshakes. HTTPS / plain HTTP on the local route: {:.2}.",
+        med(3, |w| w.rps) / med(1, |w| w.rps)
     )?;
     if nginx.is_some() {
         writeln!(

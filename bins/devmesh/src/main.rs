@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 the request failed, 2 bad usage or input,
 //! 3 the daemon could not be reached or started.
 
+mod cert;
 mod daemon;
 mod doctor;
 mod hosts;
@@ -143,6 +144,24 @@ enum Command {
         #[command(subcommand)]
         action: DaemonAction,
     },
+    /// HTTPS on the front door: the node's local certificate authority
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertAction {
+    /// Make the local CA (once; reused later) and show how to trust it
+    Install {
+        /// Also trust it: system store when writable, browsers' NSS
+        /// databases when certutil is installed
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Health-check flags of `devmesh run`.
@@ -187,6 +206,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
             Some(_) => 3,
             None if error.is::<daemon::Unreachable>() => 3,
             None if error.is::<mesh_config::ConfigError>() => 2,
+            None if error.is::<mesh_tls::Error>() => 1,
             None => 1,
         };
         Failure { code, error }
@@ -404,6 +424,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Install { yes, remove } => install(&home, yes, remove).await,
+        Command::Cert {
+            action: CertAction::Install { yes, json },
+        } => {
+            cert::install(&home, yes, json)?;
+            Ok(())
+        }
         Command::Daemon {
             action: DaemonAction::Start,
         } => {

@@ -105,7 +105,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let routing = mesh_proxy::policy::Routing::new(settings.routing);
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = proxy_listener {
-        let proxy = Proxy::new(node.clone(), routing.clone());
+        // HTTPS on the same port, with certificates from the CA that
+        // `devmesh cert install` makes (picked up whenever it appears).
+        let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
+        let tls = mesh_tls::server_config(resolver)?;
+        let proxy = Proxy::with_tls(node.clone(), routing.clone(), Some(tls));
         tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
         let (checked, stop_checks) = (node.clone(), shutdown.clone());
         tasks.spawn(async move {

@@ -9,8 +9,8 @@
 //! 4. Providers ejected after a failure come last.
 //! 5. In sticky mode, the client's provider (from its cookie) comes first.
 //! 6. Then local before remote, healthy before unknown health, connected
-//!    before not connected, direct before relayed, lower RTT (in 5 ms steps)
-//!    first.
+//!    before not connected, direct before relayed, lower RTT first (by band:
+//!    under 5 ms, 5-10 ms, 10-20 ms, ...).
 //! 7. Providers equal on all of the above take turns going first.
 
 use std::time::{Duration, Instant};
@@ -22,8 +22,16 @@ use mesh_core::{
 
 use crate::policy::{Routing, ServiceRoute, VersionMode};
 
-/// Round-trip times within one step of this size count as equal.
+/// Round-trip times below this count as equal; above it, times within the
+/// same doubling band (5-10 ms, 10-20 ms, 20-40 ms, ...) do.
 pub const RTT_STEP: Duration = Duration::from_millis(5);
+
+/// The band of a round-trip time: 0 below [`RTT_STEP`], then one more for
+/// each doubling.
+fn rtt_band(rtt: Duration) -> u32 {
+    let steps = rtt.as_micros() / RTT_STEP.as_micros();
+    if steps == 0 { 0 } else { steps.ilog2() + 1 }
+}
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,9 +242,7 @@ pub fn choose<'a>(
                 relayed: matches!(link, Some(Some(l)) if !l.direct),
                 rtt_steps: match link {
                     None => 0,
-                    Some(l) => l
-                        .and_then(|l| l.rtt)
-                        .map_or(u128::MAX, |rtt| rtt.as_micros() / RTT_STEP.as_micros()),
+                    Some(l) => l.and_then(|l| l.rtt).map_or(u32::MAX, rtt_band),
                 },
             };
             (
@@ -287,7 +293,7 @@ struct Rank {
     health: u8,
     not_connected: bool,
     relayed: bool,
-    rtt_steps: u128,
+    rtt_steps: u32,
 }
 
 #[cfg(test)]
@@ -452,6 +458,19 @@ mod tests {
             choose(&s, "api", &strict, &r, Instant::now()),
             Err(Refusal::VersionConflict { providers }) if providers.len() == 2
         ));
+    }
+
+    #[test]
+    fn rtt_bands() {
+        let ms = Duration::from_millis;
+        assert_eq!(rtt_band(ms(0)), 0);
+        assert_eq!(rtt_band(ms(4)), 0);
+        assert_eq!(rtt_band(ms(5)), 1);
+        assert_eq!(rtt_band(ms(9)), 1);
+        assert_eq!(rtt_band(ms(10)), 2);
+        assert_eq!(rtt_band(ms(19)), 2);
+        assert_eq!(rtt_band(ms(20)), 3);
+        assert_eq!(rtt_band(ms(45)), 4);
     }
 
     #[test]

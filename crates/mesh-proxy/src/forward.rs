@@ -85,8 +85,9 @@ pub fn client_value(client: IpAddr) -> HeaderValue {
 }
 
 /// Adds `X-Forwarded-For/Host/Proto` for a request that entered at the
-/// front door from `client` (made by [`client_value`]).
-pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue) {
+/// front door from `client` (made by [`client_value`]) over `proto`
+/// (`http` or `https`).
+pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, proto: &'static str) {
     let host = headers.get(HOST).cloned();
     match headers.entry(X_FORWARDED_FOR) {
         Entry::Occupied(mut prior) => {
@@ -113,7 +114,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue) {
     }
     headers
         .entry(X_FORWARDED_PROTO)
-        .or_insert(HeaderValue::from_static("http"));
+        .or_insert(HeaderValue::from_static(proto));
 }
 
 /// The `Host` a local backend on `port` gets (dev servers reject host names
@@ -175,15 +176,16 @@ mod tests {
             ("host", "api.localhost:7700"),
             ("x-forwarded-for", "10.0.0.9"),
         ]);
-        add_forwarded(&mut h, &client_value("127.0.0.1".parse().unwrap()));
+        add_forwarded(&mut h, &client_value("127.0.0.1".parse().unwrap()), "http");
         h.insert(HOST, backend_host(3000));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.9, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.localhost:7700");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("host").unwrap(), "localhost:3000");
         let mut h = map(&[("x-forwarded-for", "a\u{e9}")]);
-        add_forwarded(&mut h, &client_value("::1".parse().unwrap()));
+        add_forwarded(&mut h, &client_value("::1".parse().unwrap()), "https");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "::1");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         assert!(!h.contains_key("x-forwarded-host"));
     }
 }

@@ -34,8 +34,8 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
 use http_body_util::{Either, Full};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
-use hyper_util::rt::TokioIo;
+use hyper::{body::Incoming, service::service_fn, upgrade::OnUpgrade};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::{NodeHandle, PeerId, admission::PeerKind};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
@@ -70,6 +70,11 @@ const SPLICE_BUFFER: usize = 256 * 1024;
 /// How long a tunnel waits for its peer's admission handshake to finish.
 const ADMISSION_WAIT: Duration = Duration::from_secs(5);
 
+/// First byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// Time a client has to finish its TLS handshake once it started it.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Most tunnel streams served at once; more are dropped with a log line.
 pub const MAX_TUNNEL_STREAMS: usize = 1024;
 
@@ -90,6 +95,8 @@ struct Front {
     /// The client's IP address as an `X-Forwarded-For` value.
     client_value: HeaderValue,
     local: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    proto: &'static str,
     stamp: Mutex<Option<Stamp>>,
     host_cache: Mutex<route::HostCache>,
 }
@@ -103,11 +110,24 @@ pub struct Proxy {
     /// Peer ids as header values (encoding them costs more than the rest of
     /// the header work of a request).
     peer_names: Mutex<HashMap<PeerId, HeaderValue>>,
+    /// HTTPS on the front door's port, when enabled.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Proxy {
-    /// A proxy for `node`, routing by `routing`.
+    /// A proxy for `node`, routing by `routing`, its front door speaking
+    /// plain HTTP only.
     pub fn new(node: NodeHandle, routing: Arc<policy::Routing>) -> Arc<Self> {
+        Self::with_tls(node, routing, None)
+    }
+
+    /// A proxy for `node`, routing by `routing`, whose front door also serves
+    /// HTTPS, on the same port, with `tls` (see `mesh_tls::server_config`).
+    pub fn with_tls(
+        node: NodeHandle,
+        routing: Arc<policy::Routing>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Arc<Self> {
         let namespace = node.snapshot().namespace.clone();
         Arc::new(Self {
             routing,
@@ -115,6 +135,7 @@ impl Proxy {
             node,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
             peer_names: Mutex::new(HashMap::new()),
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
         })
     }
 
@@ -180,26 +201,68 @@ impl Proxy {
             let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
-                let front = Arc::new(Front {
-                    session: upstream::Session::new(proxy.upstreams.clone()),
-                    client_value: forward::client_value(client.ip()),
-                    local: local_addr,
-                    stamp: Mutex::new(None),
-                    host_cache: Mutex::default(),
-                });
-                let service = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    let front = front.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle_front(req, &front).await) }
-                });
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await
-                {
-                    debug!(%client, error = %e, "front-door connection ended with an error");
+                // HTTPS and plain HTTP share the port: a TLS handshake
+                // starts with 0x16, an HTTP request with a letter.
+                let mut first = [0u8; 1];
+                match tcp.peek(&mut first).await {
+                    Ok(1..) => {}
+                    Ok(0) | Err(_) => return,
+                }
+                if first[0] != TLS_HANDSHAKE_RECORD {
+                    return proxy
+                        .serve_connection(tcp, client, local_addr, "http")
+                        .await;
+                }
+                let Some(acceptor) = proxy.tls.clone() else {
+                    warn!(%client, "a client started HTTPS, but this front door serves plain HTTP only");
+                    return;
+                };
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        proxy
+                            .serve_connection(tls, client, local_addr, "https")
+                            .await
+                    }
+                    Ok(Err(e)) => log_handshake_error(client, &e),
+                    Err(_) => debug!(%client, "TLS handshake timed out"),
                 }
             });
+        }
+    }
+
+    /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one accepted front-door
+    /// connection, plain or inside TLS.
+    async fn serve_connection<I>(
+        self: Arc<Self>,
+        io: I,
+        client: SocketAddr,
+        local: SocketAddr,
+        proto: &'static str,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let front = Arc::new(Front {
+            session: upstream::Session::new(self.upstreams.clone()),
+            client_value: forward::client_value(client.ip()),
+            local,
+            proto,
+            stamp: Mutex::new(None),
+            host_cache: Mutex::default(),
+        });
+        let proxy = self;
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            let front = front.clone();
+            async move {
+                host_from_authority(&mut req);
+                Ok::<_, Infallible>(proxy.handle_front(req, &front).await)
+            }
+        });
+        if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .await
+        {
+            debug!(%client, error = %e, "front-door connection ended with an error");
         }
     }
 
@@ -423,7 +486,7 @@ impl Proxy {
         // Room for the X-Forwarded-* headers at once.
         headers.reserve(3);
         forward::strip_hop_by_hop(headers, upgrade);
-        forward::add_forwarded(headers, &front.client_value);
+        forward::add_forwarded(headers, &front.client_value, front.proto);
         headers.remove(route::SERVICE_HEADER_NAME);
         if ask.from_header {
             headers.remove(REQUIRE_HEADER);
@@ -639,6 +702,43 @@ impl Replay {
         *r.uri_mut() = self.uri.clone();
         *r.headers_mut() = self.headers.clone();
         r
+    }
+}
+
+/// An HTTP/2 request names its host in the `:authority` pseudo-header,
+/// which hyper puts in the URI; HTTP/1.1 upstreams and the routing by
+/// `Host` want it as a header.
+fn host_from_authority(req: &mut Request<Incoming>) {
+    if req.version() == http::Version::HTTP_2
+        && !req.headers().contains_key(HOST)
+        && let Some(value) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(HOST, value);
+    }
+}
+
+/// Logs why a TLS handshake at the front door failed, with a hint when the
+/// client does not trust the node's CA.
+fn log_handshake_error(client: SocketAddr, e: &std::io::Error) {
+    use tokio_rustls::rustls::{AlertDescription, Error as TlsError};
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>());
+    match tls {
+        Some(TlsError::AlertReceived(
+            alert @ (AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown),
+        )) => warn!(
+            %client,
+            ?alert,
+            "a client refused the front door's certificate: it does not trust this node's CA yet; `devmesh cert install` shows how"
+        ),
+        // The certificate resolver has logged why it refused.
+        _ => debug!(%client, error = %e, "TLS handshake failed"),
     }
 }
 
