@@ -5,6 +5,7 @@
 
 mod cli;
 mod http;
+mod http2;
 mod large;
 mod lifecycle;
 mod malformed;

@@ -41,6 +41,13 @@ enum Command {
         /// Path prefix the service claims; repeat for several
         #[arg(long = "route")]
         routes: Vec<String>,
+        /// The backend speaks HTTP/2 (h2c, or h2 over TLS with --scheme https)
+        #[arg(long)]
+        http2: bool,
+        /// How this node connects to the backend: http, or https for a
+        /// backend that serves TLS itself [default: http]
+        #[arg(long, value_name = "http|https")]
+        scheme: Option<String>,
         /// Keep sharing after this command exits; stop with `devmesh stop`
         #[arg(long)]
         detach: bool,
@@ -161,10 +168,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             port,
             service_version,
             routes,
+            http2,
+            scheme,
             detach,
             json,
         } => {
-            let spec = service_spec(name, port, service_version, routes)?;
+            let spec = service_spec(
+                name,
+                port,
+                service_version,
+                routes,
+                Backend { http2, scheme },
+            )?;
             let mut client = daemon::connect_or_start(&home).await?;
             let result: RunResult = client
                 .call_as(&Request::Run {
@@ -431,11 +446,18 @@ async fn join(
 
 /// Builds the service to share from the flags, filling gaps from
 /// `[services.<name>]` of the nearest devmesh.toml.
+/// How `devmesh run` was told to speak to the backend.
+struct Backend {
+    http2: bool,
+    scheme: Option<String>,
+}
+
 fn service_spec(
     name: String,
     port: Option<u16>,
     version: Option<String>,
     routes: Vec<String>,
+    backend: Backend,
 ) -> Result<ServiceSpec, Failure> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = match Project::find(&cwd) {
@@ -467,11 +489,22 @@ fn service_spec(
     } else {
         routes
     };
+    let scheme = backend
+        .scheme
+        .as_deref()
+        .or(from_file.map(|s| s.scheme()))
+        .unwrap_or("http");
+    let scheme: mesh_core::Scheme = scheme.parse().map_err(|e: String| Failure {
+        code: 2,
+        error: anyhow::anyhow!("invalid --scheme: {e}"),
+    })?;
     Ok(ServiceSpec {
         name,
         port,
         version,
         routes,
         tags: from_file.map(|s| s.tags.clone()).unwrap_or_default(),
+        h2: backend.http2 || from_file.is_some_and(|s| s.http2),
+        scheme,
     })
 }

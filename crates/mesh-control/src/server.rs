@@ -396,10 +396,12 @@ impl Server {
         let mut record = ServiceRecord::http(&spec.name, version.clone());
         record.routes = spec.routes;
         record.tags = spec.tags;
+        record.h2 = spec.h2;
         self.node
             .register(LocalService {
                 record,
                 port: spec.port,
+                scheme: spec.scheme,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -432,6 +434,10 @@ impl Server {
         for name in snapshot.service_names() {
             for p in snapshot.providers(name) {
                 let record = p.record();
+                let scheme = match p {
+                    Provider::Local(l) => Some(l.scheme.to_string()),
+                    Provider::Remote(_) => None,
+                };
                 let (provider, route, connection, port, expires) = match p {
                     Provider::Local(l) => (snapshot.local_peer, "local", None, Some(l.port), None),
                     Provider::Remote(r) => {
@@ -455,6 +461,8 @@ impl Server {
                     version: record.version.to_string(),
                     provider: provider.to_string(),
                     route: route.to_owned(),
+                    h2: record.h2,
+                    scheme,
                     connection,
                     port,
                     protocol: record.protocol.to_string(),

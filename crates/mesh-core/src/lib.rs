@@ -16,6 +16,7 @@
 //! node.register(LocalService {
 //!     record: ServiceRecord::http("api", semver::Version::new(1, 4, 2)),
 //!     port: 3000,
+//!     scheme: mesh_core::Scheme::Http,
 //! })
 //! .await?;
 //! # Ok(()) }
@@ -41,5 +42,5 @@ pub use node::{
 };
 pub use snapshot::{
     AdmissionFailure, LocalService, PeerLink, Provider, Reachability, RelayLink, RemoteService,
-    Reservation, Role, Snapshot,
+    Reservation, Role, Scheme, Snapshot,
 };

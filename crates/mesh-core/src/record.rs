@@ -86,6 +86,14 @@ pub struct ServiceRecord {
     /// Last known health.
     #[serde(default)]
     pub health: Health,
+    /// The backend speaks HTTP/2 (h2c behind the provider, or h2 over TLS):
+    /// consumers speak HTTP/2 over their tunnel streams to it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub h2: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ServiceRecord {
@@ -98,6 +106,7 @@ impl ServiceRecord {
             routes: Vec::new(),
             tags: Vec::new(),
             health: Health::Unknown,
+            h2: false,
         }
     }
 
@@ -265,6 +274,19 @@ mod tests {
             ttl_secs: 10,
             services: vec![ServiceRecord::http("api", semver::Version::new(1, 4, 2))],
         }
+    }
+
+    #[test]
+    fn h2_is_announced_only_when_set() {
+        let mut r = ServiceRecord::http("api", semver::Version::new(1, 0, 0));
+        let plain = serde_json::to_string(&r).unwrap();
+        assert!(!plain.contains("h2"), "{plain}");
+        // Records of nodes that predate the field read as HTTP/1.1.
+        assert!(!serde_json::from_str::<ServiceRecord>(&plain).unwrap().h2);
+        r.h2 = true;
+        let with = serde_json::to_string(&r).unwrap();
+        assert!(with.contains(r#""h2":true"#), "{with}");
+        assert_eq!(serde_json::from_str::<ServiceRecord>(&with).unwrap(), r);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 mod error;
 pub mod forward;
 mod pages;
@@ -30,10 +31,17 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
 use http_body_util::{Either, Full};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn, upgrade::OnUpgrade};
-use hyper_util::rt::TokioIo;
-use mesh_core::{NodeHandle, PeerId, Provider, Snapshot, admission::PeerKind};
-use tokio::{net::TcpListener, sync::Semaphore};
+use hyper::{body::Incoming, service::service_fn, upgrade::OnUpgrade};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use mesh_core::{NodeHandle, PeerId, Provider, Scheme, Snapshot, admission::PeerKind};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::Semaphore,
+};
 use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
 use tracing::{debug, info, warn};
 
@@ -59,8 +67,16 @@ pub const MAX_TUNNEL_STREAMS: usize = 1024;
 /// Where a request goes.
 #[derive(Debug, Clone)]
 enum Target {
-    Local { port: u16 },
-    Remote { peer: PeerId, direct: bool },
+    Local {
+        port: u16,
+        scheme: Scheme,
+        h2: bool,
+    },
+    Remote {
+        peer: PeerId,
+        direct: bool,
+        h2: bool,
+    },
 }
 
 impl Target {
@@ -88,7 +104,11 @@ fn candidates<'a>(snapshot: &'a Snapshot, service: &str) -> Vec<Candidate<'a>> {
     for p in snapshot.providers(service) {
         match p {
             Provider::Local(l) => out.push(Candidate {
-                target: Target::Local { port: l.port },
+                target: Target::Local {
+                    port: l.port,
+                    scheme: l.scheme,
+                    h2: l.record.h2,
+                },
                 provider: snapshot.local_peer,
                 version: &l.record.version,
             }),
@@ -105,6 +125,7 @@ fn candidates<'a>(snapshot: &'a Snapshot, service: &str) -> Vec<Candidate<'a>> {
                         target: Target::Remote {
                             peer: r.peer,
                             direct: link.is_none_or(|l| l.direct),
+                            h2: r.record.h2,
                         },
                         provider: r.peer,
                         version: &r.record.version,
@@ -142,6 +163,8 @@ struct Front {
 /// The proxy: front door and tunnel server of one node.
 pub struct Proxy {
     node: NodeHandle,
+    /// HTTP/1.1 and HTTP/2 serving of front-door connections.
+    http: auto::Builder<TokioExecutor>,
     upstreams: Arc<upstream::Upstreams>,
     tunnel_streams: Arc<Semaphore>,
     /// Peer ids as header values (encoding them costs more than the rest of
@@ -153,7 +176,11 @@ impl Proxy {
     /// A proxy for `node`.
     pub fn new(node: NodeHandle) -> Arc<Self> {
         let namespace = node.snapshot().namespace.clone();
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        // Uploads from HTTP/2 clients are not held to 64 KiB windows.
+        http.http2().adaptive_window(true);
         Arc::new(Self {
+            http,
             upstreams: upstream::Upstreams::new(node.stream_control(), &namespace),
             node,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
@@ -221,28 +248,42 @@ impl Proxy {
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let proxy = self.clone();
-            tokio::spawn(async move {
-                let front = Arc::new(Front {
-                    session: upstream::Session::new(proxy.upstreams.clone()),
-                    client_value: forward::client_value(client.ip()),
-                    local: local_addr,
-                    stamp: Mutex::new(None),
-                    host_cache: Mutex::default(),
-                });
-                let service = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    let front = front.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle_front(req, &front).await) }
-                });
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .with_upgrades()
-                    .await
-                {
-                    debug!(%client, error = %e, "front-door connection ended with an error");
+            tokio::spawn(self.clone().serve_connection(tcp, client, local_addr));
+        }
+    }
+
+    /// Serves one front-door connection until it ends: HTTP/1.1 (upgrades
+    /// such as WebSocket included) or HTTP/2, told apart by the HTTP/2
+    /// connection preface (h2c with prior knowledge, or h2 after TLS ALPN).
+    /// `client` is the peer's address, `local` the front door's.
+    pub async fn serve_connection<I>(self: Arc<Self>, io: I, client: SocketAddr, local: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let front = Arc::new(Front {
+            session: upstream::Session::new(self.upstreams.clone()),
+            client_value: forward::client_value(client.ip()),
+            local,
+            stamp: Mutex::new(None),
+            host_cache: Mutex::default(),
+        });
+        let proxy = self.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            let front = front.clone();
+            async move {
+                if req.version() == http::Version::HTTP_2 {
+                    forward::authority_to_host(&mut req);
                 }
-            });
+                Ok::<_, Infallible>(proxy.handle_front(req, &front).await)
+            }
+        });
+        if let Err(e) = self
+            .http
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .await
+        {
+            debug!(%client, error = %e, "front-door connection ended with an error");
         }
     }
 
@@ -328,31 +369,60 @@ impl Proxy {
                 "peer {peer} is not an admitted member of this node's namespace; join it with an invite from a member (`devmesh join <token>`)"
             ))
         } else if let Some(local) = snapshot.local.get(&hello.service) {
-            upstream::connect_loopback(local.port)
-                .await
-                .map(|tcp| (tcp, local.port))
-                .map_err(|e| {
-                    format!(
-                        "the backend of {} on port {} is unreachable: {e}",
-                        hello.service, local.port
-                    )
-                })
+            if hello.h2 && !local.record.h2 {
+                Err(format!(
+                    "service {} on peer {} does not speak HTTP/2 (any more); its record will refresh within seconds",
+                    hello.service, snapshot.local_peer
+                ))
+            } else {
+                upstream::connect_loopback(local.port)
+                    .await
+                    .map(|tcp| (tcp, local.port, local.scheme))
+                    .map_err(|e| {
+                        format!(
+                            "the backend of {} on port {} is unreachable: {e}",
+                            hello.service, local.port
+                        )
+                    })
+            }
         } else {
             Err(format!(
                 "service {:?} is not provided by peer {} (it may have just stopped)",
                 hello.service, snapshot.local_peer
             ))
         };
+        // The TLS handshake with an https backend comes before the reply,
+        // so that its failure is reported to the consumer.
+        let backend = match backend {
+            Ok((tcp, port, Scheme::Https)) => {
+                let alpn = if hello.h2 {
+                    backend::Alpn::H2
+                } else {
+                    backend::Alpn::Http1
+                };
+                match backend::tls(tcp, alpn).await {
+                    Ok(tls) => Ok((tokio_util::either::Either::Right(tls), port, Scheme::Https)),
+                    Err(e) => Err(format!(
+                        "the backend of {} on port {}: {e}",
+                        hello.service, port
+                    )),
+                }
+            }
+            Ok((tcp, port, scheme)) => Ok((tokio_util::either::Either::Left(tcp), port, scheme)),
+            Err(e) => Err(e),
+        };
         let reply = match &backend {
-            Ok((_, port)) => tunnel::HelloReply {
+            Ok((_, port, scheme)) => tunnel::HelloReply {
                 ok: true,
                 error: None,
                 host: Some(format!("localhost:{port}")),
+                scheme: (*scheme == Scheme::Https).then_some(Scheme::Https),
             },
             Err(reason) => tunnel::HelloReply {
                 ok: false,
                 error: Some(reason.clone()),
                 host: None,
+                scheme: None,
             },
         };
         if let Err(e) = tunnel::write_frame(&mut stream, &reply).await {
@@ -360,14 +430,15 @@ impl Proxy {
             return;
         }
         let mut tcp = match backend {
-            Ok((tcp, _)) => tcp,
+            Ok((io, _, _)) => io,
             Err(reason) => {
                 warn!(%peer, service = %hello.service, %reason, "refused a tunnel");
                 return;
             }
         };
         // From here on the stream is the backend connection: HTTP/1.1 from
-        // the consumer, upgrades included, passes through untouched.
+        // the consumer, upgrades included, or HTTP/2, passes through
+        // untouched (through the TLS session of an https backend).
         match tokio::io::copy_bidirectional_with_sizes(
             &mut stream,
             &mut tcp,
@@ -408,6 +479,7 @@ impl Proxy {
             return pages::no_provider(&snapshot, &service, json);
         }
         let upgrade = forward::upgrade_protocol(req.headers());
+        let upgrading = upgrade.is_some();
         let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let mut out = Request::new(body);
@@ -425,13 +497,18 @@ impl Proxy {
         for candidate in &candidates {
             // The upstream connection sets the `Host` its backend expects.
             let key = match candidate.target {
-                Target::Local { port } => upstream::Key::Local(port),
-                Target::Remote { peer, .. } => upstream::Key::Remote(
+                Target::Local { port, scheme, h2 } => upstream::Key::Local {
+                    port,
+                    scheme,
+                    proto: upstream_proto(h2, upgrading),
+                },
+                Target::Remote { peer, h2, .. } => upstream::Key::Remote {
                     peer,
-                    service_key
+                    service: service_key
                         .get_or_insert_with(|| service.as_str().into())
                         .clone(),
-                ),
+                    proto: upstream_proto(h2, upgrading),
+                },
             };
             match front.session.send(key, out).await {
                 Ok(resp) => {
@@ -468,6 +545,16 @@ impl Proxy {
             &reason,
             json,
         )
+    }
+}
+
+/// The HTTP version to speak to a backend: HTTP/2 when it speaks it, except
+/// for upgrades (WebSocket), which only HTTP/1.1 carries to a backend.
+fn upstream_proto(h2: bool, upgrading: bool) -> upstream::Proto {
+    if h2 && !upgrading {
+        upstream::Proto::H2
+    } else {
+        upstream::Proto::H1
     }
 }
 
