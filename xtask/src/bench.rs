@@ -464,7 +464,15 @@ fn h2_rows(bin: &std::path::Path, a: &Daemon, b: &Daemon, quick: bool) -> anyhow
     let direct = format!("http://127.0.0.1:{port}/hello");
     let remote = format!("http://{}/hello", b.proxy()?);
     // (client, backend, route, url, service, h1 client)
-    let cases: [(&str, &str, &str, &str, Option<&str>, bool); 6] = [
+    type Case<'a> = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'a str,
+        Option<&'static str>,
+        bool,
+    );
+    let cases: [Case<'_>; 6] = [
         ("HTTP/1.1", "HTTP/1.1", "direct", &direct, None, true),
         ("HTTP/2", "HTTP/2", "direct", &direct, None, false),
         (

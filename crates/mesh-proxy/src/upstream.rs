@@ -254,7 +254,7 @@ impl Upstreams {
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref()
             && !conn.sender.is_closed()
-            && !stale.is_some_and(|s| s.id == conn.id)
+            && stale.is_none_or(|s| s.id != conn.id)
         {
             return Ok(conn.clone());
         }
