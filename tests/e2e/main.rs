@@ -6,6 +6,7 @@
 mod cli;
 mod health;
 mod http;
+mod http2;
 mod https;
 mod install;
 mod large;

@@ -1,17 +1,23 @@
 //! A real HTTP/WebSocket backend for tests and the demo.
 //!
-//! Routes: `/hello`, `/name`, `/headers` (JSON of what arrived), `/echo`
-//! (streams the request body back), `/bytes/<n>` (streams n bytes of a
-//! known pattern), `/upload` (counts and sums a streamed body), `/ws`
-//! (WebSocket: greets, then echoes text and binary frames), `/healthz`
-//! (answers with the status set by [`Backend::set_health`], 200 at first).
+//! Routes: `/hello`, `/name`, `/headers` (JSON of what arrived: method, URI,
+//! HTTP version, whether over TLS, headers), `/echo` (streams the request
+//! body back), `/bytes/<n>` (streams n bytes of a known pattern), `/upload`
+//! (counts and sums a streamed body), `/trailers` (a chunked body followed
+//! by trailer fields), `/ws` (WebSocket: greets, then echoes text and binary
+//! frames), `/healthz` (answers with the status set by
+//! [`Backend::set_health`], 200 at first).
+//!
+//! It speaks HTTP/1.1 only ([`Backend::start`]), HTTP/1.1 and h2c with
+//! prior knowledge ([`Backend::start_h2`]), or either over TLS with a
+//! self-signed certificate for `localhost` ([`Backend::start_tls`]).
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU16, Ordering},
+        atomic::{AtomicU16, AtomicU64, Ordering},
     },
 };
 
@@ -20,7 +26,10 @@ use futures::{SinkExt as _, StreamExt as _, stream};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::{body::Frame, body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
 use tokio::net::TcpListener;
 use tokio_tungstenite::{
     WebSocketStream,
@@ -47,34 +56,70 @@ static PATTERN: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
         .into()
 });
 
+/// Which HTTP versions a backend speaks, and whether over TLS.
+#[derive(Clone)]
+pub enum Mode {
+    /// HTTP/1.1 only (upgrades included).
+    Http1,
+    /// HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
+    /// HTTP/2 preface.
+    Auto,
+    /// TLS with ALPN `h2` and `http/1.1`, then as [`Mode::Auto`].
+    Tls(Arc<tokio_rustls::rustls::ServerConfig>),
+}
+
 /// A backend running in the current tokio runtime until dropped.
 pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its name, returned by `/name` and in `x-backend-name`.
     pub name: String,
+    /// The PEM of its self-signed certificate, when it serves TLS.
+    pub cert_pem: Option<String>,
+    connections: Arc<AtomicU64>,
     shutdown: CancellationToken,
     health: Arc<AtomicU16>,
 }
 
 impl Backend {
-    /// Starts a backend on a free loopback port.
+    /// Starts an HTTP/1.1 backend on a free loopback port.
     pub async fn start(name: &str) -> Backend {
+        Self::start_mode(name, Mode::Http1, None).await
+    }
+
+    /// Starts a backend that speaks HTTP/1.1 and h2c (prior knowledge).
+    pub async fn start_h2(name: &str) -> Backend {
+        Self::start_mode(name, Mode::Auto, None).await
+    }
+
+    /// Starts a TLS backend (HTTP/1.1 and HTTP/2 by ALPN) with a new
+    /// self-signed certificate for `localhost`.
+    pub async fn start_tls(name: &str) -> Backend {
+        let (config, pem) = self_signed_tls();
+        Self::start_mode(name, Mode::Tls(config), Some(pem)).await
+    }
+
+    async fn start_mode(name: &str, mode: Mode, cert_pem: Option<String>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let shutdown = CancellationToken::new();
         let health = Arc::new(AtomicU16::new(200));
-        tokio::spawn(serve_with_health(
+        let connections = Arc::new(AtomicU64::new(0));
+        tokio::spawn(serve_mode(
             listener,
             name.to_owned(),
+            mode,
+            connections.clone(),
             health.clone(),
             shutdown.clone(),
         ));
         Backend {
             addr,
             name: name.to_owned(),
+            cert_pem,
+            connections,
             shutdown,
             health,
         }
@@ -89,6 +134,30 @@ impl Backend {
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// A TLS server configuration with a fresh self-signed certificate for
+/// `localhost`, offering ALPN `h2` and `http/1.1`; and the certificate PEM.
+pub fn self_signed_tls() -> (Arc<tokio_rustls::rustls::ServerConfig>, String) {
+    use tokio_rustls::rustls;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("generating a certificate");
+    let pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("TLS server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (Arc::new(config), pem)
 }
 
 impl Drop for Backend {
@@ -97,15 +166,27 @@ impl Drop for Backend {
     }
 }
 
-/// Serves the backend routes on `listener` until `shutdown`.
+/// Serves the backend routes over HTTP/1.1 on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, name: String, shutdown: CancellationToken) {
-    serve_with_health(listener, name, Arc::new(AtomicU16::new(200)), shutdown).await;
+    serve_mode(
+        listener,
+        name,
+        Mode::Http1,
+        Arc::default(),
+        Arc::new(AtomicU16::new(200)),
+        shutdown,
+    )
+    .await
 }
 
-/// Serves the backend routes, `/healthz` answering with the status in `health`.
-async fn serve_with_health(
+/// Serves the backend routes in `mode` on `listener` until `shutdown`,
+/// counting accepted connections in `connections`, `/healthz` answering
+/// with the status in `health`.
+pub async fn serve_mode(
     listener: TcpListener,
     name: String,
+    mode: Mode,
+    connections: Arc<AtomicU64>,
     health: Arc<AtomicU16>,
     shutdown: CancellationToken,
 ) {
@@ -118,20 +199,44 @@ async fn serve_with_health(
             },
         };
         let _ = tcp.set_nodelay(true);
+        connections.fetch_add(1, Ordering::Relaxed);
         let name = name.clone();
         let health = health.clone();
         let conn_shutdown = shutdown.clone();
+        let mode = mode.clone();
         tokio::spawn(async move {
+            let tls = matches!(mode, Mode::Tls(_));
             let service = service_fn(move |req| {
                 let name = name.clone();
                 let health = health.load(Ordering::Relaxed);
-                async move { Ok::<_, Infallible>(route(req, &name, health).await) }
+                async move { Ok::<_, Infallible>(route(req, &name, tls, health).await) }
             });
-            let conn = http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
+            let serving = async move {
+                match mode {
+                    Mode::Http1 => {
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(tcp), service)
+                            .with_upgrades()
+                            .await;
+                    }
+                    Mode::Auto => {
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                            .await;
+                    }
+                    Mode::Tls(config) => {
+                        let Ok(stream) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await
+                        else {
+                            return;
+                        };
+                        let _ = auto::Builder::new(TokioExecutor::new())
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            };
             tokio::select! {
-                _ = conn => {}
+                _ = serving => {}
                 _ = conn_shutdown.cancelled() => {}
             }
         });
@@ -151,7 +256,7 @@ fn text(status: StatusCode, name: &str, body: impl Into<Bytes>) -> Response<Body
         .expect("response")
 }
 
-async fn route(mut req: Request<Incoming>, name: &str, health: u16) -> Response<Body> {
+async fn route(mut req: Request<Incoming>, name: &str, tls: bool, health: u16) -> Response<Body> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/healthz" => {
@@ -169,6 +274,8 @@ async fn route(mut req: Request<Incoming>, name: &str, health: u16) -> Response<
             let body = serde_json::json!({
                 "method": req.method().as_str(),
                 "uri": req.uri().to_string(),
+                "version": format!("{:?}", req.version()),
+                "tls": tls,
                 "headers": headers,
             });
             text(StatusCode::OK, name, body.to_string())
@@ -198,6 +305,32 @@ async fn route(mut req: Request<Incoming>, name: &str, health: u16) -> Response<
             )
         }
         "/ws" => websocket(&mut req, name),
+        "/trailers" => {
+            // Data, then trailers: the way gRPC ends a response.
+            let frames = stream::iter([
+                Ok::<_, hyper::Error>(Frame::data(Bytes::from_static(b"trailers follow\n"))),
+                Ok(Frame::trailers(
+                    [
+                        (
+                            header::HeaderName::from_static("x-checksum"),
+                            header::HeaderValue::from_static("42"),
+                        ),
+                        (
+                            header::HeaderName::from_static("x-backend-done"),
+                            header::HeaderValue::from_static("yes"),
+                        ),
+                    ]
+                    .into_iter()
+                    .collect(),
+                )),
+            ]);
+            Response::builder()
+                .header("x-backend-name", name)
+                // HTTP/1.1 clients get trailers only when they are announced.
+                .header(header::TRAILER, "x-checksum, x-backend-done")
+                .body(BodyExt::boxed(StreamBody::new(frames)))
+                .expect("response")
+        }
         p if p.starts_with("/bytes/") => {
             let Ok(n) = p["/bytes/".len()..].parse::<u64>() else {
                 return text(StatusCode::BAD_REQUEST, name, "bad length");

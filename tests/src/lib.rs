@@ -252,7 +252,8 @@ impl Daemon {
         self.run_service_with(name, port, version, &[]).await
     }
 
-    /// [`Daemon::run_service`] with extra `devmesh run` flags.
+    /// [`Daemon::run_service`] with more `devmesh run` arguments, such as
+    /// `--http2`, `--scheme https` or `--health /healthz`.
     pub async fn run_service_with(
         &self,
         name: &str,
@@ -424,8 +425,11 @@ impl Shared {
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Trailer fields after the body (empty when none came).
+    pub trailers: HeaderMap,
 }
 
 impl Reply {
@@ -466,12 +470,75 @@ pub async fn request(
         .await
         .expect("request timed out")
         .expect("request failed");
+    read_reply(resp).await
+}
+
+async fn read_reply(resp: http::Response<hyper::body::Incoming>) -> Reply {
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.expect("reading body").to_bytes();
+    let collected = tokio::time::timeout(Duration::from_secs(30), body.collect())
+        .await
+        .expect("reading the body timed out")
+        .expect("reading body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
     Reply {
         status: parts.status,
+        version: parts.version,
         headers: parts.headers,
-        body,
+        body: collected.to_bytes(),
+        trailers,
+    }
+}
+
+/// An HTTP/2 connection with prior knowledge (h2c) to a front door.
+pub struct H2Client {
+    sender: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+}
+
+impl H2Client {
+    /// Connects to `proxy` and performs the HTTP/2 handshake.
+    pub async fn connect(proxy: SocketAddr) -> H2Client {
+        let tcp = tokio::net::TcpStream::connect(proxy)
+            .await
+            .expect("connecting to the front door");
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("HTTP/2 handshake with the front door");
+        tokio::spawn(conn);
+        H2Client { sender }
+    }
+
+    /// Sends `method` `http://<authority><path>` and reads the reply whole.
+    pub async fn request(
+        &self,
+        method: &str,
+        authority: &str,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .version(http::Version::HTTP_2)
+            .uri(format!("http://{authority}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).expect("request");
+        let mut sender = self.sender.clone();
+        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))
+            .await
+            .expect("request timed out")
+            .expect("HTTP/2 request failed");
+        read_reply(resp).await
+    }
+
+    /// `GET http://<authority><path>`.
+    pub async fn get(&self, authority: &str, path: &str) -> Reply {
+        self.request("GET", authority, path, Bytes::new(), &[])
+            .await
     }
 }
 

@@ -79,6 +79,46 @@ fn wrk(url: &str, host: Option<&str>, seconds: u32) -> anyhow::Result<Wrk> {
     Ok(result)
 }
 
+/// Requests/s of small GETs with h2load (`-c32 -m1`, like wrk's 32
+/// connections with one request each in flight), over HTTP/2 with prior
+/// knowledge, or HTTP/1.1 with `h1`; `service` names the service with the
+/// `X-DevMesh-Service` header (so every row routes the same way).
+fn h2load(url: &str, service: Option<&str>, h1: bool, seconds: u32) -> anyhow::Result<f64> {
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-t1", "-c32", "-m1", &format!("-D{seconds}")]);
+    if h1 {
+        cmd.arg("--h1");
+    }
+    if let Some(s) = service {
+        cmd.args(["-H", &format!("x-devmesh-service: {s}")]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .context("running h2load (apt-get install nghttp2-client)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rps = None;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["finished", "in", _, n, "req/s,", ..] => rps = n.parse::<f64>().ok(),
+            ["requests:", ..] if !line.contains(" 0 failed, 0 errored") => {
+                bail!("h2load saw failed requests for {url}:\n{text}")
+            }
+            ["status", "codes:", ..] if !line.contains(" 0 4xx, 0 5xx") => {
+                bail!("h2load saw error responses for {url}:\n{text}")
+            }
+            _ => {}
+        }
+    }
+    rps.filter(|r| *r > 0.0).with_context(|| {
+        format!(
+            "h2load gave no result for {url}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
 /// Seconds for a 1 GiB transfer with curl; returns MB/s (10^6 bytes).
 fn curl_transfer(url: &str, host: Option<&str>, upload: bool) -> anyhow::Result<f64> {
     let host_arg = host.map(|h| format!("-H 'Host: {h}'")).unwrap_or_default();
@@ -141,14 +181,19 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    for tool in ["wrk", "curl"] {
+    for tool in ["wrk", "curl", "h2load"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()?
             .stdout
             .is_empty()
         {
-            bail!("{tool} is needed: apt-get install {tool}");
+            let package = if tool == "h2load" {
+                "nghttp2-client"
+            } else {
+                tool
+            };
+            bail!("{tool} is needed: apt-get install {package}");
         }
     }
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -286,6 +331,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let rss_a = a.peak_rss_kib() as f64 / 1024.0;
     let rss_b = b.peak_rss_kib() as f64 / 1024.0;
+    let h2 = h2_rows(&bin, &a, &b, quick)?;
     let bulk_med: Vec<f64> = bulk.iter().map(|v| median(v.clone())).collect();
 
     let direct_rps = med(0, |w| w.rps);
@@ -382,6 +428,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         md,
         "\nPeak RSS (VmHWM) over the whole run: node A {rss_a:.1} MB, node B {rss_b:.1} MB (target: under 64 MB each)."
     )?;
+    h2_section(&mut md, &h2)?;
     drop((a, b, nginx));
     crate::failover::section(&mut md, &bin, if quick { 3 } else { 20 })?;
     lab_section(&mut md, &bin, quick)?;
@@ -389,6 +436,148 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !quick {
         std::fs::write(root().join("docs/BENCHMARKS.md"), &md)?;
         eprintln!("wrote docs/BENCHMARKS.md");
+    }
+    Ok(())
+}
+
+/// Small-GET figures of HTTP/2 vs HTTP/1.1, each the median of its rounds.
+struct H2Rows {
+    rounds: usize,
+    secs: u32,
+    /// (client, backend, route, requests/s)
+    rows: Vec<(&'static str, &'static str, &'static str, f64)>,
+}
+
+/// h2 vs h1 through the tunnel: one backend process that speaks HTTP/1.1
+/// and h2c, shared by A twice (`bench-h1` as HTTP/1.1, `bench-h2` with
+/// `--http2`), loaded through B's front door by h2load as an HTTP/1.1 and
+/// as an HTTP/2 client; and the backend directly, for scale.
+fn h2_rows(bin: &std::path::Path, a: &Daemon, b: &Daemon, quick: bool) -> anyhow::Result<H2Rows> {
+    let port = free_port()?;
+    let _backend = Guard::spawn(
+        Command::new(bin.join("devmesh-demo-backend"))
+            .args([&port.to_string(), "bench", "--h2"])
+            .stderr(std::process::Stdio::null()),
+    )?;
+    for (service, extra) in [("bench-h1", None), ("bench-h2", Some("--http2"))] {
+        let mut cmd = a.devmesh();
+        cmd.args([
+            "run",
+            service,
+            "--port",
+            &port.to_string(),
+            "--version",
+            "1.0.0",
+            "--detach",
+        ]);
+        cmd.args(extra);
+        run_cmd(cmd.stdout(std::process::Stdio::null()))?;
+    }
+    let start = Instant::now();
+    loop {
+        let status = b.status()?;
+        let seen = |name: &str| {
+            status["services"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["name"] == name))
+        };
+        if seen("bench-h1") && seen("bench-h2") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("node B never saw the bench-h1 and bench-h2 services");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let direct = format!("http://127.0.0.1:{port}/hello");
+    let remote = format!("http://{}/hello", b.proxy()?);
+    // (client, backend, route, url, service, h1 client)
+    type Case<'a> = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'a str,
+        Option<&'static str>,
+        bool,
+    );
+    let cases: [Case<'_>; 6] = [
+        ("HTTP/1.1", "HTTP/1.1", "direct", &direct, None, true),
+        ("HTTP/2", "HTTP/2", "direct", &direct, None, false),
+        (
+            "HTTP/1.1",
+            "HTTP/1.1",
+            "remote route",
+            &remote,
+            Some("bench-h1"),
+            true,
+        ),
+        (
+            "HTTP/1.1",
+            "HTTP/2",
+            "remote route",
+            &remote,
+            Some("bench-h2"),
+            true,
+        ),
+        (
+            "HTTP/2",
+            "HTTP/1.1",
+            "remote route",
+            &remote,
+            Some("bench-h1"),
+            false,
+        ),
+        (
+            "HTTP/2",
+            "HTTP/2",
+            "remote route",
+            &remote,
+            Some("bench-h2"),
+            false,
+        ),
+    ];
+    let (rounds, secs) = if quick { (1, 2) } else { (3, 4) };
+    for (_, _, _, url, service, h1) in &cases {
+        h2load(url, *service, *h1, 1)?;
+    }
+    let mut figures: Vec<Vec<f64>> = cases.iter().map(|_| Vec::new()).collect();
+    for round in 0..rounds {
+        for i in 0..cases.len() {
+            let i = (i + round) % cases.len();
+            let (client, backend, route, url, service, h1) = cases[i];
+            let rps = h2load(url, service, h1, secs)?;
+            eprintln!("round {round}: {route}, client {client}, backend {backend}: {rps:.0} req/s");
+            figures[i].push(rps);
+        }
+    }
+    Ok(H2Rows {
+        rounds,
+        secs,
+        rows: cases
+            .iter()
+            .zip(figures)
+            .map(|((client, backend, route, ..), f)| (*client, *backend, *route, median(f)))
+            .collect(),
+    })
+}
+
+fn h2_section(md: &mut String, h2: &H2Rows) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "\n## HTTP/2 vs HTTP/1.1 through the tunnel (`h2load -t1 -c32 -m1`, {} rounds of {} s, `/hello`)\n",
+        h2.rounds, h2.secs
+    )?;
+    writeln!(
+        md,
+        "One backend process speaking HTTP/1.1 and h2c, shared by A twice: as HTTP/1.1 and with `--http2`. The client is h2load in both modes (`--h1` for HTTP/1.1), 32 connections with one request each in flight, routed by `X-DevMesh-Service`. Through the remote route every HTTP/2 row shares one HTTP/2 connection (one tunnel stream) between B and the backend; HTTP/1.1 rows use one tunnel stream per front-door connection.\n"
+    )?;
+    writeln!(
+        md,
+        "| route | client → front door | → backend | requests/s |"
+    )?;
+    writeln!(md, "|---|---|---|---|")?;
+    for (client, backend, route, rps) in &h2.rows {
+        writeln!(md, "| {route} | {client} | {backend} | {rps:.0} |")?;
     }
     Ok(())
 }

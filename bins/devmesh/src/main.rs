@@ -49,6 +49,13 @@ enum Command {
         requires: Vec<String>,
         #[command(flatten)]
         health: HealthFlags,
+        /// The backend speaks HTTP/2 (h2c, or h2 over TLS with --scheme https)
+        #[arg(long)]
+        http2: bool,
+        /// How this node connects to the backend: http, or https for a
+        /// backend that serves TLS itself [default: http]
+        #[arg(long, value_name = "http|https")]
+        scheme: Option<String>,
         /// Keep sharing after this command exits; stop with `devmesh stop`
         #[arg(long)]
         detach: bool,
@@ -248,10 +255,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             routes,
             requires,
             health,
+            http2,
+            scheme,
             detach,
             json,
         } => {
-            let spec = service_spec(name, port, service_version, routes, requires, health)?;
+            let spec = service_spec(
+                name,
+                port,
+                service_version,
+                routes,
+                requires,
+                health,
+                Backend { http2, scheme },
+            )?;
             let mut client = daemon::connect_or_start(&home).await?;
             let result: RunResult = client
                 .call_as(&Request::Run {
@@ -663,6 +680,12 @@ async fn install(home: &std::path::Path, yes: bool, remove: bool) -> Result<(), 
 
 /// Builds the service to share from the flags, filling gaps from
 /// `[services.<name>]` of the nearest devmesh.toml.
+/// How `devmesh run` was told to speak to the backend.
+struct Backend {
+    http2: bool,
+    scheme: Option<String>,
+}
+
 fn service_spec(
     name: String,
     port: Option<u16>,
@@ -670,6 +693,7 @@ fn service_spec(
     routes: Vec<String>,
     requires: Vec<String>,
     health: HealthFlags,
+    backend: Backend,
 ) -> Result<ServiceSpec, Failure> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = match Project::find(&cwd) {
@@ -734,6 +758,15 @@ fn service_spec(
             code: 2,
             error: anyhow::anyhow!("{}: {}", e.setting.flag(), e.message),
         })?;
+    let scheme = backend
+        .scheme
+        .as_deref()
+        .or(from_file.map(|s| s.scheme()))
+        .unwrap_or("http");
+    let scheme: mesh_core::Scheme = scheme.parse().map_err(|e: String| Failure {
+        code: 2,
+        error: anyhow::anyhow!("invalid --scheme: {e}"),
+    })?;
     Ok(ServiceSpec {
         name,
         port,
@@ -742,6 +775,8 @@ fn service_spec(
         tags: from_file.map(|s| s.tags.clone()).unwrap_or_default(),
         requires: required,
         health: health.as_ref().map(HealthSpec::from_check),
+        h2: backend.http2 || from_file.is_some_and(|s| s.http2),
+        scheme,
     })
 }
 

@@ -87,11 +87,18 @@ pub fn status(s: &Status) {
         "URL".into(),
     ]];
     for svc in &s.services {
-        let connection = match (&svc.connection, svc.port) {
+        let mut connection = match (&svc.connection, svc.port) {
             (Some(c), _) => c.clone(),
             (None, Some(p)) => format!("port {p}"),
             (None, None) => "-".into(),
         };
+        // How the backend is spoken to, when it is not plain HTTP/1.1.
+        if svc.scheme.as_deref() == Some("https") {
+            connection.push_str(" https");
+        }
+        if svc.h2 {
+            connection.push_str(" h2");
+        }
         rows.push(vec![
             svc.name.clone(),
             svc.version.clone(),

@@ -87,6 +87,14 @@ pub struct ServiceConfig {
     /// Version requirements on other services: `api = "^2.1"`.
     #[serde(default)]
     pub requires: BTreeMap<String, Spanned<String>>,
+    /// The backend speaks HTTP/2 (h2c with prior knowledge, or h2 over TLS
+    /// with `scheme = "https"`). Default: `false`, HTTP/1.1.
+    #[serde(default)]
+    pub http2: bool,
+    /// `http` (default) or `https`: whether this node connects to the
+    /// backend with TLS.
+    #[serde(default)]
+    pub scheme: Option<Spanned<String>>,
 }
 
 fn default_version() -> Spanned<String> {
@@ -94,6 +102,13 @@ fn default_version() -> Spanned<String> {
 }
 
 impl ServiceConfig {
+    /// The backend scheme, `http` or `https` (validated at load).
+    pub fn scheme(&self) -> &str {
+        self.scheme
+            .as_ref()
+            .map_or("http", |s| s.get_ref().as_str())
+    }
+
     /// The parsed version (validated at load).
     pub fn version(&self) -> semver::Version {
         semver::Version::parse(self.version.get_ref())
@@ -238,6 +253,18 @@ impl Project {
                     format!("protocol {:?} is not supported; use \"http\"", p.get_ref()),
                 );
             }
+            if let Some(scheme) = &service.scheme
+                && !matches!(scheme.get_ref().as_str(), "http" | "https")
+            {
+                return err(
+                    Some(scheme.span()),
+                    format!("services.{name}.scheme"),
+                    format!(
+                        "scheme {:?} is not supported; use \"http\" or \"https\" (the backend's own TLS)",
+                        scheme.get_ref()
+                    ),
+                );
+            }
             for route in &service.routes {
                 if !route.get_ref().starts_with('/') {
                     return err(
@@ -312,9 +339,18 @@ health = "/healthz"
 port = 5173
 [services.web.requires]
 api = "^1.4"
+
+[services.grpc]
+port = 50051
+http2 = true
+scheme = "https"
 "#,
         )
         .unwrap();
+        assert!(p.services["grpc"].http2);
+        assert_eq!(p.services["grpc"].scheme(), "https");
+        assert!(!p.services["api"].http2);
+        assert_eq!(p.services["api"].scheme(), "http");
         assert_eq!(p.mesh.namespace.as_deref(), Some("team"));
         assert_eq!(p.proxy.port, Some(7701));
         assert_eq!(p.services["api"].version(), semver::Version::new(1, 4, 2));
@@ -437,6 +473,16 @@ api = "^1.4"
         );
 
         let e = parse("[services.db]\nport = 5432\nprotocol = \"udp\"\n").unwrap_err();
+        assert_eq!(e.line, Some(3));
+
+        let e = parse("[services.api]\nport = 8443\nscheme = \"tls\"\n").unwrap_err();
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(3), Some("services.api.scheme"))
+        );
+        assert!(e.message.contains("\"https\""), "{e}");
+
+        let e = parse("[services.api]\nport = 8443\nhttp2 = \"yes\"\n").unwrap_err();
         assert_eq!(e.line, Some(3));
     }
 

@@ -117,6 +117,12 @@ pub struct ServiceSpec {
     /// How the daemon checks the backend; none: not checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// The backend speaks HTTP/2 (announced, so consumers speak it too).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub h2: bool,
+    /// `http` or `https`: how this node connects to the backend.
+    #[serde(default, skip_serializing_if = "is_http")]
+    pub scheme: mesh_core::Scheme,
 }
 
 /// A health check as `run` sends it. Omitted numbers take the defaults of
@@ -181,6 +187,14 @@ impl HealthSpec {
         check.validate()?;
         Ok(check)
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_http(s: &mesh_core::Scheme) -> bool {
+    *s == mesh_core::Scheme::Http
 }
 
 /// The daemon's answer.
@@ -300,6 +314,12 @@ pub struct ServiceStatus {
     pub provider: String,
     /// `local` or `remote`.
     pub route: String,
+    /// The backend speaks HTTP/2.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub h2: bool,
+    /// For local providers: `http` or `https` to the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
     /// For remote providers: `direct`, `relayed` or `not-connected`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<String>,
@@ -483,6 +503,8 @@ mod tests {
                 tags: vec![],
                 requires: Default::default(),
                 health: None,
+                h2: false,
+                scheme: mesh_core::Scheme::Http,
             },
             hold: true,
         };
@@ -492,6 +514,16 @@ mod tests {
             r#"{"cmd":"run","service":{"name":"api","port":3000,"version":"1.4.2"},"hold":true}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let h2 = r#"{"cmd":"run","service":{"name":"api","port":3000,"version":"1.4.2","h2":true,"scheme":"https"},"hold":false}"#;
+        let Request::Run { service, .. } = serde_json::from_str::<Request>(h2).unwrap() else {
+            panic!("not a run request");
+        };
+        assert!(service.h2);
+        assert_eq!(service.scheme, mesh_core::Scheme::Https);
+        assert!(
+            serde_json::from_str::<Request>(&h2.replace("https", "ftp")).is_err(),
+            "unknown schemes are refused"
+        );
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"cmd":"status"}"#

@@ -432,11 +432,13 @@ impl Server {
         record.routes = spec.routes;
         record.tags = spec.tags;
         record.requires = spec.requires;
+        record.h2 = spec.h2;
         self.node
             .register(LocalService {
                 record,
                 port: spec.port,
                 health,
+                scheme: spec.scheme,
             })
             .await
             .map_err(|e| e.to_string())?;
@@ -699,6 +701,10 @@ impl Server {
         for name in snapshot.service_names() {
             for p in snapshot.providers(name) {
                 let record = p.record();
+                let scheme = match p {
+                    Provider::Local(l) => Some(l.scheme.to_string()),
+                    Provider::Remote(_) => None,
+                };
                 let (provider, route, connection, port, expires) = match p {
                     Provider::Local(l) => (snapshot.local_peer, "local", None, Some(l.port), None),
                     Provider::Remote(r) => {
@@ -722,6 +728,8 @@ impl Server {
                     version: record.version.to_string(),
                     provider: provider.to_string(),
                     route: route.to_owned(),
+                    h2: record.h2,
+                    scheme,
                     connection,
                     port,
                     protocol: record.protocol.to_string(),

@@ -17,6 +17,7 @@
 //!     record: ServiceRecord::http("api", semver::Version::new(1, 4, 2)),
 //!     port: 3000,
 //!     health: None,
+//!     scheme: mesh_core::Scheme::Http,
 //! })
 //! .await?;
 //! # Ok(()) }
@@ -43,5 +44,5 @@ pub use node::{
 };
 pub use snapshot::{
     AdmissionFailure, LocalService, PeerLink, Provider, Reachability, RelayLink, RemoteService,
-    Reservation, Role, Snapshot,
+    Reservation, Role, Scheme, Snapshot,
 };

@@ -1856,6 +1856,7 @@ mod tests {
             record: ServiceRecord::http("api", semver::Version::new(1, 0, 0)),
             port,
             health: check,
+            scheme: crate::Scheme::Http,
         }
     }
 

@@ -91,6 +91,14 @@ pub struct ServiceRecord {
     /// ones no provider satisfies.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub requires: BTreeMap<String, String>,
+    /// The backend speaks HTTP/2 (h2c behind the provider, or h2 over TLS):
+    /// consumers speak HTTP/2 over their tunnel streams to it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub h2: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ServiceRecord {
@@ -104,6 +112,7 @@ impl ServiceRecord {
             tags: Vec::new(),
             health: Health::Unknown,
             requires: BTreeMap::new(),
+            h2: false,
         }
     }
 
@@ -292,6 +301,19 @@ mod tests {
             ttl_secs: 10,
             services: vec![ServiceRecord::http("api", semver::Version::new(1, 4, 2))],
         }
+    }
+
+    #[test]
+    fn h2_is_announced_only_when_set() {
+        let mut r = ServiceRecord::http("api", semver::Version::new(1, 0, 0));
+        let plain = serde_json::to_string(&r).unwrap();
+        assert!(!plain.contains("h2"), "{plain}");
+        // Records of nodes that predate the field read as HTTP/1.1.
+        assert!(!serde_json::from_str::<ServiceRecord>(&plain).unwrap().h2);
+        r.h2 = true;
+        let with = serde_json::to_string(&r).unwrap();
+        assert!(with.contains(r#""h2":true"#), "{with}");
+        assert_eq!(serde_json::from_str::<ServiceRecord>(&with).unwrap(), r);
     }
 
     #[test]

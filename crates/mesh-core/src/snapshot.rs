@@ -8,6 +8,7 @@ use std::{
 };
 
 use libp2p::{Multiaddr, PeerId};
+use serde::{Deserialize, Serialize};
 
 use crate::{admission::PeerKind, health::HealthCheck, record::ServiceRecord};
 
@@ -21,6 +22,50 @@ pub struct LocalService {
     /// How the daemon checks the backend; `None`: not checked, and the
     /// announced health stays `unknown` (still routable).
     pub health: Option<HealthCheck>,
+    /// Whether the backend wants plain HTTP or TLS on that port. Only this
+    /// node needs to know: it is not announced.
+    pub scheme: Scheme,
+}
+
+/// How a local backend is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain TCP.
+    #[default]
+    Http,
+    /// TLS (the backend's certificate is not verified: see docs/security.md).
+    Https,
+}
+
+impl Scheme {
+    /// `http` or `https`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "http" => Ok(Scheme::Http),
+            "https" => Ok(Scheme::Https),
+            other => Err(format!(
+                "scheme {other:?} is not supported; use \"http\" or \"https\""
+            )),
+        }
+    }
 }
 
 /// How a connected peer is reached.

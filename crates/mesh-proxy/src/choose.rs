@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use mesh_core::{
-    PeerId, Provider, Snapshot,
+    PeerId, Provider, Scheme, Snapshot,
     record::{Health, ServiceRecord},
 };
 
@@ -36,8 +36,16 @@ fn rtt_band(rtt: Duration) -> u32 {
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    Local { port: u16 },
-    Remote { peer: PeerId, direct: bool },
+    /// A backend on this machine: its port, how to connect to it, and
+    /// whether it speaks HTTP/2.
+    Local { port: u16, scheme: Scheme, h2: bool },
+    /// A provider node; whether the connection to it is direct, and whether
+    /// its backend speaks HTTP/2.
+    Remote {
+        peer: PeerId,
+        direct: bool,
+        h2: bool,
+    },
 }
 
 impl Target {
@@ -219,12 +227,21 @@ pub fn choose<'a>(
             };
             let sat = satisfies(&record.version, ask.requirements);
             let (target, provider, link) = match p {
-                Provider::Local(l) => (Target::Local { port: l.port }, snapshot.local_peer, None),
+                Provider::Local(l) => (
+                    Target::Local {
+                        port: l.port,
+                        scheme: l.scheme,
+                        h2: record.h2,
+                    },
+                    snapshot.local_peer,
+                    None,
+                ),
                 Provider::Remote(r) => {
                     let link = snapshot.peers.get(&r.peer);
                     let target = Target::Remote {
                         peer: r.peer,
                         direct: link.is_none_or(|l| l.direct),
+                        h2: record.h2,
                     };
                     (target, r.peer, Some(link))
                 }
@@ -392,6 +409,7 @@ mod tests {
                 record: record("1.0.0", Health::Unknown),
                 port: 3000,
                 health: None,
+                scheme: mesh_core::Scheme::Http,
             },
         );
         let r = Routing::new(Defaults::default());
@@ -427,6 +445,7 @@ mod tests {
                 record: record("1.9.0", Health::Unknown),
                 port: 3000,
                 health: None,
+                scheme: mesh_core::Scheme::Http,
             },
         );
         let v2 = remote(&mut s, "2.3.0", Health::Unknown, Some((false, 90)));

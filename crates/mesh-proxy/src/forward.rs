@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use http::{
     HeaderMap, HeaderName, HeaderValue,
     header::{
-        CONNECTION, Entry, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-        TRANSFER_ENCODING, UPGRADE,
+        CONNECTION, Entry, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING,
+        UPGRADE,
     },
 };
 
@@ -15,13 +15,14 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Headers that describe one hop and are never forwarded as they are.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// (`Trailer` is not one of them: it announces the trailer fields of a
+/// chunked message, and HTTP/1.1 clients get trailers only when it passes.)
+const HOP_BY_HOP: [HeaderName; 7] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
-    TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
 ];
@@ -77,6 +78,23 @@ fn strip_present(headers: &mut HeaderMap) {
         headers.remove(TE);
     }
     debug_assert!(!headers.contains_key(TRANSFER_ENCODING));
+}
+
+/// Gives an HTTP/2 request, which names its host in `:authority` (the URI),
+/// the `Host` header an HTTP/1.1 request has, so routing, pages and
+/// `X-Forwarded-Host` treat both alike. An HTTP/2 upstream gets it back as
+/// `:authority`.
+pub fn authority_to_host<B>(req: &mut http::Request<B>) {
+    if req.headers().contains_key(HOST) {
+        return;
+    }
+    if let Some(value) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(HOST, value);
+    }
 }
 
 /// A client address as a header value, for [`add_forwarded`].
@@ -155,6 +173,35 @@ mod tests {
         let mut h = map(&[("te", "trailers")]);
         strip_hop_by_hop(&mut h, None);
         assert!(h.contains_key("te"));
+    }
+
+    #[test]
+    fn keeps_trailer_announcements_and_te_trailers() {
+        let mut h = map(&[
+            ("trailer", "grpc-status, x-sum"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        strip_hop_by_hop(&mut h, None);
+        assert_eq!(h.get("trailer").unwrap(), "grpc-status, x-sum");
+        assert_eq!(h.get("te").unwrap(), "trailers");
+        assert!(!h.contains_key("transfer-encoding"));
+    }
+
+    #[test]
+    fn h2_authority_becomes_host() {
+        let mut req = http::Request::get("http://api.localhost:7700/x")
+            .version(http::Version::HTTP_2)
+            .body(())
+            .unwrap();
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "api.localhost:7700");
+        let mut req = http::Request::get("http://other/x")
+            .header("host", "api.localhost")
+            .body(())
+            .unwrap();
+        authority_to_host(&mut req);
+        assert_eq!(req.headers()["host"], "api.localhost");
     }
 
     #[test]

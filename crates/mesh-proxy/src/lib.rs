@@ -13,6 +13,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backend;
 pub mod choose;
 mod error;
 pub mod forward;
@@ -35,9 +36,16 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header::HOST};
 use http_body_util::{Either, Full};
 use hyper::{body::Incoming, service::service_fn, upgrade::OnUpgrade};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_core::{NodeHandle, PeerId, admission::PeerKind};
-use tokio::{net::TcpListener, sync::Semaphore};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use mesh_core::{NodeHandle, PeerId, Scheme, admission::PeerKind};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::Semaphore,
+};
 use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
 use tracing::{debug, info, warn};
 
@@ -105,6 +113,8 @@ struct Front {
 pub struct Proxy {
     node: NodeHandle,
     routing: Arc<policy::Routing>,
+    /// HTTP/1.1 and HTTP/2 serving of front-door connections.
+    http: auto::Builder<TokioExecutor>,
     upstreams: Arc<upstream::Upstreams>,
     tunnel_streams: Arc<Semaphore>,
     /// Peer ids as header values (encoding them costs more than the rest of
@@ -129,8 +139,12 @@ impl Proxy {
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> Arc<Self> {
         let namespace = node.snapshot().namespace.clone();
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        // Uploads from HTTP/2 clients are not held to 64 KiB windows.
+        http.http2().adaptive_window(true);
         Arc::new(Self {
             routing,
+            http,
             upstreams: upstream::Upstreams::new(node.stream_control(), &namespace),
             node,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
@@ -230,16 +244,19 @@ impl Proxy {
         }
     }
 
-    /// Serves HTTP/1.1 (with upgrades) or HTTP/2 on one accepted front-door
-    /// connection, plain or inside TLS.
-    async fn serve_connection<I>(
+    /// Serves one front-door connection until it ends: HTTP/1.1 (upgrades
+    /// such as WebSocket included) or HTTP/2, told apart by the HTTP/2
+    /// connection preface (h2c with prior knowledge, or h2 after TLS ALPN).
+    /// `client` is the peer's address, `local` the front door's, `proto`
+    /// `http` or `https` (for `X-Forwarded-Proto`).
+    pub async fn serve_connection<I>(
         self: Arc<Self>,
         io: I,
         client: SocketAddr,
         local: SocketAddr,
         proto: &'static str,
     ) where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let front = Arc::new(Front {
             session: upstream::Session::new(self.upstreams.clone()),
@@ -249,16 +266,19 @@ impl Proxy {
             stamp: Mutex::new(None),
             host_cache: Mutex::default(),
         });
-        let proxy = self;
+        let proxy = self.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             let proxy = proxy.clone();
             let front = front.clone();
             async move {
-                host_from_authority(&mut req);
+                if req.version() == http::Version::HTTP_2 {
+                    forward::authority_to_host(&mut req);
+                }
                 Ok::<_, Infallible>(proxy.handle_front(req, &front).await)
             }
         });
-        if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        if let Err(e) = self
+            .http
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .await
         {
@@ -348,31 +368,60 @@ impl Proxy {
                 "peer {peer} is not an admitted member of this node's namespace; join it with an invite from a member (`devmesh join <token>`)"
             ))
         } else if let Some(local) = snapshot.local.get(&hello.service) {
-            upstream::connect_loopback(local.port)
-                .await
-                .map(|tcp| (tcp, local.port))
-                .map_err(|e| {
-                    format!(
-                        "the backend of {} on port {} is unreachable: {e}",
-                        hello.service, local.port
-                    )
-                })
+            if hello.h2 && !local.record.h2 {
+                Err(format!(
+                    "service {} on peer {} does not speak HTTP/2 (any more); its record will refresh within seconds",
+                    hello.service, snapshot.local_peer
+                ))
+            } else {
+                upstream::connect_loopback(local.port)
+                    .await
+                    .map(|tcp| (tcp, local.port, local.scheme))
+                    .map_err(|e| {
+                        format!(
+                            "the backend of {} on port {} is unreachable: {e}",
+                            hello.service, local.port
+                        )
+                    })
+            }
         } else {
             Err(format!(
                 "service {:?} is not provided by peer {} (it may have just stopped)",
                 hello.service, snapshot.local_peer
             ))
         };
+        // The TLS handshake with an https backend comes before the reply,
+        // so that its failure is reported to the consumer.
+        let backend = match backend {
+            Ok((tcp, port, Scheme::Https)) => {
+                let alpn = if hello.h2 {
+                    backend::Alpn::H2
+                } else {
+                    backend::Alpn::Http1
+                };
+                match backend::tls(tcp, alpn).await {
+                    Ok(tls) => Ok((tokio_util::either::Either::Right(tls), port, Scheme::Https)),
+                    Err(e) => Err(format!(
+                        "the backend of {} on port {}: {e}",
+                        hello.service, port
+                    )),
+                }
+            }
+            Ok((tcp, port, scheme)) => Ok((tokio_util::either::Either::Left(tcp), port, scheme)),
+            Err(e) => Err(e),
+        };
         let reply = match &backend {
-            Ok((_, port)) => tunnel::HelloReply {
+            Ok((_, port, scheme)) => tunnel::HelloReply {
                 ok: true,
                 error: None,
                 host: Some(format!("localhost:{port}")),
+                scheme: (*scheme == Scheme::Https).then_some(Scheme::Https),
             },
             Err(reason) => tunnel::HelloReply {
                 ok: false,
                 error: Some(reason.clone()),
                 host: None,
+                scheme: None,
             },
         };
         if let Err(e) = tunnel::write_frame(&mut stream, &reply).await {
@@ -380,14 +429,15 @@ impl Proxy {
             return;
         }
         let mut tcp = match backend {
-            Ok((tcp, _)) => tcp,
+            Ok((io, _, _)) => io,
             Err(reason) => {
                 warn!(%peer, service = %hello.service, %reason, "refused a tunnel");
                 return;
             }
         };
         // From here on the stream is the backend connection: HTTP/1.1 from
-        // the consumer, upgrades included, passes through untouched.
+        // the consumer, upgrades included, or HTTP/2, passes through
+        // untouched (through the TLS session of an https backend).
         match tokio::io::copy_bidirectional_with_sizes(
             &mut stream,
             &mut tcp,
@@ -476,6 +526,7 @@ impl Proxy {
             .unwrap_or(table.defaults.retry)
             .allows(req.method());
         let upgrade = forward::upgrade_protocol(req.headers());
+        let upgrading = upgrade.is_some();
         let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let mut out = Request::new(Either::Left(body));
@@ -510,13 +561,18 @@ impl Proxy {
         for (attempt, candidate) in choice.candidates.iter().enumerate() {
             // The upstream connection sets the `Host` its backend expects.
             let key = match candidate.target {
-                choose::Target::Local { port } => upstream::Key::Local(port),
-                choose::Target::Remote { peer, .. } => upstream::Key::Remote(
+                choose::Target::Local { port, scheme, h2 } => upstream::Key::Local {
+                    port,
+                    scheme,
+                    proto: upstream_proto(h2, upgrading),
+                },
+                choose::Target::Remote { peer, h2, .. } => upstream::Key::Remote {
                     peer,
-                    service_key
+                    service: service_key
                         .get_or_insert_with(|| service.as_str().into())
                         .clone(),
-                ),
+                    proto: upstream_proto(h2, upgrading),
+                },
             };
             match front.session.send(key, out).await {
                 Ok(resp) => {
@@ -705,21 +761,6 @@ impl Replay {
     }
 }
 
-/// An HTTP/2 request names its host in the `:authority` pseudo-header,
-/// which hyper puts in the URI; HTTP/1.1 upstreams and the routing by
-/// `Host` want it as a header.
-fn host_from_authority(req: &mut Request<Incoming>) {
-    if req.version() == http::Version::HTTP_2
-        && !req.headers().contains_key(HOST)
-        && let Some(value) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        req.headers_mut().insert(HOST, value);
-    }
-}
-
 /// Logs why a TLS handshake at the front door failed, with a hint when the
 /// client does not trust the node's CA.
 fn log_handshake_error(client: SocketAddr, e: &std::io::Error) {
@@ -739,6 +780,16 @@ fn log_handshake_error(client: SocketAddr, e: &std::io::Error) {
         ),
         // The certificate resolver has logged why it refused.
         _ => debug!(%client, error = %e, "TLS handshake failed"),
+    }
+}
+
+/// The HTTP version to speak to a backend: HTTP/2 when it speaks it, except
+/// for upgrades (WebSocket), which only HTTP/1.1 carries to a backend.
+fn upstream_proto(h2: bool, upgrading: bool) -> upstream::Proto {
+    if h2 && !upgrading {
+        upstream::Proto::H2
+    } else {
+        upstream::Proto::H1
     }
 }
 

@@ -283,6 +283,7 @@ mod tests {
                 record: api,
                 port: 1,
                 health: None,
+                scheme: mesh_core::Scheme::Http,
             },
         );
         s.local.insert(
@@ -291,6 +292,7 @@ mod tests {
                 record: web,
                 port: 2,
                 health: None,
+                scheme: mesh_core::Scheme::Http,
             },
         );
         s.remote.push(RemoteService {

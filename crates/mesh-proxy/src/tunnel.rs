@@ -3,10 +3,13 @@
 //! A consumer opens a libp2p stream to the provider and sends a hello frame
 //! naming the service; the provider connects to that service's local backend
 //! and answers with its own frame, then splices the stream to the backend
-//! connection. The consumer speaks HTTP/1.1 over the stream as if it were
-//! the backend connection, keeps idle streams like keep-alive connections and
-//! sends later requests for the same service on them. Each frame is a
-//! big-endian `u16` length followed by that many bytes of JSON.
+//! connection. The consumer speaks HTTP over the stream as if it were the
+//! backend connection: HTTP/1.1 (keeping idle streams like keep-alive
+//! connections and sending later requests for the same service on them), or
+//! HTTP/2 to a service announced with `h2`, where one stream carries one
+//! HTTP/2 connection that all requests to that provider's service share.
+//! Each frame is a big-endian `u16` length followed by that many bytes of
+//! JSON.
 
 use std::{
     pin::Pin,
@@ -39,6 +42,13 @@ pub struct Hello {
     pub namespace: String,
     /// The service the stream is for.
     pub service: String,
+    /// The consumer will speak HTTP/2 (prior knowledge) on the stream.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub h2: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The provider's answer to [`Hello`].
@@ -52,6 +62,19 @@ pub struct HelloReply {
     /// The `Host` the backend expects, such as `localhost:3000`, when accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The scheme the backend serves, when not `http` (HTTP/2 requests
+    /// carry it as `:scheme`; the provider does the TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<mesh_core::Scheme>,
+}
+
+/// What the provider said about an accepted tunnel.
+#[derive(Debug, Clone, Default)]
+pub struct Accepted {
+    /// The `Host` the backend expects.
+    pub host: Option<String>,
+    /// The backend's scheme.
+    pub scheme: mesh_core::Scheme,
 }
 
 /// Writes one length-prefixed JSON frame.
@@ -177,13 +200,15 @@ impl hyper::rt::Write for TunnelIo {
 }
 
 /// Opens a tunnel stream to `service` on `peer` and performs the hello
-/// exchange. Returns the stream and the `Host` the backend expects.
+/// exchange; `h2` says the consumer will speak HTTP/2 on it. Returns the
+/// stream and what the provider said about its backend.
 pub async fn open(
     mut control: libp2p_stream::Control,
     peer: PeerId,
     namespace: &str,
     service: &str,
-) -> Result<(TunnelIo, Option<String>), TunnelError> {
+    h2: bool,
+) -> Result<(TunnelIo, Accepted), TunnelError> {
     let open = async {
         let stream = control
             .open_stream(peer, HTTP_PROTOCOL)
@@ -201,6 +226,7 @@ pub async fn open(
             v: TUNNEL_VERSION,
             namespace: namespace.to_owned(),
             service: service.to_owned(),
+            h2,
         };
         write_frame(&mut stream, &hello)
             .await
@@ -212,7 +238,11 @@ pub async fn open(
                 reason: reply.error.unwrap_or_else(|| "no reason given".into()),
             });
         }
-        Ok((TunnelIo::new(stream.into_inner()), reply.host))
+        let accepted = Accepted {
+            host: reply.host,
+            scheme: reply.scheme.unwrap_or_default(),
+        };
+        Ok((TunnelIo::new(stream.into_inner()), accepted))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
         .await
