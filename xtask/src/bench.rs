@@ -218,18 +218,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .args([&port.to_string(), "bench"])
             .stderr(std::process::Stdio::null()),
     )?;
-    let node_args = [
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--proxy",
-        "127.0.0.1:0",
-        "--mdns",
-        "false",
-        "--namespace",
-        "bench",
-        "--log",
-        "warn",
-    ];
+    let node_args = crate::node::loopback_args("bench");
     let a = Daemon::start(&bin, &tmp.path().join("a"), &node_args)?;
     let b = Daemon::start(&bin, &tmp.path().join("b"), &node_args)?;
     let a_addr = a.status()?["listen_addrs"][0]

@@ -33,23 +33,8 @@ struct Run {
     worst_around_kill: Duration,
 }
 
-fn node_args() -> Vec<&'static str> {
-    vec![
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--proxy",
-        "127.0.0.1:0",
-        "--mdns",
-        "false",
-        "--namespace",
-        "failover",
-        "--log",
-        "warn",
-    ]
-}
-
 fn one_run(bin: &Path, dir: &Path, ports: (u16, u16)) -> anyhow::Result<Run> {
-    let args = node_args();
+    let args = crate::node::loopback_args("failover");
     let mut a = Daemon::start(bin, &dir.join("a"), &args)?;
     let b = Daemon::start(bin, &dir.join("b"), &args)?;
     let c = Daemon::start(bin, &dir.join("c"), &args)?;

@@ -42,6 +42,23 @@ impl Drop for Guard {
     }
 }
 
+/// `devmeshd` arguments of a benchmark node: TCP on loopback, a front door
+/// on a free loopback port, no mDNS, namespace `namespace`, quiet log.
+pub fn loopback_args(namespace: &'static str) -> Vec<&'static str> {
+    vec![
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--proxy",
+        "127.0.0.1:0",
+        "--mdns",
+        "false",
+        "--namespace",
+        namespace,
+        "--log",
+        "warn",
+    ]
+}
+
 /// A devmeshd with its own home.
 pub struct Daemon {
     pub process: Guard,
