@@ -176,17 +176,8 @@ async fn versions_choose_the_provider() {
     // From a service this node runs: `devmesh run web --require api=~1.4`.
     let web = Backend::start("web").await;
     let _web = b
-        .devmesh()
-        .args([
-            "run",
-            "web",
-            "--port",
-            &web.port().to_string(),
-            "--require",
-            "api=~1.4",
-        ])
-        .spawn()
-        .unwrap();
+        .run_service_with("web", web.port(), "0.0.0", &["--require", "api=~1.4"])
+        .await;
     eventually(
         Duration::from_secs(10),
         "web's requirement applies",
@@ -298,29 +289,11 @@ async fn path_routes_front_several_services() {
     let web = Backend::start("web").await;
     let api = Backend::start("api").await;
     let _web = a
-        .devmesh()
-        .args([
-            "run",
-            "web",
-            "--port",
-            &web.port().to_string(),
-            "--route",
-            "/",
-        ])
-        .spawn()
-        .unwrap();
+        .run_service_with("web", web.port(), "0.0.0", &["--route", "/"])
+        .await;
     let _api = a
-        .devmesh()
-        .args([
-            "run",
-            "api",
-            "--port",
-            &api.port().to_string(),
-            "--route",
-            "/api/",
-        ])
-        .spawn()
-        .unwrap();
+        .run_service_with("api", api.port(), "0.0.0", &["--route", "/api/"])
+        .await;
     providers(&b, "api", 1).await;
     providers(&b, "web", 1).await;
     let name = |r: devmesh_tests::Reply| r.header("x-backend-name").to_owned();
