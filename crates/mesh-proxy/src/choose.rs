@@ -167,6 +167,15 @@ pub fn node_requirements(
     requirements
 }
 
+/// The requirements as one line: `^2.1 (X-DevMesh-Require) and ~2.3 (devmesh route)`.
+pub fn requirements_text(requirements: &[Requirement]) -> String {
+    requirements
+        .iter()
+        .map(|r| format!("{} ({})", r.req, r.source))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 /// Whether `version` satisfies all `requirements`.
 pub fn satisfies(version: &semver::Version, requirements: &[Requirement]) -> bool {
     requirements.iter().all(|r| r.req.matches(version))

@@ -512,13 +512,12 @@ impl Proxy {
         };
         let warning = choice.unmet.then(|| {
             let best = &choice.candidates[0];
+            let requirement = choose::requirements_text(requirements);
             let text = format!(
-                "no provider of {service} satisfies {}; served by {service}@{} on {}",
-                requirement_text(requirements),
-                best.version,
-                best.provider
+                "no provider of {service} satisfies {requirement}; served by {service}@{} on {}",
+                best.version, best.provider
             );
-            warn!(%service, requirement = %requirement_text(requirements), version = %best.version, provider = %best.provider, "no provider satisfies the version requirement; using the best available");
+            warn!(%service, %requirement, version = %best.version, provider = %best.provider, "no provider satisfies the version requirement; using the best available");
             text
         });
         let retry = settings
@@ -684,15 +683,6 @@ struct Asked {
     requirements: Vec<choose::Requirement>,
     mode: policy::VersionMode,
     from_header: bool,
-}
-
-/// The requirements as one line: `^2.1 (X-DevMesh-Require)`.
-fn requirement_text(requirements: &[choose::Requirement]) -> String {
-    requirements
-        .iter()
-        .map(|r| format!("{} ({})", r.req, r.source))
-        .collect::<Vec<_>>()
-        .join(" and ")
 }
 
 /// The provider the client's `devmesh-<service>` cookie names.

@@ -179,11 +179,7 @@ pub fn refused(
     refusal: Refusal,
     json: bool,
 ) -> Response<Body> {
-    let requirement = requirements
-        .iter()
-        .map(|r| format!("{} ({})", r.req, r.source))
-        .collect::<Vec<_>>()
-        .join(" and ");
+    let requirement = crate::choose::requirements_text(requirements);
     match refusal {
         Refusal::NoProvider => no_provider(snapshot, service, json),
         Refusal::PinnedAway { pin, providers } => {
