@@ -115,8 +115,9 @@ pub async fn read_frame<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
 
 /// Size of the buffer a [`TunnelIo`] reads into.
 const READ_CHUNK: usize = 32 * 1024;
-/// Vectored writes up to this size are joined into one write: one yamux
-/// frame for a request head and a small body.
+/// Short pieces of a vectored write are joined up to this size: yamux's
+/// largest frame, so a request head with a small body is one frame and a
+/// chunked body is not cut into frames at every chunk-size line.
 const JOIN_WRITES: usize = 16 * 1024;
 
 /// A tunnel stream as hyper IO.
@@ -177,17 +178,26 @@ impl hyper::rt::Write for TunnelIo {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let stream = Pin::new(&mut this.stream);
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if bufs.len() > 1 && total <= JOIN_WRITES {
-            this.joined.clear();
-            for b in bufs {
-                this.joined.extend_from_slice(b);
-            }
-            futures::AsyncWrite::poll_write(stream, cx, &this.joined)
-        } else {
-            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
-            futures::AsyncWrite::poll_write(stream, cx, first)
+        let mut bufs = bufs.iter().filter(|b| !b.is_empty());
+        let Some(first) = bufs.next() else {
+            return Poll::Ready(Ok(0));
+        };
+        if first.len() >= JOIN_WRITES {
+            return futures::AsyncWrite::poll_write(stream, cx, first);
         }
+        // A short piece (a request head, a chunk-size line, the tail of a
+        // body chunk) is topped up with what follows, so that every yamux
+        // frame, and so every Noise message and send(2), is a full one.
+        this.joined.clear();
+        this.joined.extend_from_slice(first);
+        for b in bufs {
+            let room = JOIN_WRITES - this.joined.len();
+            if room == 0 {
+                break;
+            }
+            this.joined.extend_from_slice(&b[..b.len().min(room)]);
+        }
+        futures::AsyncWrite::poll_write(stream, cx, &this.joined)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
