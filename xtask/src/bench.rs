@@ -21,6 +21,67 @@ struct Wrk {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time per request, µs: the load generator, the backend, the
+    /// proxies (devmeshd A and B, nginx's workers), and the proxies' time
+    /// in the kernel (part of the one before).
+    cpu_us: [f64; 4],
+}
+
+/// Numeric fields of `/proc/<pid>/stat` (`pid` may be `self`), numbered
+/// as in proc(5).
+fn stat_fields(pid: &str, numbers: &[usize]) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, field 2, is in parentheses and may hold spaces.
+    let rest: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    numbers
+        .iter()
+        .map(|n| rest.get(n - 3)?.parse().ok())
+        .collect()
+}
+
+/// CPU time of `pids` so far in clock ticks: user + system (fields 14
+/// and 15), or only system with `kernel`; a process that is gone counts 0.
+fn cpu_ticks(pids: &[u32], kernel: bool) -> u64 {
+    let fields: &[usize] = if kernel { &[15] } else { &[14, 15] };
+    pids.iter()
+        .filter_map(|pid| stat_fields(&pid.to_string(), fields))
+        .map(|f| f.iter().sum::<u64>())
+        .sum()
+}
+
+/// CPU time of this process's waited-for children so far (cutime +
+/// cstime, fields 16 and 17), in clock ticks: the load generator's, around
+/// one run of it.
+fn children_ticks() -> u64 {
+    stat_fields("self", &[16, 17]).map_or(0, |f| f.iter().sum())
+}
+
+/// Clock ticks per second of `/proc` times.
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The processes whose CPU time a small-GET run accounts for.
+struct Accounted {
+    backend: Vec<u32>,
+    proxies: Vec<u32>,
+    ticks_per_sec: f64,
+}
+
+impl Accounted {
+    fn sample(&self) -> [u64; 4] {
+        [
+            children_ticks(),
+            cpu_ticks(&self.backend, false),
+            cpu_ticks(&self.proxies, false),
+            cpu_ticks(&self.proxies, true),
+        ]
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -42,25 +103,30 @@ fn parse_latency(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * factor)
 }
 
-fn wrk(url: &str, host: Option<&str>, seconds: u32) -> anyhow::Result<Wrk> {
+fn wrk(url: &str, host: Option<&str>, seconds: u32, acct: &Accounted) -> anyhow::Result<Wrk> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"]);
     if let Some(h) = host {
         cmd.args(["-H", &format!("Host: {h}")]);
     }
+    let before = acct.sample();
     let out = cmd
         .arg(url)
         .output()
         .context("running wrk (apt-get install wrk)")?;
+    let after = acct.sample();
     let text = String::from_utf8_lossy(&out.stdout);
     let mut result = Wrk {
         rps: 0.0,
         p50_ms: 0.0,
         p99_ms: 0.0,
+        cpu_us: [0.0; 4],
     };
+    let mut requests = 0.0;
     for line in text.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
+            [n, "requests", "in", ..] => requests = n.parse().unwrap_or(0.0),
             ["Requests/sec:", n] => result.rps = n.parse().unwrap_or(0.0),
             ["50%", l] => result.p50_ms = parse_latency(l).unwrap_or(0.0),
             ["99%", l] => result.p99_ms = parse_latency(l).unwrap_or(0.0),
@@ -75,6 +141,11 @@ fn wrk(url: &str, host: Option<&str>, seconds: u32) -> anyhow::Result<Wrk> {
             "wrk gave no result for {url}:\n{text}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    if requests > 0.0 {
+        for (i, cpu) in result.cpu_us.iter_mut().enumerate() {
+            *cpu = (after[i] - before[i]) as f64 / acct.ticks_per_sec * 1e6 / requests;
+        }
     }
     Ok(result)
 }
@@ -175,6 +246,16 @@ fn start_nginx(dir: &std::path::Path, backend: u16, listen: u16) -> anyhow::Resu
     Ok(Some(guard))
 }
 
+/// Processes whose parent (field 4) is `pid`: nginx's workers.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| stat_fields(&child.to_string(), &[4]) == Some(vec![u64::from(pid)]))
+        .collect()
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -213,7 +294,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     let port = free_port()?;
-    let _backend = Guard::spawn(
+    let backend = Guard::spawn(
         Command::new(bin.join("devmesh-demo-backend"))
             .args([&port.to_string(), "bench"])
             .stderr(std::process::Stdio::null()),
@@ -284,18 +365,27 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         routes.push(("nginx reverse proxy (reference)", &nginx_url, None));
     }
     let n = routes.len();
+    let mut proxies = vec![a.process.pid(), b.process.pid()];
+    if let Some(nginx) = &nginx {
+        proxies.extend(children_of(nginx.pid()));
+    }
+    let acct = Accounted {
+        backend: vec![backend.pid()],
+        proxies,
+        ticks_per_sec: clock_ticks_per_sec(),
+    };
 
     // Small GETs, alternating routes, medians.
     let (rounds, secs) = if quick { (1, 2) } else { (5, 4) };
     for (_, url, h) in &routes {
-        wrk(&format!("{url}/hello"), *h, 1)?;
+        wrk(&format!("{url}/hello"), *h, 1, &acct)?;
     }
     let mut small: Vec<Vec<Wrk>> = (0..n).map(|_| Vec::new()).collect();
     for round in 0..rounds {
         for i in 0..n {
             let i = (i + round) % n;
             let (name, url, h) = routes[i];
-            let r = wrk(&format!("{url}/hello"), h, secs)?;
+            let r = wrk(&format!("{url}/hello"), h, secs, &acct)?;
             eprintln!(
                 "round {round}: {name}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
                 r.rps, r.p50_ms, r.p99_ms
@@ -363,9 +453,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| route | requests/s | ratio to direct | target | p50 latency | p99 latency |"
+        "| route | requests/s | ratio to direct | target | p50 latency | p99 latency | CPU µs/request: wrk | backend | proxy | of it in the kernel |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    let cpu = |i: usize, k: usize| median(small[i].iter().map(|w| w.cpu_us[k]).collect());
     for (i, (name, _, _)) in routes.iter().enumerate() {
         let rps = med(i, |w| w.rps);
         let target = match i {
@@ -375,12 +466,42 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         };
         writeln!(
             md,
-            "| {name} | {rps:.0} | {:.2} | {target} | {:.2} ms | {:.2} ms |",
+            "| {name} | {rps:.0} | {:.2} | {target} | {:.2} ms | {:.2} ms | {:.1} | {:.1} | {:.1} | {:.1} |",
             rps / direct_rps,
             med(i, |w| w.p50_ms),
-            med(i, |w| w.p99_ms)
+            med(i, |w| w.p99_ms),
+            cpu(i, 0),
+            cpu(i, 1),
+            cpu(i, 2),
+            cpu(i, 3),
         )?;
     }
+    // What a proxy may spend per request to reach a ratio when everything
+    // shares the same cores: the direct route's CPU per request is what
+    // the load generator and the backend need, and the rate of a route is
+    // at most cores / its CPU per request.
+    let direct_cpu = cpu(0, 0) + cpu(0, 1);
+    writeln!(
+        md,
+        "\n- CPU µs/request: user + system CPU time of each process over the run (from `/proc`), divided by the requests wrk completed; proxy is devmeshd A + B, or nginx's workers, and the last column the part of the proxy's time spent in the kernel (system time: socket reads and writes, wake-ups). \
+         All of it comes out of the same {cores} cores, so a route serves at most {cores} × 10⁶ / (its total µs per request) requests/s. \
+         Direct needs {direct_cpu:.1} µs per request for wrk and the backend together; a route reaching a ratio r to direct, with the same cost for them and the cores as busy as in direct, may spend at most {direct_cpu:.1} × (1/r − 1) µs per request in proxies: {:.1} µs for 0.75, {:.1} µs for 0.50. \
+         In this run devmeshd spent {:.1} µs per request on the local route ({:.1} of them in the kernel) and {:.1} µs (A + B, {:.1} in the kernel) on the remote route{}.",
+        direct_cpu / 3.0,
+        direct_cpu,
+        cpu(1, 2),
+        cpu(1, 3),
+        cpu(2, 2),
+        cpu(2, 3),
+        match routes.iter().position(|r| r.0.starts_with("nginx")) {
+            Some(i) => format!(
+                "; nginx's workers {:.1} µs ({:.1} in the kernel)",
+                cpu(i, 2),
+                cpu(i, 3)
+            ),
+            None => String::new(),
+        }
+    )?;
     writeln!(
         md,
         "\n- direct: wrk to the backend itself; local route: through A's front door to the backend; remote route: through B's front door, a libp2p stream to A, then the backend."
