@@ -190,15 +190,31 @@ fn h2load(url: &str, service: Option<&str>, h1: bool, seconds: u32) -> anyhow::R
     })
 }
 
-/// Seconds for a 1 GiB transfer with curl; returns MB/s (10^6 bytes).
-fn curl_transfer(url: &str, host: Option<&str>, upload: bool) -> anyhow::Result<f64> {
+/// A 1 GiB transfer with curl.
+#[derive(Clone, Copy)]
+enum Transfer<'a> {
+    /// `GET /bytes/<1 GiB>` (the backend sends a Content-Length).
+    Download,
+    /// `curl -T <file>` of a 1 GiB file: a Content-Length, no chunking.
+    UploadFile(&'a std::path::Path),
+    /// `head -c <1 GiB> /dev/zero | curl -T -`: a chunked stream.
+    UploadPipe,
+}
+
+/// Runs a 1 GiB transfer with curl; returns MB/s (10^6 bytes).
+fn curl_transfer(url: &str, host: Option<&str>, transfer: Transfer<'_>) -> anyhow::Result<f64> {
     let host_arg = host.map(|h| format!("-H 'Host: {h}'")).unwrap_or_default();
-    let script = if upload {
-        format!(
+    let script = match transfer {
+        Transfer::Download => {
+            format!("curl -sS --fail {host_arg} -o /dev/null {url}/bytes/{GIB}")
+        }
+        Transfer::UploadFile(file) => format!(
+            "curl -sS --fail -T '{}' {host_arg} -o /dev/null {url}/upload",
+            file.display()
+        ),
+        Transfer::UploadPipe => format!(
             "head -c {GIB} /dev/zero | curl -sS --fail -T - {host_arg} -o /dev/null {url}/upload"
-        )
-    } else {
-        format!("curl -sS --fail {host_arg} -o /dev/null {url}/bytes/{GIB}")
+        ),
     };
     let start = Instant::now();
     let out = Command::new("sh").args(["-c", &script]).output()?;
@@ -254,6 +270,19 @@ fn children_of(pid: u32) -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|child| stat_fields(&child.to_string(), &[4]) == Some(vec![u64::from(pid)]))
         .collect()
+}
+
+/// Writes the 1 GiB file the upload rows send (a byte pattern, so that
+/// nothing along the way sees a sparse file or a run of zeros).
+fn write_upload_file(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for _ in 0..GIB >> 20 {
+        file.write_all(&block)?;
+    }
+    file.flush()?;
+    Ok(())
 }
 
 pub fn free_port() -> anyhow::Result<u16> {
@@ -397,21 +426,38 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     // Bulk transfers, alternating direct and remote.
     let bulk_rounds = if quick { 1 } else { 3 };
-    let mut bulk: [Vec<f64>; 4] = Default::default();
+    let upload_file = tmp.path().join("upload-1GiB");
+    write_upload_file(&upload_file)?;
+    let transfers = [
+        Transfer::Download,
+        Transfer::UploadFile(&upload_file),
+        Transfer::UploadPipe,
+    ];
+    // [direct, remote] per transfer.
+    let mut bulk: [[Vec<f64>; 2]; 3] = Default::default();
     for round in 0..bulk_rounds {
-        bulk[0].push(curl_transfer(&direct, None, false)?);
-        bulk[1].push(curl_transfer(&remote, host, false)?);
-        bulk[2].push(curl_transfer(&direct, None, true)?);
-        bulk[3].push(curl_transfer(&remote, host, true)?);
+        for (i, transfer) in transfers.iter().enumerate() {
+            bulk[i][0].push(curl_transfer(&direct, None, *transfer)?);
+            bulk[i][1].push(curl_transfer(&remote, host, *transfer)?);
+        }
         eprintln!(
-            "round {round}: download direct {:.0} MB/s, remote {:.0} MB/s; upload direct {:.0} MB/s, remote {:.0} MB/s",
-            bulk[0][round], bulk[1][round], bulk[2][round], bulk[3][round]
+            "round {round}: download direct {:.0} MB/s, remote {:.0} MB/s; upload of a file direct {:.0} MB/s, remote {:.0} MB/s; upload from a pipe direct {:.0} MB/s, remote {:.0} MB/s",
+            bulk[0][0][round],
+            bulk[0][1][round],
+            bulk[1][0][round],
+            bulk[1][1][round],
+            bulk[2][0][round],
+            bulk[2][1][round]
         );
     }
+    std::fs::remove_file(&upload_file)?;
     let rss_a = a.peak_rss_kib() as f64 / 1024.0;
     let rss_b = b.peak_rss_kib() as f64 / 1024.0;
     let h2 = h2_rows(&bin, &a, &b, quick)?;
-    let bulk_med: Vec<f64> = bulk.iter().map(|v| median(v.clone())).collect();
+    let bulk_med: Vec<[f64; 2]> = bulk
+        .iter()
+        .map(|[d, r]| [median(d.clone()), median(r.clone())])
+        .collect();
 
     let direct_rps = med(0, |w| w.rps);
     let mut md = String::new();
@@ -524,16 +570,20 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     )?;
     writeln!(md, "| transfer | direct | remote route | target |")?;
     writeln!(md, "|---|---|---|---|")?;
-    writeln!(
-        md,
-        "| download | {:.0} MB/s | {:.0} MB/s | ≥ 400 MB/s |",
-        bulk_med[0], bulk_med[1]
-    )?;
-    writeln!(
-        md,
-        "| upload | {:.0} MB/s | {:.0} MB/s | ≥ 400 MB/s |",
-        bulk_med[2], bulk_med[3]
-    )?;
+    for (i, name) in [
+        "download (Content-Length)",
+        "upload of a file (`curl -T file`, Content-Length)",
+        "upload from a pipe (`head … | curl -T -`, chunked)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        writeln!(
+            md,
+            "| {name} | {:.0} MB/s | {:.0} MB/s | ≥ 400 MB/s |",
+            bulk_med[i][0], bulk_med[i][1]
+        )?;
+    }
     writeln!(
         md,
         "\nPeak RSS (VmHWM) over the whole run: node A {rss_a:.1} MB, node B {rss_b:.1} MB (target: under 64 MB each)."
