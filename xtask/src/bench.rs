@@ -423,6 +423,15 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let med = |i: usize, f: fn(&Wrk) -> f64| median(small[i].iter().map(f).collect());
+    // Peak RSS of A and B in MB: over the small requests, then per transfer.
+    let peaks = |a: &Daemon, b: &Daemon| -> anyhow::Result<[f64; 2]> {
+        let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+        let p = [mb(a.peak_rss_kib()), mb(b.peak_rss_kib())];
+        a.reset_peak_rss()?;
+        b.reset_peak_rss()?;
+        Ok(p)
+    };
+    let small_rss = peaks(&a, &b)?;
 
     // Bulk transfers, alternating direct and remote.
     let bulk_rounds = if quick { 1 } else { 3 };
@@ -435,10 +444,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     ];
     // [direct, remote] per transfer.
     let mut bulk: [[Vec<f64>; 2]; 3] = Default::default();
+    let mut bulk_rss = [[0f64; 2]; 3];
     for round in 0..bulk_rounds {
         for (i, transfer) in transfers.iter().enumerate() {
             bulk[i][0].push(curl_transfer(&direct, None, *transfer)?);
             bulk[i][1].push(curl_transfer(&remote, host, *transfer)?);
+            let [pa, pb] = peaks(&a, &b)?;
+            bulk_rss[i] = [bulk_rss[i][0].max(pa), bulk_rss[i][1].max(pb)];
         }
         eprintln!(
             "round {round}: download direct {:.0} MB/s, remote {:.0} MB/s; upload of a file direct {:.0} MB/s, remote {:.0} MB/s; upload from a pipe direct {:.0} MB/s, remote {:.0} MB/s",
@@ -451,8 +463,6 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         );
     }
     std::fs::remove_file(&upload_file)?;
-    let rss_a = a.peak_rss_kib() as f64 / 1024.0;
-    let rss_b = b.peak_rss_kib() as f64 / 1024.0;
     let h2 = h2_rows(&bin, &a, &b, quick)?;
     let bulk_med: Vec<[f64; 2]> = bulk
         .iter()
@@ -568,8 +578,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         md,
         "## 1 GiB transfers (curl, {bulk_rounds} rounds, MB = 10^6 bytes)\n"
     )?;
-    writeln!(md, "| transfer | direct | remote route | target |")?;
-    writeln!(md, "|---|---|---|---|")?;
+    writeln!(
+        md,
+        "| transfer | direct | remote route | target | peak RSS of A | peak RSS of B |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
     for (i, name) in [
         "download (Content-Length)",
         "upload of a file (`curl -T file`, Content-Length)",
@@ -580,13 +593,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     {
         writeln!(
             md,
-            "| {name} | {:.0} MB/s | {:.0} MB/s | ≥ 400 MB/s |",
-            bulk_med[i][0], bulk_med[i][1]
+            "| {name} | {:.0} MB/s | {:.0} MB/s | ≥ 400 MB/s | {:.1} MB | {:.1} MB |",
+            bulk_med[i][0], bulk_med[i][1], bulk_rss[i][0], bulk_rss[i][1]
         )?;
     }
+    let top = |n: usize| bulk_rss.iter().map(|r| r[n]).fold(small_rss[n], f64::max);
     writeln!(
         md,
-        "\nPeak RSS (VmHWM) over the whole run: node A {rss_a:.1} MB, node B {rss_b:.1} MB (target: under 64 MB each)."
+        "\nPeak RSS (VmHWM, highest of the rounds; target: under 64 MB for each daemon): during the small requests above, A {:.1} MB and B {:.1} MB; highest of the whole run so far, A {:.1} MB and B {:.1} MB. A receives the uploads and B the downloads through the tunnel; what the receiving daemon holds is bounded by yamux's stream receive window (see `yamux_config` in mesh-core).",
+        small_rss[0],
+        small_rss[1],
+        top(0),
+        top(1)
     )?;
     h2_section(&mut md, &h2)?;
     drop((a, b, nginx));

@@ -133,7 +133,8 @@ impl Daemon {
             .to_owned())
     }
 
-    /// Peak resident memory in KiB.
+    /// Peak resident memory in KiB since start or the last
+    /// [`Daemon::reset_peak_rss`].
     pub fn peak_rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.process.pid()))
             .unwrap_or_default()
@@ -141,5 +142,11 @@ impl Daemon {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Starts a new peak: the kernel sets VmHWM to the current RSS.
+    pub fn reset_peak_rss(&self) -> anyhow::Result<()> {
+        let path = format!("/proc/{}/clear_refs", self.process.pid());
+        std::fs::write(&path, "5").with_context(|| format!("writing {path}"))
     }
 }

@@ -73,6 +73,32 @@ fn relay_config() -> relay::Config {
 /// Bytes read from a TCP connection at a time, below Noise.
 const TCP_READ_BUFFER: usize = 128 * 1024;
 
+/// How far yamux may grow the receive windows of a connection's streams,
+/// together, beyond the 256 KiB each stream starts with. Whatever a peer
+/// sends within a window and the receiving service has not taken yet sits in
+/// memory; yamux's own budget is 1 GiB, and on a 1 GiB upload it doubled one
+/// stream's window up to 32 MiB and the receiving daemon's RSS reached 52 MB
+/// (66 MB in a full `cargo xtask bench`). 16 MiB still covers a 160 MB/s
+/// stream at 100 ms round trip.
+const YAMUX_WINDOW_GROWTH: usize = 16 * 1024 * 1024;
+
+/// Yamux with its windows' growth capped at [`YAMUX_WINDOW_GROWTH`].
+///
+/// libp2p-yamux exposes no receive-window setting, only the stream limit,
+/// and yamux lends each stream's growth out of what its fixed 1 GiB
+/// connection window leaves after reserving 256 KiB for every allowed
+/// stream; so the limit is set to leave exactly the budget. It allows more
+/// streams than yamux's default 512; that lets no peer park more unread data
+/// with us: libp2p drops inbound streams beyond 128 that are still
+/// negotiating a protocol, and the handlers read or drop what they accept.
+fn yamux_config() -> yamux::Config {
+    const CONNECTION_WINDOW: usize = 1024 * 1024 * 1024;
+    const STREAM_CREDIT: usize = 256 * 1024;
+    let mut config = yamux::Config::default();
+    config.set_max_num_streams((CONNECTION_WINDOW - YAMUX_WINDOW_GROWTH) / STREAM_CREDIT);
+    config
+}
+
 pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
     let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
     let member = config.role == Role::Member;
@@ -93,14 +119,14 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
                         .map(|tcp, _| futures::io::BufReader::with_capacity(TCP_READ_BUFFER, tcp))
                         .upgrade(upgrade::Version::V1Lazy)
                         .authenticate(noise::Config::new(key)?)
-                        .multiplex(yamux::Config::default()),
+                        .multiplex(yamux_config()),
                 )
             },
         )
         .map_err(|e| setup(&e))?
         .with_dns()
         .map_err(|e| setup(&e))?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, yamux_config)
         .map_err(|e| setup(&e))?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
