@@ -16,6 +16,7 @@ use tracing::info;
 use crate::settings::{Args, Settings};
 
 fn main() -> ExitCode {
+    one_malloc_arena();
     let args = Args::parse();
     let settings = match Settings::resolve(args) {
         Ok(s) => s,
@@ -43,6 +44,31 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Keeps glibc's malloc to one arena. By default every thread that allocates
+/// under contention gets an arena of its own, and the buffers of a bulk
+/// transfer (yamux frames received on one runtime thread, freed on another)
+/// fragment them: on 1 GiB uploads through the tunnel the receiving daemon's
+/// peak RSS was about 50 MB with the default, 34 MB with one arena, with no
+/// loss of throughput measured for bulk transfers or small requests (glibc's
+/// per-thread caches serve most small allocations without the arena lock).
+/// `MALLOC_ARENA_MAX` in the environment still wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only sets a glibc tunable; it is called first thing in
+    // main, before any other thread exists, and has no memory-safety
+    // preconditions.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn one_malloc_arena() {}
 
 fn init_tracing(directives: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
