@@ -485,10 +485,28 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
+    // The CPU, since figures of runs on different machines differ by more
+    // than any change measured here.
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            let field = |name: &str| {
+                info.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_owned())
+            };
+            let model = field("model name")?;
+            Some(match field("cpu MHz") {
+                Some(mhz) => format!(" ({model}, {mhz} MHz)"),
+                None => format!(" ({model})"),
+            })
+        })
+        .unwrap_or_default();
     writeln!(md, "# Benchmarks\n")?;
     writeln!(
         md,
-        "Written by `cargo xtask bench`{} on {date}, commit `{commit}`, {cores} cores.",
+        "Written by `cargo xtask bench`{} on {date}, commit `{commit}`, {cores} cores{cpu}.",
         if quick { " --quick" } else { "" }
     )?;
     writeln!(
@@ -775,7 +793,7 @@ fn lab_section(md: &mut String, bin: &std::path::Path, quick: bool) -> anyhow::R
     let worst = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
     writeln!(
         md,
-        "Network namespaces on this machine: a relay (`devmeshd --relay`) on the \"internet\" (203.0.113.0/24), members in home LANs (198.18.x.0/24) behind Linux NAT routers (MASQUERADE, unsolicited inbound dropped). Member A shares a service; a fresh member B joins {runs} times. This kernel has no netem: the 40 ms latency comes from the lab's NFQUEUE delay line on each router's way out.\n"
+        "Network namespaces on this machine: a relay (`devmeshd --relay`) on the \"internet\" (203.0.113.0/24), members in home LANs (198.18.x.0/24) behind Linux NAT routers (MASQUERADE, unsolicited inbound dropped). Member A shares a service; a fresh member B joins {runs} times in each of the three settings below. This kernel has no netem: the 40 ms latency comes from the lab's NFQUEUE delay line on each router's way out.\n"
     )?;
     writeln!(
         md,
@@ -802,7 +820,7 @@ fn lab_section(md: &mut String, bin: &std::path::Path, quick: bool) -> anyhow::R
     )?;
     writeln!(
         md,
-        "\nFrom the first relayed connection to a direct one (hole punching), over the {} joins: median {:.0} ms, worst {:.0} ms; {} of {} joins were still relayed 10 s later.",
+        "\nFrom the first relayed connection to a direct one (hole punching), over the {} joins through the relay (both NAT settings): median {:.0} ms, worst {:.0} ms; {} of {} joins were still relayed 10 s later.",
         2 * runs,
         ms(median_duration(f.relayed_to_direct.clone())),
         ms(worst(&f.relayed_to_direct)),
