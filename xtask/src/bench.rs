@@ -424,14 +424,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let med = |i: usize, f: fn(&Wrk) -> f64| median(small[i].iter().map(f).collect());
     // Peak RSS of A and B in MB: over the small requests, then per transfer.
-    let peaks = |a: &Daemon, b: &Daemon| -> anyhow::Result<[f64; 2]> {
+    let peaks = || -> anyhow::Result<[f64; 2]> {
         let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
         let p = [mb(a.peak_rss_kib()), mb(b.peak_rss_kib())];
         a.reset_peak_rss()?;
         b.reset_peak_rss()?;
         Ok(p)
     };
-    let small_rss = peaks(&a, &b)?;
+    let small_rss = peaks()?;
 
     // Bulk transfers, alternating direct and remote.
     let bulk_rounds = if quick { 1 } else { 3 };
@@ -449,7 +449,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         for (i, transfer) in transfers.iter().enumerate() {
             bulk[i][0].push(curl_transfer(&direct, None, *transfer)?);
             bulk[i][1].push(curl_transfer(&remote, host, *transfer)?);
-            let [pa, pb] = peaks(&a, &b)?;
+            let [pa, pb] = peaks()?;
             bulk_rss[i] = [bulk_rss[i][0].max(pa), bulk_rss[i][1].max(pb)];
         }
         eprintln!(
