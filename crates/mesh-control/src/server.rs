@@ -236,7 +236,7 @@ impl Server {
                     "this node is a relay; relays serve every namespace and join none".into(),
                 );
             }
-            validate_name(name)?;
+            validate_name(name).map_err(|e| e.to_string())?;
             let secret = match secret {
                 Some(s) => {
                     let s = Secret::parse(&s).map_err(|e| e.to_string())?;
@@ -317,7 +317,7 @@ impl Server {
             }
             None => snapshot.namespace.clone(),
         };
-        validate_name(&name)?;
+        validate_name(&name).map_err(|e| e.to_string())?;
         let (secret, created) = match self.stored_secret(&name)? {
             Some(s) => (s, false),
             None => {

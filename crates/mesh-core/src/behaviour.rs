@@ -12,10 +12,10 @@ use libp2p::{
 };
 
 use crate::{
-    Error,
+    Config, Error,
     admission::{self, AuthRequest, AuthResponse},
-    node::{Config, SyncRequest, SyncResponse},
     snapshot::Role,
+    sync::{SyncRequest, SyncResponse},
 };
 
 /// Protocol of the record table sync on connect.
@@ -100,7 +100,9 @@ fn yamux_config() -> yamux::Config {
 }
 
 pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
-    let setup = |e: &dyn std::fmt::Display| Error::Setup(e.to_string());
+    fn setup(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Setup(Box::new(e))
+    }
     let member = config.role == Role::Member;
     let mdns_enabled = config.mdns && member;
     let agent = config.agent.clone();
@@ -123,11 +125,11 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
                 )
             },
         )
-        .map_err(|e| setup(&e))?
+        .map_err(setup)?
         .with_dns()
-        .map_err(|e| setup(&e))?
+        .map_err(setup)?
         .with_relay_client(noise::Config::new, yamux_config)
-        .map_err(|e| setup(&e))?
+        .map_err(setup)?
         .with_behaviour(|key, relay_client| {
             let peer_id = key.public().to_peer_id();
             let gossipsub_config = gossipsub::ConfigBuilder::default()
@@ -205,7 +207,7 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
                 stream: libp2p_stream::Behaviour::new(),
             })
         })
-        .map_err(|e| setup(&e))?
+        .map_err(setup)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
         .build();
     Ok(swarm)

@@ -1,6 +1,16 @@
 //! Errors of the mesh-core crate.
+//!
+//! [`Error`] is what [`crate::Node`] and [`crate::NodeHandle`] return. The
+//! other enums say why one piece of input was refused: a namespace name
+//! ([`NameError`]), a peer in the admission handshake ([`Rejection`]), a
+//! record from the network ([`RecordRejection`]). Their messages are the
+//! text users and logs read.
 
 use std::path::PathBuf;
+
+use libp2p::{PeerId, TransportError, gossipsub, identity::DecodingError, swarm::DialError};
+
+use crate::{admission::PeerKind, namespace::OpenError, record::RecordError};
 
 /// Errors returned by [`crate::Node`] and its handle.
 #[derive(Debug, thiserror::Error)]
@@ -14,21 +24,106 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The identity key file exists but holds no valid key.
-    #[error("identity key {path} is corrupt ({reason}); move it away to create a new identity")]
-    CorruptIdentity { path: PathBuf, reason: String },
+    #[error("identity key {path} is corrupt ({source}); move it away to create a new identity")]
+    CorruptIdentity {
+        path: PathBuf,
+        #[source]
+        source: DecodingError,
+    },
+    /// A new identity key could not be encoded for its file.
+    #[error("starting the libp2p node: encoding identity: {0}")]
+    EncodeIdentity(#[source] DecodingError),
     /// Building the libp2p transport or behaviours failed.
     #[error("starting the libp2p node: {0}")]
-    Setup(String),
+    Setup(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The node could not subscribe to its namespace's records topic.
+    #[error("starting the libp2p node: subscribing to records topic: {0}")]
+    Subscribe(#[source] gossipsub::SubscriptionError),
     /// A listen address was rejected.
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen { addr: String, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: Box<TransportError<std::io::Error>>,
+    },
+    /// A dial was asked for without any address.
+    #[error("cannot connect: no address given")]
+    NoAddress,
     /// A dial failed.
-    #[error("cannot connect to {addr}: {reason}")]
-    Dial { addr: String, reason: String },
+    #[error("cannot connect to {addr}: {source}")]
+    Dial {
+        addr: String,
+        #[source]
+        source: Box<DialError>,
+    },
     /// A service record failed validation before it was published.
     #[error(transparent)]
-    Record(#[from] crate::record::RecordError),
+    Record(#[from] RecordError),
     /// The node's event loop has stopped.
     #[error("the devmesh node has stopped")]
     Stopped,
+}
+
+/// A namespace name that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "namespace {name:?} is invalid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
+)]
+pub struct NameError {
+    /// The name as given.
+    pub name: String,
+}
+
+/// Why a peer failed the admission handshake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// It proved a secret of this namespace, not ours.
+    #[error(
+        "secret does not match namespace {namespace}: peer {peer} is a member with a different secret. Ask a member for a fresh invite (`devmesh invite`) and run `devmesh join <token>`"
+    )]
+    WrongSecret { namespace: String, peer: PeerId },
+    /// It proved a secret and this node has none.
+    #[error(
+        "namespace {namespace} has a secret and this node has none: peer {peer} proved a secret. Ask a member for an invite (`devmesh invite`) and run `devmesh join <token>`"
+    )]
+    MissingSecret { namespace: String, peer: PeerId },
+    /// It could not read the challenge.
+    #[error("peer {peer} could not read our admission request (another devmesh version?)")]
+    Unreadable { peer: PeerId },
+}
+
+impl Rejection {
+    /// The peer that was rejected.
+    pub fn peer(&self) -> PeerId {
+        match self {
+            Rejection::WrongSecret { peer, .. }
+            | Rejection::MissingSecret { peer, .. }
+            | Rejection::Unreadable { peer } => *peer,
+        }
+    }
+}
+
+/// Why a record from the network was dropped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordRejection {
+    /// It came from a peer that has not been admitted.
+    #[error("record from a peer that is not an admitted member ({kind})")]
+    NotMember { kind: PeerKind },
+    /// A gossip message without an author.
+    #[error("unsigned gossip message")]
+    Unsigned,
+    /// It does not open with the namespace's record key.
+    #[error(transparent)]
+    Sealed(#[from] OpenError),
+    /// It opened but is not a valid announcement for the namespace.
+    #[error(transparent)]
+    Invalid(#[from] RecordError),
+    /// Gossip of one provider's record published by another peer.
+    #[error("record of {provider} published by {author}")]
+    WrongAuthor {
+        provider: Box<PeerId>,
+        author: Box<PeerId>,
+    },
 }

@@ -19,15 +19,17 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, Error> {
         source,
     };
     match std::fs::read(path) {
-        Ok(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| Error::CorruptIdentity {
-            path: path.to_owned(),
-            reason: e.to_string(),
-        }),
+        Ok(bytes) => {
+            Keypair::from_protobuf_encoding(&bytes).map_err(|source| Error::CorruptIdentity {
+                path: path.to_owned(),
+                source,
+            })
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             let keypair = Keypair::generate_ed25519();
             let bytes = keypair
                 .to_protobuf_encoding()
-                .map_err(|e| Error::Setup(format!("encoding identity: {e}")))?;
+                .map_err(Error::EncodeIdentity)?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io_err)?;
             }

@@ -23,26 +23,30 @@
 //! # Ok(()) }
 //! ```
 
+pub mod addr;
 pub mod admission;
 mod behaviour;
-mod error;
+mod config;
+pub mod error;
 pub mod health;
 pub mod identity;
 pub mod namespace;
 mod node;
+mod peers;
 pub mod record;
 pub mod registry;
 mod snapshot;
+mod sync;
 
+pub use addr::{group_by_peer, is_relayed, peer_of};
 pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, RELAY_HOP_PROTOCOL, SYNC_PROTOCOL};
+pub use config::Config;
 pub use error::Error;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use namespace::{Invite, Namespace, Secret};
-pub use node::{
-    Config, Event, Node, NodeHandle, SyncEntry, SyncRequest, SyncResponse, group_by_peer,
-    is_relayed, peer_of,
-};
+pub use node::{Event, Node, NodeHandle};
 pub use snapshot::{
     AdmissionFailure, LocalService, PeerLink, Provider, Reachability, RelayLink, RemoteService,
     Reservation, Role, Scheme, Snapshot,
 };
+pub use sync::{SyncEntry, SyncRequest, SyncResponse};

@@ -26,6 +26,8 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use libp2p::PeerId;
 use sha2::{Digest as _, Sha256};
 
+pub use crate::error::NameError;
+
 /// Length of a namespace secret in bytes.
 pub const SECRET_LEN: usize = 32;
 /// Prefix of an encrypted record: format tag, then a 12-byte nonce.
@@ -349,7 +351,7 @@ impl Invite {
                 wire.v
             )));
         }
-        validate_name(&wire.ns).map_err(InviteError)?;
+        validate_name(&wire.ns).map_err(|e| InviteError(e.to_string()))?;
         let secret = wire
             .secret
             .map(|s| Secret::parse(&s))
@@ -372,8 +374,8 @@ impl Invite {
 }
 
 /// Checks a namespace name: 1-64 letters, digits, `.`, `_` or `-`, not
-/// starting with `.`. Returns a message saying what is wrong.
-pub fn validate_name(name: &str) -> Result<(), String> {
+/// starting with `.`. The error says what is wrong.
+pub fn validate_name(name: &str) -> Result<(), NameError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -383,9 +385,9 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "namespace {name:?} is invalid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
-        ))
+        Err(NameError {
+            name: name.to_owned(),
+        })
     }
 }
 

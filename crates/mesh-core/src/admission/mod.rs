@@ -10,17 +10,33 @@
 //! its own nonce, so admission is mutual and a captured proof is useless for
 //! another nonce, another peer or in the reverse direction. Noise has
 //! already authenticated both peer ids.
+//!
+//! This module holds the wire messages, [`respond`] (the answering side)
+//! and the challenging side's state machine ([`handshake`]); both are pure,
+//! the node's event loop carries out what they decide. The proofs
+//! themselves are [`Namespace::proof`] and [`Namespace::verify_proof`],
+//! beside the keys they use.
 
-use libp2p::StreamProtocol;
+pub(crate) mod handshake;
+
+use libp2p::{PeerId, StreamProtocol};
 use serde::{Deserialize, Serialize};
+use tracing::{debug, warn};
+
+use crate::namespace::Namespace;
 
 /// Stream protocol of the handshake.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/auth/1");
 /// Length of a challenge nonce.
 pub const NONCE_LEN: usize = 32;
 
+/// Handshake format version.
+pub(crate) const VERSION: u32 = 1;
+/// Length of a [`Namespace::id`].
+const NAMESPACE_ID_LEN: usize = 16;
+
 /// A challenge: "prove you are in namespace `namespace_id`".
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthRequest {
     /// Handshake format version.
     pub v: u32,
@@ -31,8 +47,9 @@ pub struct AuthRequest {
 }
 
 /// The answer to an [`AuthRequest`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuthResponse {
     /// Same namespace; the proof of knowing its secret.
     Member { proof: Vec<u8> },
@@ -44,9 +61,37 @@ pub enum AuthResponse {
     Malformed,
 }
 
+/// The answer to `peer`'s challenge `request`: a proof when both are in
+/// `namespace`; `None` as the namespace makes this node answer as a relay.
+pub(crate) fn respond(
+    namespace: Option<&Namespace>,
+    local: &PeerId,
+    peer: &PeerId,
+    request: &AuthRequest,
+) -> AuthResponse {
+    let Some(namespace) = namespace else {
+        return AuthResponse::Relay;
+    };
+    if request.v != VERSION
+        || request.nonce.len() != NONCE_LEN
+        || request.namespace_id.len() != NAMESPACE_ID_LEN
+    {
+        warn!(%peer, "dropped a malformed admission request");
+        return AuthResponse::Malformed;
+    }
+    if request.namespace_id != namespace.id() {
+        debug!(%peer, "admission request for another namespace");
+        return AuthResponse::OtherNamespace;
+    }
+    AuthResponse::Member {
+        proof: namespace.proof(&request.nonce, local, peer).to_vec(),
+    }
+}
+
 /// What a peer is to this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PeerKind {
     /// Handshake not finished yet.
     Pending,

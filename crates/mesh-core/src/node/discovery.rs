@@ -1,0 +1,213 @@
+//! Finding peers: the bootstrap list and its redials, dials asked for by the
+//! handle, mDNS, what identify tells Kademlia, and moving to another
+//! namespace.
+
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId, identify, mdns, swarm::dial_opts::DialOpts};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use super::{Changed, Event, Node};
+use crate::{
+    Error, RELAY_HOP_PROTOCOL,
+    addr::{group_by_peer, is_loopback, is_relayed, peer_of},
+    namespace::Namespace,
+};
+
+/// How long after joining or meeting a relay the quick member lookups go on.
+pub(super) const FIND_FAST_FOR: Duration = Duration::from_secs(60);
+
+/// What discovery owns: the bootstrap list as it is now (the configured
+/// one, plus what `join` and `add_bootstrap` added) and how long quick
+/// member lookups go on.
+pub(super) struct Discovery {
+    bootstrap: Vec<Multiaddr>,
+    find_fast_until: Instant,
+}
+
+impl Discovery {
+    pub(super) fn new(bootstrap: Vec<Multiaddr>) -> Self {
+        Self {
+            bootstrap,
+            find_fast_until: Instant::now(),
+        }
+    }
+
+    pub(super) fn bootstrap(&self) -> &[Multiaddr] {
+        &self.bootstrap
+    }
+
+    pub(super) fn find_fast_until(&self) -> Instant {
+        self.find_fast_until
+    }
+
+    /// Looks for members quickly for a while (after joining or meeting a
+    /// relay).
+    pub(super) fn find_fast(&mut self) {
+        self.find_fast_until = Instant::now() + FIND_FAST_FOR;
+    }
+
+    /// Adds bootstrap peers; returns whether any was new.
+    pub(super) fn add(&mut self, addrs: Vec<Multiaddr>) -> bool {
+        let mut added = false;
+        for addr in addrs {
+            if !self.bootstrap.contains(&addr) {
+                self.bootstrap.push(addr);
+                added = true;
+            }
+        }
+        added
+    }
+}
+
+impl Node {
+    /// Dials `addrs`: one address of an unknown peer, or any number of
+    /// addresses of the same peer, tried concurrently.
+    pub(super) fn dial_addrs(
+        &mut self,
+        addrs: Vec<Multiaddr>,
+        reply: Option<oneshot::Sender<Result<PeerId, Error>>>,
+    ) {
+        let answer = |reply: Option<oneshot::Sender<_>>, result| {
+            if let Some(reply) = reply {
+                let _ = reply.send(result);
+            }
+        };
+        let Some(first) = addrs.first().cloned() else {
+            answer(reply, Err(Error::NoAddress));
+            return;
+        };
+        let peer = peer_of(&first);
+        let opts = match peer {
+            Some(peer) => DialOpts::peer_id(peer).addresses(addrs.clone()).build(),
+            None => DialOpts::unknown_peer_id().address(first.clone()).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                debug!(?addrs, "dialling");
+                if let Some(reply) = reply {
+                    self.pending_dials.insert(id, reply);
+                }
+            }
+            // Already connected counts as success for the caller.
+            Err(_) if peer.is_some_and(|p| self.swarm.is_connected(&p)) => {
+                answer(reply, Ok(peer.expect("checked")));
+            }
+            Err(source) => {
+                debug!(?addrs, error = %source, "dial not started");
+                answer(
+                    reply,
+                    Err(Error::Dial {
+                        addr: first.to_string(),
+                        source: Box::new(source),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// Dials the bootstrap peers that are not connected.
+    pub(super) fn redial_bootstrap(&mut self) {
+        let now = Instant::now();
+        for group in group_by_peer(self.discovery.bootstrap()) {
+            let connected = match group.first().and_then(peer_of) {
+                Some(peer) => {
+                    self.swarm.is_connected(&peer) || self.peers.is_backed_off(&peer, now)
+                }
+                None => self.peers.connected_at(&group),
+            };
+            if !connected {
+                self.dial_addrs(group, None);
+            }
+        }
+    }
+
+    /// See [`crate::NodeHandle::add_bootstrap`].
+    pub(super) fn add_bootstrap(&mut self, addrs: Vec<Multiaddr>) -> Changed {
+        let added = self.discovery.add(addrs);
+        self.redial_bootstrap();
+        Changed::from(added)
+    }
+
+    /// Switches to another namespace: see [`crate::NodeHandle::join`].
+    pub(super) fn join(&mut self, namespace: Namespace, bootstrap: Vec<Multiaddr>) -> Changed {
+        info!(namespace = %namespace.name(), secret = namespace.has_secret(), "joining namespace");
+        if self.is_member() {
+            // Tell the old namespace our services are gone before leaving it.
+            if self.records.has_local() {
+                let saved = self.records.take_local();
+                self.announce();
+                self.records.restore_local(saved);
+            }
+            let old_topic = self.records.topic();
+            let _ = self.swarm.behaviour_mut().gossipsub.unsubscribe(&old_topic);
+            let old_key = self.records.rendezvous();
+            self.swarm.behaviour_mut().kad.stop_providing(&old_key);
+        }
+        self.records.switch(namespace);
+        if self.is_member() {
+            let topic = self.records.topic();
+            if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&topic) {
+                warn!(error = %e, "subscribing to the new records topic failed");
+            }
+        }
+        self.failures.clear();
+        self.peers.clear_back_offs();
+        let _ = self.events.send(Event::ServicesChanged);
+        // Members of the old namespace: disconnect. Relays stay.
+        for peer in self.peers.non_relays() {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        let _ = self.discovery.add(bootstrap);
+        self.discovery.find_fast();
+        self.provide();
+        self.find_members();
+        Changed::YES
+    }
+
+    /// Identify told us what the peer is and where it listens: feed the
+    /// addresses to Kademlia, and use the peer as a relay when it is one.
+    pub(super) fn on_identify(&mut self, peer: PeerId, info: identify::Info) -> Changed {
+        // A peer's loopback addresses are only worth trying from the same
+        // machine, that is over a loopback connection.
+        let local_peer = self.peers.on_loopback(&peer);
+        for addr in info
+            .listen_addrs
+            .iter()
+            .filter(|a| !is_relayed(a) && (local_peer || !is_loopback(a)))
+        {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+        }
+        let is_relay = info.protocols.contains(&RELAY_HOP_PROTOCOL);
+        let mut changed = Changed::from(self.peers.set_agent(&peer, info.agent_version));
+        if is_relay {
+            changed |= self.use_relay(peer);
+        }
+        changed
+    }
+
+    /// mDNS found peers on the LAN: dial those not connected.
+    pub(super) fn on_mdns(&mut self, event: mdns::Event) {
+        let mdns::Event::Discovered(found) = event else {
+            return;
+        };
+        let now = Instant::now();
+        for (peer, addr) in found {
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+            if !self.swarm.is_connected(&peer) && !self.peers.is_backed_off(&peer, now) {
+                debug!(%peer, %addr, "mDNS discovered a peer");
+                let _ = self
+                    .swarm
+                    .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+            }
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! The peer table: the one owner of what the node knows per peer.
+//!
+//! Connected peers have an entry with their connections, what identify and
+//! ping said, their [`PeerKind`], the admission handshake, the relay state
+//! when the node uses them as a relay, and the hole-punch retries. Those go
+//! with the last connection. What must outlive a connection, the dial
+//! back-offs, is kept apart. Every method that changes what the
+//! [`crate::Snapshot`] shows says so (`bool`, or a field of its result), and
+//! the event loop republishes the snapshot from that. Nothing here touches
+//! the swarm: the event loop carries out what the table returns.
+//!
+//! `C` names a connection and `R` an outbound request (libp2p's
+//! `ConnectionId` and `OutboundRequestId` in the node).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+use libp2p::{Multiaddr, PeerId, core::transport::ListenerId};
+
+use crate::{
+    addr::{is_loopback, is_quic},
+    admission::{PeerKind, handshake::Handshake},
+    snapshot::{PeerLink, RelayLink, Reservation},
+};
+
+/// How long a peer in another namespace (or with a wrong secret) is left
+/// alone before discovery may dial it again.
+pub(crate) const FOREIGN_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a relayed connection stays open once a direct one exists, so
+/// that the tunnels on it can finish.
+pub(crate) const RELAYED_GRACE: Duration = Duration::from_secs(3);
+/// Hole-punch rounds tried per peer (the first comes with the relayed
+/// connection; each retry opens another relayed connection to run DCUtR on).
+pub(crate) const PUNCH_ATTEMPTS: u32 = 3;
+/// First back-off of a member found in the DHT that could not be reached;
+/// it doubles on each failure up to [`UNREACHABLE_MAX`].
+const UNREACHABLE_FIRST: Duration = Duration::from_secs(30);
+const UNREACHABLE_MAX: Duration = Duration::from_secs(600);
+/// How long an unreachable member's back-off is remembered after it ended.
+const UNREACHABLE_MEMORY: Duration = Duration::from_secs(600);
+
+/// One open connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Conn {
+    /// The remote address (for a relayed inbound one, the circuit address).
+    pub addr: Multiaddr,
+    pub relayed: bool,
+    /// Whether this node dialled it.
+    pub dialer: bool,
+}
+
+/// A relay this node listens through.
+#[derive(Debug, Clone)]
+pub(crate) struct Relay {
+    /// The relay's address, without `/p2p`.
+    pub addr: Multiaddr,
+    pub listener: Option<ListenerId>,
+    pub reservation: Reservation,
+}
+
+/// Hole-punch retries with one peer.
+#[derive(Debug)]
+struct Punch<C> {
+    rounds: u32,
+    retry_at: Option<Instant>,
+    /// The extra relayed connection opened for the current retry.
+    extra: Option<C>,
+}
+
+impl<C> Default for Punch<C> {
+    fn default() -> Self {
+        Self {
+            rounds: 0,
+            retry_at: None,
+            extra: None,
+        }
+    }
+}
+
+/// A connected peer.
+#[derive(Debug)]
+pub(crate) struct Peer<C, R> {
+    conns: HashMap<C, Conn>,
+    rtt: Option<Duration>,
+    agent: Option<String>,
+    kind: PeerKind,
+    /// The admission handshake (members only).
+    pub handshake: Handshake<R>,
+    relay: Option<Relay>,
+    punch: Punch<C>,
+    disconnect_at: Option<Instant>,
+    close_relayed_at: Option<Instant>,
+}
+
+impl<C, R> Peer<C, R> {
+    fn new(kind: PeerKind) -> Self {
+        Self {
+            conns: HashMap::new(),
+            rtt: None,
+            agent: None,
+            kind,
+            handshake: Handshake::default(),
+            relay: None,
+            punch: Punch::default(),
+            disconnect_at: None,
+            close_relayed_at: None,
+        }
+    }
+
+    fn relayed_only(&self) -> bool {
+        !self.conns.is_empty() && self.conns.values().all(|c| c.relayed)
+    }
+}
+
+/// What survives a peer's connections: why not to dial it for a while.
+#[derive(Debug, Default)]
+struct Dialing {
+    /// Another namespace or a failed admission: no dial before the instant.
+    foreign_until: Option<Instant>,
+    /// A member found in the DHT is being dialled.
+    member_dial: bool,
+    /// A member found in the DHT could not be reached: not dialled again
+    /// before the instant; the duration is the current back-off. Stale
+    /// rendezvous entries of members that left must not make a node hammer
+    /// the relay.
+    unreachable: Option<(Instant, Duration)>,
+}
+
+impl Dialing {
+    fn is_empty(&self) -> bool {
+        self.foreign_until.is_none() && !self.member_dial && self.unreachable.is_none()
+    }
+}
+
+/// What [`PeerTable::connected`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Connected {
+    /// The first connection to the peer.
+    pub first: bool,
+    /// A direct connection to a peer reached only through relays so far:
+    /// the relayed ones close after [`RELAYED_GRACE`].
+    pub replaces_relayed: bool,
+}
+
+/// What [`PeerTable::closed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed {
+    /// The peer's last connection closed: it is gone from the table.
+    pub last: bool,
+    /// The peer was a relay this node listened through.
+    pub was_relay: bool,
+}
+
+/// What a failed hole punch leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PunchFailed<C> {
+    /// Rounds tried so far.
+    pub rounds: u32,
+    /// When another round is due, if one is.
+    pub retry_in: Option<Duration>,
+    /// The extra relayed connection of the failed round, to close.
+    pub close: Option<C>,
+}
+
+/// Work that came due, for [`PeerTable::take_due`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Due<C> {
+    /// Peers to disconnect now (their grace after a rejection is over).
+    pub disconnect: Vec<PeerId>,
+    /// Relayed connections to close (a direct one carries the tunnels).
+    pub close: Vec<(PeerId, C)>,
+    /// Peers to open another relayed connection to, for another hole punch.
+    pub punch: Vec<PeerId>,
+}
+
+impl<C> Default for Due<C> {
+    fn default() -> Self {
+        Self {
+            disconnect: Vec::new(),
+            close: Vec::new(),
+            punch: Vec::new(),
+        }
+    }
+}
+
+/// Every peer the node knows, connected or backed off.
+#[derive(Debug)]
+pub(crate) struct PeerTable<C, R> {
+    peers: HashMap<PeerId, Peer<C, R>>,
+    dialing: HashMap<PeerId, Dialing>,
+}
+
+impl<C, R> Default for PeerTable<C, R> {
+    fn default() -> Self {
+        Self {
+            peers: HashMap::new(),
+            dialing: HashMap::new(),
+        }
+    }
+}
+
+impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
+    /// A connection to `peer` opened. A new peer starts as `initial`.
+    pub(crate) fn connected(
+        &mut self,
+        peer: PeerId,
+        id: C,
+        conn: Conn,
+        initial: PeerKind,
+        now: Instant,
+    ) -> Connected {
+        if let Some(d) = self.dialing.get_mut(&peer) {
+            d.member_dial = false;
+            d.unreachable = None;
+        }
+        self.dialing.retain(|_, d| !d.is_empty());
+        let first = !self.peers.contains_key(&peer);
+        let entry = self.peers.entry(peer).or_insert_with(|| Peer::new(initial));
+        let replaces_relayed = entry.relayed_only() && !conn.relayed;
+        entry.conns.insert(id, conn);
+        if replaces_relayed {
+            entry.close_relayed_at = Some(now + RELAYED_GRACE);
+        }
+        Connected {
+            first,
+            replaces_relayed,
+        }
+    }
+}
+
+impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
+    /// A connection to `peer` closed; the peer goes with its last one.
+    pub(crate) fn closed(&mut self, peer: PeerId, id: C) -> Closed {
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return Closed {
+                last: true,
+                was_relay: false,
+            };
+        };
+        entry.conns.remove(&id);
+        if !entry.conns.is_empty() {
+            return Closed {
+                last: false,
+                was_relay: false,
+            };
+        }
+        let gone = self.peers.remove(&peer);
+        Closed {
+            last: true,
+            was_relay: gone.is_some_and(|p| p.relay.is_some()),
+        }
+    }
+
+    /// The peer's entry, when connected.
+    pub(crate) fn get_mut(&mut self, peer: &PeerId) -> Option<&mut Peer<C, R>> {
+        self.peers.get_mut(peer)
+    }
+
+    /// What the peer is; `Pending` for a peer not connected.
+    pub(crate) fn kind(&self, peer: &PeerId) -> PeerKind {
+        self.peers.get(peer).map_or(PeerKind::Pending, |p| p.kind)
+    }
+
+    /// Sets what the peer is. Returns whether it changed.
+    pub(crate) fn set_kind(&mut self, peer: &PeerId, kind: PeerKind) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(p) if p.kind != kind => {
+                p.kind = kind;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a ping round trip. Returns whether the view changed.
+    pub(crate) fn set_rtt(&mut self, peer: &PeerId, rtt: Duration) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(p) if p.rtt != Some(rtt) => {
+                p.rtt = Some(rtt);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records the agent identify reported. Returns whether it changed.
+    pub(crate) fn set_agent(&mut self, peer: &PeerId, agent: String) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(p) if p.agent.as_deref() != Some(agent.as_str()) => {
+                p.agent = Some(agent);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether any peer is connected.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Whether any admitted member is connected.
+    pub(crate) fn any_member(&self) -> bool {
+        self.peers.values().any(|p| p.kind == PeerKind::Member)
+    }
+
+    /// Connected peers that are not relays (members of the namespace being
+    /// left, pending or refused ones).
+    pub(crate) fn non_relays(&self) -> Vec<PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.kind != PeerKind::Relay)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Whether some connection goes to one of `addrs`.
+    pub(crate) fn connected_at(&self, addrs: &[Multiaddr]) -> bool {
+        self.peers
+            .values()
+            .any(|p| p.conns.values().any(|c| addrs.contains(&c.addr)))
+    }
+
+    /// Whether the peer is reached over loopback (its loopback addresses are
+    /// then worth trying).
+    pub(crate) fn on_loopback(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.conns.values().any(|c| is_loopback(&c.addr)))
+    }
+
+    /// The address of a direct connection to the peer, one this node
+    /// dialled first.
+    pub(crate) fn direct_addr(&self, peer: &PeerId) -> Option<Multiaddr> {
+        self.peers.get(peer).and_then(|p| {
+            p.conns
+                .values()
+                .filter(|c| !c.relayed)
+                .max_by_key(|c| c.dialer)
+                .map(|c| c.addr.clone())
+        })
+    }
+
+    /// For each connection to the peer, whether it is QUIC.
+    pub(crate) fn transports(&self, peer: &PeerId) -> Vec<bool> {
+        self.peers
+            .get(peer)
+            .map(|p| p.conns.values().map(|c| is_quic(&c.addr)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Leaves a peer alone (no dial from discovery) for [`FOREIGN_BACKOFF`].
+    pub(crate) fn back_off(&mut self, peer: PeerId, now: Instant) {
+        self.dialing.entry(peer).or_default().foreign_until = Some(now + FOREIGN_BACKOFF);
+    }
+
+    /// Disconnects the peer once a grace period is over.
+    pub(crate) fn disconnect_after(&mut self, peer: &PeerId, grace: Duration, now: Instant) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.disconnect_at = Some(now + grace);
+        }
+    }
+
+    /// Whether discovery must leave the peer alone.
+    pub(crate) fn is_backed_off(&self, peer: &PeerId, now: Instant) -> bool {
+        self.dialing
+            .get(peer)
+            .and_then(|d| d.foreign_until)
+            .is_some_and(|until| until > now)
+    }
+
+    /// Forgets the back-offs of foreign and rejected peers (a new namespace
+    /// or secret changes what they are).
+    pub(crate) fn clear_back_offs(&mut self) {
+        for d in self.dialing.values_mut() {
+            d.foreign_until = None;
+        }
+        self.dialing.retain(|_, d| !d.is_empty());
+    }
+
+    /// Whether a member found in the DHT may be dialled now.
+    pub(crate) fn may_dial_member(&self, peer: &PeerId, now: Instant) -> bool {
+        !self.peers.contains_key(peer)
+            && !self.is_backed_off(peer, now)
+            && self
+                .dialing
+                .get(peer)
+                .and_then(|d| d.unreachable)
+                .is_none_or(|(until, _)| until <= now)
+    }
+
+    /// A member found in the DHT is being dialled.
+    pub(crate) fn member_dial_started(&mut self, peer: PeerId) {
+        self.dialing.entry(peer).or_default().member_dial = true;
+    }
+
+    /// A dial of `peer` failed. When it was a member found in the DHT and
+    /// the peer is still not connected, it is backed off: returns for how
+    /// long.
+    pub(crate) fn dial_failed(&mut self, peer: PeerId, now: Instant) -> Option<Duration> {
+        let connected = self.peers.contains_key(&peer);
+        let d = self.dialing.get_mut(&peer)?;
+        if !std::mem::take(&mut d.member_dial) || connected {
+            self.dialing.retain(|_, d| !d.is_empty());
+            return None;
+        }
+        let backoff = d
+            .unreachable
+            .map_or(UNREACHABLE_FIRST, |(_, b)| (b * 2).min(UNREACHABLE_MAX));
+        d.unreachable = Some((now + backoff, backoff));
+        Some(backoff)
+    }
+
+    /// Drops back-offs that are over (an unreachable member's is remembered
+    /// a while longer, so that its next one is longer), and returns the work
+    /// that came due.
+    pub(crate) fn take_due(&mut self, now: Instant) -> Due<C> {
+        for d in self.dialing.values_mut() {
+            d.foreign_until = d.foreign_until.filter(|until| *until > now);
+            d.unreachable = d
+                .unreachable
+                .filter(|(until, _)| *until + UNREACHABLE_MEMORY > now);
+        }
+        self.dialing.retain(|_, d| !d.is_empty());
+        let mut due = Due::default();
+        for (peer, p) in &mut self.peers {
+            if p.disconnect_at.is_some_and(|at| at <= now) {
+                p.disconnect_at = None;
+                due.disconnect.push(*peer);
+            }
+            if p.close_relayed_at.is_some_and(|at| at <= now) {
+                p.close_relayed_at = None;
+                if p.conns.values().any(|c| !c.relayed) {
+                    let relayed = p.conns.iter().filter(|(_, c)| c.relayed);
+                    due.close.extend(relayed.map(|(id, _)| (*peer, *id)));
+                }
+            }
+            if p.punch.retry_at.is_some_and(|at| at <= now) {
+                p.punch.retry_at = None;
+                if p.relayed_only() {
+                    due.punch.push(*peer);
+                }
+            }
+        }
+        due
+    }
+
+    /// A hole punch with `peer` failed; `retry` says whether this side
+    /// tries again (only one side does).
+    pub(crate) fn punch_failed(
+        &mut self,
+        peer: PeerId,
+        retry: bool,
+        now: Instant,
+    ) -> PunchFailed<C> {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return PunchFailed {
+                rounds: 1,
+                retry_in: None,
+                close: None,
+            };
+        };
+        let punch = &mut p.punch;
+        punch.rounds += 1;
+        let close = punch.extra.take();
+        let retry_in = (retry && punch.rounds < PUNCH_ATTEMPTS)
+            .then(|| Duration::from_secs(2u64.pow(punch.rounds)));
+        punch.retry_at = retry_in.map(|backoff| now + backoff);
+        PunchFailed {
+            rounds: punch.rounds,
+            retry_in,
+            close,
+        }
+    }
+
+    /// The relayed connection opened for another hole punch.
+    pub(crate) fn punch_dialled(&mut self, peer: &PeerId, id: C) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.punch.extra = Some(id);
+        }
+    }
+
+    /// A hole punch with `peer` succeeded: no more retries.
+    pub(crate) fn punch_succeeded(&mut self, peer: &PeerId) {
+        if let Some(p) = self.peers.get_mut(peer) {
+            p.punch = Punch::default();
+        }
+    }
+
+    /// Whether the node listens through `peer`.
+    pub(crate) fn is_relay(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.relay.is_some())
+    }
+
+    /// Whether the node listens through any relay.
+    pub(crate) fn has_relays(&self) -> bool {
+        self.peers.values().any(|p| p.relay.is_some())
+    }
+
+    /// The relays the node listens through.
+    pub(crate) fn relays(&self) -> impl Iterator<Item = (PeerId, &Relay)> {
+        self.peers
+            .iter()
+            .filter_map(|(id, p)| p.relay.as_ref().map(|r| (*id, r)))
+    }
+
+    /// The node listens through the connected `peer`. Returns whether the
+    /// view changed.
+    pub(crate) fn add_relay(&mut self, peer: &PeerId, relay: Relay) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(p) => {
+                p.relay = Some(relay);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The relay granted a reservation. Returns whether it is new.
+    pub(crate) fn reservation_accepted(&mut self, peer: &PeerId) -> bool {
+        match self.peers.get_mut(peer).and_then(|p| p.relay.as_mut()) {
+            Some(r) if r.reservation != Reservation::Accepted => {
+                r.reservation = Reservation::Accepted;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A listener closed: a relay listened through with it is given up,
+    /// and so is every relay without a listener; they are used again when
+    /// the connection to them is back. Returns the relays given up.
+    pub(crate) fn listener_closed(&mut self, listener: ListenerId) -> Vec<PeerId> {
+        let mut dropped = Vec::new();
+        for (id, p) in &mut self.peers {
+            if p.relay
+                .as_ref()
+                .is_some_and(|r| r.listener.is_none() || r.listener == Some(listener))
+            {
+                p.relay = None;
+                dropped.push(*id);
+            }
+        }
+        dropped
+    }
+
+    /// Every connected peer as the snapshot shows it.
+    pub(crate) fn links(&self) -> BTreeMap<PeerId, PeerLink> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.conns.is_empty())
+            .map(|(peer, p)| {
+                let link = PeerLink {
+                    addrs: p.conns.values().map(|c| c.addr.clone()).collect(),
+                    direct: p.conns.values().any(|c| !c.relayed),
+                    rtt: p.rtt,
+                    agent: p.agent.clone(),
+                    kind: p.kind,
+                };
+                (*peer, link)
+            })
+            .collect()
+    }
+
+    /// Every relay the node listens through as the snapshot shows it.
+    pub(crate) fn relay_links(&self) -> Vec<RelayLink> {
+        self.relays()
+            .map(|(peer, r)| RelayLink {
+                peer,
+                addr: r.addr.clone(),
+                reservation: r.reservation.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Table = PeerTable<u32, u64>;
+
+    fn conn(addr: &str, relayed: bool) -> Conn {
+        Conn {
+            addr: addr.parse().unwrap(),
+            relayed,
+            dialer: true,
+        }
+    }
+
+    const DIRECT: &str = "/ip4/10.0.0.2/tcp/4001";
+    const RELAYED: &str = "/ip4/10.0.0.9/tcp/4001/p2p-circuit";
+
+    #[test]
+    fn a_peer_lives_as_long_as_its_connections() {
+        let mut t = Table::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        let c = t.connected(peer, 1, conn(DIRECT, false), PeerKind::Pending, now);
+        assert!(c.first && !c.replaces_relayed);
+        assert!(
+            !t.connected(peer, 2, conn(DIRECT, false), PeerKind::Pending, now)
+                .first
+        );
+        assert_eq!(t.kind(&peer), PeerKind::Pending);
+        assert!(t.set_kind(&peer, PeerKind::Member));
+        assert!(!t.set_kind(&peer, PeerKind::Member), "no change");
+        assert!(t.any_member());
+        assert!(t.set_rtt(&peer, Duration::from_millis(3)));
+        assert!(!t.set_rtt(&peer, Duration::from_millis(3)));
+        assert!(t.set_agent(&peer, "devmesh/1".into()));
+        assert!(!t.set_agent(&peer, "devmesh/1".into()));
+        let link = &t.links()[&peer];
+        assert_eq!(link.addrs.len(), 2);
+        assert!(link.direct);
+        assert_eq!(link.kind, PeerKind::Member);
+        assert_eq!(
+            t.closed(peer, 1),
+            Closed {
+                last: false,
+                was_relay: false
+            }
+        );
+        assert_eq!(
+            t.closed(peer, 2),
+            Closed {
+                last: true,
+                was_relay: false
+            }
+        );
+        assert!(t.is_empty());
+        assert_eq!(t.kind(&peer), PeerKind::Pending);
+        assert!(
+            !t.set_kind(&peer, PeerKind::Member),
+            "gone peers have no kind"
+        );
+    }
+
+    #[test]
+    fn a_direct_connection_closes_the_relayed_ones_after_the_grace() {
+        let mut t = Table::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        t.connected(peer, 1, conn(RELAYED, true), PeerKind::Pending, now);
+        let c = t.connected(peer, 2, conn(DIRECT, false), PeerKind::Pending, now);
+        assert!(c.replaces_relayed);
+        assert_eq!(t.take_due(now + Duration::from_secs(1)), Due::default());
+        let due = t.take_due(now + RELAYED_GRACE);
+        assert_eq!(due.close, vec![(peer, 1)]);
+        assert_eq!(t.take_due(now + RELAYED_GRACE), Due::default(), "once");
+    }
+
+    #[test]
+    fn rejected_and_foreign_peers_are_backed_off() {
+        let mut t = Table::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        t.connected(peer, 1, conn(DIRECT, false), PeerKind::Pending, now);
+        t.back_off(peer, now);
+        t.disconnect_after(&peer, Duration::from_secs(1), now);
+        assert!(t.is_backed_off(&peer, now));
+        assert_eq!(t.take_due(now).disconnect, Vec::<PeerId>::new());
+        assert_eq!(
+            t.take_due(now + Duration::from_secs(1)).disconnect,
+            vec![peer]
+        );
+        t.closed(peer, 1);
+        assert!(!t.may_dial_member(&peer, now), "backed off after it left");
+        assert!(!t.is_backed_off(&peer, now + FOREIGN_BACKOFF));
+        t.clear_back_offs();
+        assert!(t.may_dial_member(&peer, now));
+    }
+
+    #[test]
+    fn unreachable_members_back_off_exponentially() {
+        let mut t = Table::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        assert_eq!(t.dial_failed(peer, now), None, "not a member dial");
+        t.member_dial_started(peer);
+        assert_eq!(t.dial_failed(peer, now), Some(UNREACHABLE_FIRST));
+        assert!(!t.may_dial_member(&peer, now));
+        assert_eq!(t.dial_failed(peer, now), None, "one failure per dial");
+        let later = now + UNREACHABLE_FIRST;
+        assert!(t.may_dial_member(&peer, later));
+        t.member_dial_started(peer);
+        assert_eq!(t.dial_failed(peer, later), Some(UNREACHABLE_FIRST * 2));
+        for _ in 0..10 {
+            t.member_dial_started(peer);
+            t.dial_failed(peer, later);
+        }
+        t.member_dial_started(peer);
+        assert_eq!(t.dial_failed(peer, later), Some(UNREACHABLE_MAX));
+        // A connection ends the back-off.
+        t.connected(peer, 1, conn(DIRECT, false), PeerKind::Pending, later);
+        t.closed(peer, 1);
+        assert!(t.may_dial_member(&peer, later));
+        // Still connected when the dial fails: no back-off.
+        t.connected(peer, 2, conn(DIRECT, false), PeerKind::Pending, later);
+        t.member_dial_started(peer);
+        assert_eq!(t.dial_failed(peer, later), None);
+    }
+
+    #[test]
+    fn failed_hole_punches_are_retried_on_relayed_connections() {
+        let mut t = Table::default();
+        let peer = PeerId::random();
+        let now = Instant::now();
+        t.connected(peer, 1, conn(RELAYED, true), PeerKind::Member, now);
+        let failed = t.punch_failed(peer, true, now);
+        assert_eq!(failed.rounds, 1);
+        assert_eq!(failed.retry_in, Some(Duration::from_secs(2)));
+        assert_eq!(t.take_due(now + Duration::from_secs(2)).punch, vec![peer]);
+        t.punch_dialled(&peer, 7);
+        let failed = t.punch_failed(peer, true, now);
+        assert_eq!(failed.close, Some(7));
+        assert_eq!(failed.retry_in, Some(Duration::from_secs(4)));
+        let failed = t.punch_failed(peer, true, now);
+        assert_eq!((failed.rounds, failed.retry_in), (PUNCH_ATTEMPTS, None));
+        // The other side never retries.
+        let other = PeerId::random();
+        t.connected(other, 2, conn(RELAYED, true), PeerKind::Member, now);
+        assert_eq!(t.punch_failed(other, false, now).retry_in, None);
+        // A retry that comes due once a direct connection exists is dropped.
+        t.punch_succeeded(&peer);
+        t.punch_failed(peer, true, now);
+        t.connected(peer, 3, conn(DIRECT, false), PeerKind::Member, now);
+        assert!(t.take_due(now + Duration::from_secs(2)).punch.is_empty());
+    }
+
+    #[test]
+    fn relays_go_with_their_listener_or_connection() {
+        let mut t = Table::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let now = Instant::now();
+        let listener = ListenerId::next();
+        for (peer, id) in [(a, 1), (b, 2)] {
+            t.connected(peer, id, conn(DIRECT, false), PeerKind::Relay, now);
+        }
+        let relay = |listener| Relay {
+            addr: DIRECT.parse().unwrap(),
+            listener,
+            reservation: Reservation::Pending,
+        };
+        assert!(t.add_relay(&a, relay(Some(listener))));
+        assert!(t.add_relay(&b, relay(Some(ListenerId::next()))));
+        assert!(
+            !t.add_relay(&PeerId::random(), relay(None)),
+            "not connected"
+        );
+        assert!(t.reservation_accepted(&a));
+        assert!(!t.reservation_accepted(&a), "already accepted");
+        assert_eq!(t.relay_links().len(), 2);
+        assert_eq!(t.listener_closed(listener), vec![a]);
+        assert!(!t.is_relay(&a) && t.is_relay(&b));
+        assert_eq!(
+            t.closed(b, 2),
+            Closed {
+                last: true,
+                was_relay: true
+            }
+        );
+        assert!(!t.has_relays());
+    }
+}
