@@ -5,7 +5,9 @@ use std::{num::NonZeroU32, time::Duration};
 use libp2p::{
     StreamProtocol, Swarm, SwarmBuilder, autonat,
     core::{Transport as _, upgrade},
-    dcutr, gossipsub, identify, kad, mdns, noise, ping, relay,
+    dcutr, gossipsub, identify,
+    identity::Keypair,
+    kad, mdns, noise, ping, relay,
     request_response::{self, ProtocolSupport},
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     tcp, yamux,
@@ -103,9 +105,6 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
     fn setup(e: impl std::error::Error + Send + Sync + 'static) -> Error {
         Error::Setup(Box::new(e))
     }
-    let member = config.role == Role::Member;
-    let mdns_enabled = config.mdns && member;
-    let agent = config.agent.clone();
     let swarm = SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
         .with_quic()
@@ -130,87 +129,92 @@ pub(crate) fn build_swarm(config: &Config) -> Result<Swarm<Behaviour>, Error> {
         .map_err(setup)?
         .with_relay_client(noise::Config::new, yamux_config)
         .map_err(setup)?
-        .with_behaviour(|key, relay_client| {
-            let peer_id = key.public().to_peer_id();
-            let gossipsub_config = gossipsub::ConfigBuilder::default()
-                .validation_mode(gossipsub::ValidationMode::Strict)
-                .validate_messages()
-                .max_transmit_size(crate::record::MAX_ANNOUNCEMENT_BYTES + 4096)
-                .heartbeat_interval(Duration::from_secs(1))
-                .build()?;
-            let gossipsub = gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub_config,
-            )?;
-            let mut kad_config = kad::Config::new(KAD_PROTOCOL);
-            // The node bootstraps the DHT itself, and only when it has peers
-            // (kad's own timer warns on a node that is alone).
-            kad_config.set_periodic_bootstrap_interval(None);
-            // Members re-advertise every few minutes; a member that left
-            // drops out of the rendezvous within minutes, not days.
-            kad_config.set_provider_record_ttl(Some(Duration::from_secs(15 * 60)));
-            kad_config.set_provider_publication_interval(None);
-            let mut kad = kad::Behaviour::with_config(
-                peer_id,
-                kad::store::MemoryStore::new(peer_id),
-                kad_config,
-            );
-            kad.set_mode(Some(kad::Mode::Server));
-            let mdns = if mdns_enabled {
-                let cfg = mdns::Config {
-                    query_interval: Duration::from_secs(5),
-                    ..Default::default()
-                };
-                Some(mdns::tokio::Behaviour::new(cfg, peer_id)?)
-            } else {
-                None
-            };
-            let autonat = autonat::Behaviour::new(
-                peer_id,
-                autonat::Config {
-                    // Teams run devmesh on private and lab networks too.
-                    only_global_ips: false,
-                    boot_delay: Duration::from_secs(2),
-                    retry_interval: Duration::from_secs(30),
-                    refresh_interval: Duration::from_secs(5 * 60),
-                    throttle_server_period: Duration::from_secs(5),
-                    ..Default::default()
-                },
-            );
-            let rr_config =
-                request_response::Config::default().with_request_timeout(Duration::from_secs(10));
-            Ok(Behaviour {
-                relay_client,
-                relay_server: Toggle::from(
-                    (!member).then(|| relay::Behaviour::new(peer_id, relay_config())),
-                ),
-                identify: identify::Behaviour::new(
-                    identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
-                        .with_agent_version(agent),
-                ),
-                ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(5)),
-                ),
-                auth: request_response::cbor::Behaviour::new(
-                    [(admission::PROTOCOL, ProtocolSupport::Full)],
-                    rr_config.clone(),
-                ),
-                gossipsub,
-                kad,
-                mdns: Toggle::from(mdns),
-                autonat,
-                sync: request_response::cbor::Behaviour::new(
-                    [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                    rr_config,
-                ),
-                dcutr: dcutr::Behaviour::new(peer_id),
-                stream: libp2p_stream::Behaviour::new(),
-            })
-        })
+        .with_behaviour(|key, relay_client| behaviour(key, relay_client, config))
         .map_err(setup)?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
         .build();
     Ok(swarm)
+}
+
+/// The behaviours of a node started with `config`.
+fn behaviour(
+    key: &Keypair,
+    relay_client: relay::client::Behaviour,
+    config: &Config,
+) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let member = config.role == Role::Member;
+    let mdns_enabled = config.mdns && member;
+    let agent = config.agent.clone();
+    let peer_id = key.public().to_peer_id();
+    let gossipsub_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(crate::record::MAX_ANNOUNCEMENT_BYTES + 4096)
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()?;
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossipsub_config,
+    )?;
+    let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+    // The node bootstraps the DHT itself, and only when it has peers
+    // (kad's own timer warns on a node that is alone).
+    kad_config.set_periodic_bootstrap_interval(None);
+    // Members re-advertise every few minutes; a member that left
+    // drops out of the rendezvous within minutes, not days.
+    kad_config.set_provider_record_ttl(Some(Duration::from_secs(15 * 60)));
+    kad_config.set_provider_publication_interval(None);
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+    kad.set_mode(Some(kad::Mode::Server));
+    let mdns = if mdns_enabled {
+        let cfg = mdns::Config {
+            query_interval: Duration::from_secs(5),
+            ..Default::default()
+        };
+        Some(mdns::tokio::Behaviour::new(cfg, peer_id)?)
+    } else {
+        None
+    };
+    let autonat = autonat::Behaviour::new(
+        peer_id,
+        autonat::Config {
+            // Teams run devmesh on private and lab networks too.
+            only_global_ips: false,
+            boot_delay: Duration::from_secs(2),
+            retry_interval: Duration::from_secs(30),
+            refresh_interval: Duration::from_secs(5 * 60),
+            throttle_server_period: Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
+    let rr_config =
+        request_response::Config::default().with_request_timeout(Duration::from_secs(10));
+    Ok(Behaviour {
+        relay_client,
+        relay_server: Toggle::from(
+            (!member).then(|| relay::Behaviour::new(peer_id, relay_config())),
+        ),
+        identify: identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), key.public())
+                .with_agent_version(agent),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+        auth: request_response::cbor::Behaviour::new(
+            [(admission::PROTOCOL, ProtocolSupport::Full)],
+            rr_config.clone(),
+        ),
+        gossipsub,
+        kad,
+        mdns: Toggle::from(mdns),
+        autonat,
+        sync: request_response::cbor::Behaviour::new(
+            [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+            rr_config,
+        ),
+        dcutr: dcutr::Behaviour::new(peer_id),
+        stream: libp2p_stream::Behaviour::new(),
+    })
 }
 
 #[cfg(test)]
