@@ -1,16 +1,24 @@
 //! Errors of the mesh-core crate.
 //!
-//! [`Error`] is what [`crate::Node`] and [`crate::NodeHandle`] return. The
-//! other enums say why one piece of input was refused: a namespace name
-//! ([`NameError`]), a peer in the admission handshake ([`Rejection`]), a
-//! record from the network ([`RecordRejection`]). Their messages are the
-//! text users and logs read.
+//! [`Error`] is what [`crate::Node`] and [`crate::NodeHandle`] return;
+//! [`RecordRejection`] says why a record from the network was dropped.
+//! Errors of one piece of input live beside the code that reads it (and
+//! are re-exported here): a namespace name ([`NameError`]), a secret or an
+//! invite ([`SecretError`], [`InviteError`]), a sealed record
+//! ([`OpenError`]), a record's content ([`RecordError`]), a peer in the
+//! admission handshake ([`Rejection`]). Their messages are the text users
+//! and logs read.
 
 use std::path::PathBuf;
 
 use libp2p::{PeerId, TransportError, gossipsub, identity::DecodingError, swarm::DialError};
 
-use crate::{admission::PeerKind, namespace::OpenError, record::RecordError};
+use crate::admission::PeerKind;
+pub use crate::{
+    admission::Rejection,
+    namespace::{InviteError, NameError, OpenError, SecretError},
+    record::RecordError,
+};
 
 /// Errors returned by [`crate::Node`] and its handle.
 #[derive(Debug, thiserror::Error)]
@@ -62,46 +70,6 @@ pub enum Error {
     /// The node's event loop has stopped.
     #[error("the devmesh node has stopped")]
     Stopped,
-}
-
-/// A namespace name that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "namespace {name:?} is invalid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
-)]
-pub struct NameError {
-    /// The name as given.
-    pub name: String,
-}
-
-/// Why a peer failed the admission handshake.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// It proved a secret of this namespace, not ours.
-    #[error(
-        "secret does not match namespace {namespace}: peer {peer} is a member with a different secret. Ask a member for a fresh invite (`devmesh invite`) and run `devmesh join <token>`"
-    )]
-    WrongSecret { namespace: String, peer: PeerId },
-    /// It proved a secret and this node has none.
-    #[error(
-        "namespace {namespace} has a secret and this node has none: peer {peer} proved a secret. Ask a member for an invite (`devmesh invite`) and run `devmesh join <token>`"
-    )]
-    MissingSecret { namespace: String, peer: PeerId },
-    /// It could not read the challenge.
-    #[error("peer {peer} could not read our admission request (another devmesh version?)")]
-    Unreadable { peer: PeerId },
-}
-
-impl Rejection {
-    /// The peer that was rejected.
-    pub fn peer(&self) -> PeerId {
-        match self {
-            Rejection::WrongSecret { peer, .. }
-            | Rejection::MissingSecret { peer, .. }
-            | Rejection::Unreadable { peer } => *peer,
-        }
-    }
 }
 
 /// Why a record from the network was dropped.

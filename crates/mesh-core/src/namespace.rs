@@ -26,8 +26,6 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use libp2p::PeerId;
 use sha2::{Digest as _, Sha256};
 
-pub use crate::error::NameError;
-
 /// Length of a namespace secret in bytes.
 pub const SECRET_LEN: usize = 32;
 /// Prefix of an encrypted record: format tag, then a 12-byte nonce.
@@ -284,6 +282,16 @@ pub enum OpenError {
     /// Sealed with another namespace or secret, or altered.
     #[error("record sealed with another namespace secret, or altered")]
     Key,
+}
+
+/// A namespace name that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "namespace {name:?} is invalid: use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
+)]
+pub struct NameError {
+    /// The name as given.
+    pub name: String,
 }
 
 /// Prefix of an invite token.

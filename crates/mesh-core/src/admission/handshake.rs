@@ -11,8 +11,8 @@
 
 use libp2p::PeerId;
 
-use super::{AuthRequest, AuthResponse, NONCE_LEN, VERSION};
-use crate::{error::Rejection, namespace::Namespace};
+use super::{AuthRequest, AuthResponse, NONCE_LEN, Rejection, VERSION};
+use crate::namespace::Namespace;
 
 /// Challenges sent to one peer at most (one may be lost with a duplicate
 /// connection, one may time out).
@@ -228,6 +228,14 @@ mod tests {
             request
         }
 
+        /// The peer's answer `response` to request `id` arrives.
+        fn answer(&mut self, id: u64, response: AuthResponse) -> Action {
+            self.feed(Input::Answer {
+                request: id,
+                response,
+            })
+        }
+
         /// How the peer, a member of `theirs`, answers `request`.
         fn answer_from(&self, theirs: Option<&Namespace>, request: &AuthRequest) -> AuthResponse {
             respond(theirs, &self.peer, &self.local, request)
@@ -242,13 +250,7 @@ mod tests {
         assert_eq!(request.namespace_id, p.ours.id().to_vec());
         assert_eq!(request.nonce.len(), NONCE_LEN);
         let response = p.answer_from(Some(&Namespace::new("team", Some(&secret))), &request);
-        assert_eq!(
-            p.feed(Input::Answer {
-                request: 1,
-                response
-            }),
-            Action::Admit
-        );
+        assert_eq!(p.answer(1, response), Action::Admit);
         assert!(p.hs.is_done());
         // A late second connection does not start another round.
         assert_eq!(p.feed(Input::Connected { nonce: [9; 32] }), Action::None);
@@ -260,10 +262,7 @@ mod tests {
         let request = p.connect(1);
         let other = Namespace::new("team", Some(&Secret::generate()));
         let response = p.answer_from(Some(&other), &request);
-        let action = p.feed(Input::Answer {
-            request: 1,
-            response,
-        });
+        let action = p.answer(1, response);
         let Action::Reject(reason) = action else {
             panic!("{action:?}")
         };
@@ -277,10 +276,7 @@ mod tests {
         let mut p = Pair::new(Namespace::new("team", None));
         let request = p.connect(1);
         let response = p.answer_from(Some(&other), &request);
-        let action = p.feed(Input::Answer {
-            request: 1,
-            response,
-        });
+        let action = p.answer(1, response);
         let Action::Reject(reason) = action else {
             panic!("{action:?}")
         };
@@ -299,10 +295,7 @@ mod tests {
         request.nonce = vec![7; NONCE_LEN];
         let replayed = p.answer_from(Some(&ns), &request);
         assert!(matches!(
-            p.feed(Input::Answer {
-                request: 1,
-                response: replayed
-            }),
+            p.answer(1, replayed),
             Action::Reject(Rejection::MissingSecret { .. })
         ));
     }
@@ -313,24 +306,12 @@ mod tests {
         let request = p.connect(1);
         let response = p.answer_from(Some(&Namespace::new("other", None)), &request);
         assert_eq!(response, AuthResponse::OtherNamespace);
-        assert_eq!(
-            p.feed(Input::Answer {
-                request: 1,
-                response
-            }),
-            Action::Foreign
-        );
+        assert_eq!(p.answer(1, response), Action::Foreign);
 
         let mut p = Pair::new(Namespace::new("team", None));
         let request = p.connect(1);
         let response = p.answer_from(None, &request);
-        assert_eq!(
-            p.feed(Input::Answer {
-                request: 1,
-                response
-            }),
-            Action::Relay
-        );
+        assert_eq!(p.answer(1, response), Action::Relay);
 
         let mut p = Pair::new(Namespace::new("team", None));
         let mut request = p.connect(1);
@@ -338,10 +319,7 @@ mod tests {
         let response = p.answer_from(Some(&Namespace::new("team", None)), &request);
         assert_eq!(response, AuthResponse::Malformed);
         assert_eq!(
-            p.feed(Input::Answer {
-                request: 1,
-                response
-            }),
+            p.answer(1, response),
             Action::Reject(Rejection::Unreadable { peer: p.peer })
         );
     }
@@ -401,13 +379,7 @@ mod tests {
         };
         p.feed(Input::Sent { request: 2 });
         let late = p.answer_from(Some(&ns), &first);
-        assert_eq!(
-            p.feed(Input::Answer {
-                request: 1,
-                response: late
-            }),
-            Action::None
-        );
+        assert_eq!(p.answer(1, late), Action::None);
         assert!(!p.hs.is_done());
     }
 }

@@ -88,6 +88,36 @@ pub(crate) fn respond(
     }
 }
 
+/// Why a peer failed the admission handshake.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// It proved a secret of this namespace, not ours.
+    #[error(
+        "secret does not match namespace {namespace}: peer {peer} is a member with a different secret. Ask a member for a fresh invite (`devmesh invite`) and run `devmesh join <token>`"
+    )]
+    WrongSecret { namespace: String, peer: PeerId },
+    /// It proved a secret and this node has none.
+    #[error(
+        "namespace {namespace} has a secret and this node has none: peer {peer} proved a secret. Ask a member for an invite (`devmesh invite`) and run `devmesh join <token>`"
+    )]
+    MissingSecret { namespace: String, peer: PeerId },
+    /// It could not read the challenge.
+    #[error("peer {peer} could not read our admission request (another devmesh version?)")]
+    Unreadable { peer: PeerId },
+}
+
+impl Rejection {
+    /// The peer that was rejected.
+    pub fn peer(&self) -> PeerId {
+        match self {
+            Rejection::WrongSecret { peer, .. }
+            | Rejection::MissingSecret { peer, .. }
+            | Rejection::Unreadable { peer } => *peer,
+        }
+    }
+}
+
 /// What a peer is to this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

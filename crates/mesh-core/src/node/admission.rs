@@ -10,13 +10,12 @@ use libp2p::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Changed, Event, Node};
+use super::{Changed, Node, handle::Event};
 use crate::{
     admission::{
-        self, AuthRequest, AuthResponse, NONCE_LEN, PeerKind,
+        self, AuthRequest, AuthResponse, NONCE_LEN, PeerKind, Rejection,
         handshake::{Action, Context, Input, Nonce},
     },
-    error::Rejection,
     snapshot::AdmissionFailure,
 };
 

@@ -2,64 +2,18 @@
 //! handle, mDNS, what identify tells Kademlia, and moving to another
 //! namespace.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId, identify, mdns, swarm::dial_opts::DialOpts};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use super::{Changed, Event, Node};
+use super::{Changed, Node, handle::Event};
 use crate::{
     Error, RELAY_HOP_PROTOCOL,
     addr::{group_by_peer, is_loopback, is_relayed, peer_of},
     namespace::Namespace,
 };
-
-/// How long after joining or meeting a relay the quick member lookups go on.
-pub(super) const FIND_FAST_FOR: Duration = Duration::from_secs(60);
-
-/// What discovery owns: the bootstrap list as it is now (the configured
-/// one, plus what `join` and `add_bootstrap` added) and how long quick
-/// member lookups go on.
-pub(super) struct Discovery {
-    bootstrap: Vec<Multiaddr>,
-    find_fast_until: Instant,
-}
-
-impl Discovery {
-    pub(super) fn new(bootstrap: Vec<Multiaddr>) -> Self {
-        Self {
-            bootstrap,
-            find_fast_until: Instant::now(),
-        }
-    }
-
-    pub(super) fn bootstrap(&self) -> &[Multiaddr] {
-        &self.bootstrap
-    }
-
-    pub(super) fn find_fast_until(&self) -> Instant {
-        self.find_fast_until
-    }
-
-    /// Looks for members quickly for a while (after joining or meeting a
-    /// relay).
-    pub(super) fn find_fast(&mut self) {
-        self.find_fast_until = Instant::now() + FIND_FAST_FOR;
-    }
-
-    /// Adds bootstrap peers; returns whether any was new.
-    pub(super) fn add(&mut self, addrs: Vec<Multiaddr>) -> bool {
-        let mut added = false;
-        for addr in addrs {
-            if !self.bootstrap.contains(&addr) {
-                self.bootstrap.push(addr);
-                added = true;
-            }
-        }
-        added
-    }
-}
 
 impl Node {
     /// Dials `addrs`: one address of an unknown peer, or any number of

@@ -11,7 +11,7 @@ use libp2p::{
 };
 use tracing::{debug, info};
 
-use super::{Changed, Event, Node};
+use super::{Changed, Node, handle::Event};
 use crate::{
     Error,
     admission::PeerKind,

@@ -17,6 +17,7 @@ mod events;
 mod handle;
 mod records;
 mod shutdown;
+mod state;
 mod traversal;
 mod view;
 
@@ -32,7 +33,10 @@ use libp2p::{PeerId, Swarm, request_response::OutboundRequestId, swarm::Connecti
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub use self::handle::{Event, NodeHandle};
-use self::{discovery::Discovery, handle::Command, records::Records, view::Addresses};
+use self::{
+    handle::Command,
+    state::{Addresses, Discovery, Records},
+};
 use crate::{
     Config, Error,
     addr::group_by_peer,
@@ -332,22 +336,12 @@ impl Node {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{state::test_service as service, *};
     use crate::{
-        LocalService,
         health::{HealthCheck, Probe, Report},
         namespace::Namespace,
-        record::{Health, ServiceRecord},
+        record::Health,
     };
-
-    fn service(port: u16, check: Option<HealthCheck>) -> LocalService {
-        LocalService {
-            record: ServiceRecord::http("api", semver::Version::new(1, 0, 0)),
-            port,
-            health: check,
-            scheme: crate::Scheme::Http,
-        }
-    }
 
     fn report(port: u16, check: &HealthCheck, health: Health, failure: Option<&str>) -> Report {
         Report {

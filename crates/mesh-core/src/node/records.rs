@@ -1,9 +1,7 @@
 //! Service records on the wire: announcing this node's services on
 //! gossipsub, applying the records of other members (by gossip or sync) and
 //! answering sync requests. What to announce and accept is decided by
-//! [`Records`], the pure part in `state.rs`.
-
-mod state;
+//! [`Records`](super::state::Records), the pure part.
 
 use std::{
     sync::Arc,
@@ -13,9 +11,7 @@ use std::{
 use libp2p::{PeerId, gossipsub, request_response::ResponseChannel};
 use tracing::{debug, info, warn};
 
-use self::state::Accepted;
-pub(super) use self::state::Records;
-use super::{Changed, Event, Node};
+use super::{Changed, Node, handle::Event, state::Accepted};
 use crate::{
     admission::PeerKind,
     error::RecordRejection,

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use libp2p::{Multiaddr, PeerId, autonat, swarm::SwarmEvent};
+use libp2p::{PeerId, autonat, swarm::SwarmEvent};
 use tracing::{debug, info};
 
 use super::{Changed, Node};
@@ -13,31 +13,6 @@ use crate::{
     behaviour::BehaviourEvent,
     snapshot::{Reachability, Role, Snapshot},
 };
-
-/// Observed addresses kept (the latest ones).
-const MAX_OBSERVED: usize = 8;
-
-/// Where the node listens and how others see it.
-#[derive(Debug, Default)]
-pub(super) struct Addresses {
-    listen: Vec<Multiaddr>,
-    observed: Vec<Multiaddr>,
-    reachability: Reachability,
-}
-
-impl Addresses {
-    /// Records an address peers see this node at. Returns whether it is new.
-    fn observed(&mut self, addr: Multiaddr) -> bool {
-        if self.observed.contains(&addr) {
-            return false;
-        }
-        self.observed.push(addr);
-        if self.observed.len() > MAX_OBSERVED {
-            self.observed.remove(0);
-        }
-        true
-    }
-}
 
 /// The snapshot of a node that has not started yet.
 pub(super) fn empty(local_peer: PeerId, role: Role) -> Snapshot {

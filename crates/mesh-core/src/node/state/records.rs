@@ -299,7 +299,7 @@ impl Records {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::node) mod tests {
     use super::*;
     use crate::{
         health::{HealthCheck, Probe, Report},
@@ -307,7 +307,7 @@ mod tests {
         record::ServiceRecord,
     };
 
-    fn service(port: u16, check: Option<HealthCheck>) -> LocalService {
+    pub(in crate::node) fn service(port: u16, check: Option<HealthCheck>) -> LocalService {
         LocalService {
             record: ServiceRecord::http("api", semver::Version::new(1, 0, 0)),
             port,

@@ -1,0 +1,86 @@
+//! The state the event loop owns, apart from the swarm and the peer table:
+//! each piece has one owner here, and the `impl Node` files change it
+//! through its methods.
+
+mod records;
+
+use std::time::{Duration, Instant};
+
+use libp2p::Multiaddr;
+
+pub(super) use self::records::{Accepted, Records};
+use crate::snapshot::Reachability;
+
+/// How long after joining or meeting a relay the quick member lookups go on.
+const FIND_FAST_FOR: Duration = Duration::from_secs(60);
+
+/// What discovery owns: the bootstrap list as it is now (the configured
+/// one, plus what `join` and `add_bootstrap` added) and how long quick
+/// member lookups go on.
+pub(super) struct Discovery {
+    bootstrap: Vec<Multiaddr>,
+    find_fast_until: Instant,
+}
+
+impl Discovery {
+    pub(super) fn new(bootstrap: Vec<Multiaddr>) -> Self {
+        Self {
+            bootstrap,
+            find_fast_until: Instant::now(),
+        }
+    }
+
+    pub(super) fn bootstrap(&self) -> &[Multiaddr] {
+        &self.bootstrap
+    }
+
+    pub(super) fn find_fast_until(&self) -> Instant {
+        self.find_fast_until
+    }
+
+    /// Looks for members quickly for a while (after joining or meeting a
+    /// relay).
+    pub(super) fn find_fast(&mut self) {
+        self.find_fast_until = Instant::now() + FIND_FAST_FOR;
+    }
+
+    /// Adds bootstrap peers; returns whether any was new.
+    pub(super) fn add(&mut self, addrs: Vec<Multiaddr>) -> bool {
+        let mut added = false;
+        for addr in addrs {
+            if !self.bootstrap.contains(&addr) {
+                self.bootstrap.push(addr);
+                added = true;
+            }
+        }
+        added
+    }
+}
+
+/// Observed addresses kept (the latest ones).
+const MAX_OBSERVED: usize = 8;
+
+/// Where the node listens and how others see it.
+#[derive(Debug, Default)]
+pub(super) struct Addresses {
+    pub(super) listen: Vec<Multiaddr>,
+    pub(super) observed: Vec<Multiaddr>,
+    pub(super) reachability: Reachability,
+}
+
+impl Addresses {
+    /// Records an address peers see this node at. Returns whether it is new.
+    pub(super) fn observed(&mut self, addr: Multiaddr) -> bool {
+        if self.observed.contains(&addr) {
+            return false;
+        }
+        self.observed.push(addr);
+        if self.observed.len() > MAX_OBSERVED {
+            self.observed.remove(0);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+pub(super) use self::records::tests::service as test_service;
