@@ -16,8 +16,8 @@ use libp2p::{PeerId, TransportError, gossipsub, identity::DecodingError, swarm::
 use crate::admission::PeerKind;
 pub use crate::{
     admission::Rejection,
-    namespace::{InviteError, NameError, OpenError, SecretError},
-    record::RecordError,
+    namespace::{InviteError, InviteProblem, NameError, OpenError, SecretError, SecretFormat},
+    record::{Malformed, RecordError},
 };
 
 /// Errors returned by [`crate::Node`] and its handle.

@@ -42,7 +42,17 @@ pub struct Secret([u8; SECRET_LEN]);
 pub enum SecretError {
     /// The text is not 64 hexadecimal digits.
     #[error("a namespace secret is 64 hexadecimal digits; this one is not ({0})")]
-    Format(String),
+    Format(#[source] SecretFormat),
+    /// A secret file does not hold 64 hexadecimal digits.
+    #[error(
+        "a namespace secret is 64 hexadecimal digits; this one is not ({source}, in {})",
+        path.display()
+    )]
+    FileFormat {
+        path: std::path::PathBuf,
+        #[source]
+        source: SecretFormat,
+    },
     /// The file could not be read or written.
     #[error("secret file {path}: {source}")]
     Io {
@@ -50,6 +60,18 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What is wrong with the text of a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretFormat {
+    /// Not hexadecimal.
+    #[error(transparent)]
+    Hex(#[from] data_encoding::DecodeError),
+    /// Hexadecimal, of another length.
+    #[error("{0} bytes, not 32")]
+    Length(usize),
 }
 
 impl Secret {
@@ -65,10 +87,10 @@ impl Secret {
         let text = text.trim();
         let bytes = data_encoding::HEXLOWER_PERMISSIVE
             .decode(text.as_bytes())
-            .map_err(|e| SecretError::Format(e.to_string()))?;
+            .map_err(|e| SecretError::Format(e.into()))?;
         let bytes: [u8; SECRET_LEN] = bytes
             .try_into()
-            .map_err(|b: Vec<u8>| SecretError::Format(format!("{} bytes, not 32", b.len())))?;
+            .map_err(|b: Vec<u8>| SecretError::Format(SecretFormat::Length(b.len())))?;
         Ok(Self(bytes))
     }
 
@@ -84,9 +106,10 @@ impl Secret {
             source,
         })?;
         Self::parse(&text).map_err(|e| match e {
-            SecretError::Format(reason) => {
-                SecretError::Format(format!("{reason}, in {}", path.display()))
-            }
+            SecretError::Format(source) => SecretError::FileFormat {
+                path: path.to_owned(),
+                source,
+            },
             other => other,
         })
     }
@@ -324,7 +347,44 @@ struct InviteWire {
 #[error(
     "not a valid devmesh invite token ({0}); copy the whole token that `devmesh invite` printed, starting with `devmesh-invite:`"
 )]
-pub struct InviteError(String);
+pub struct InviteError(#[source] InviteProblem);
+
+/// What is wrong with an invite token.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InviteProblem {
+    #[error("missing prefix")]
+    MissingPrefix,
+    #[error("bad encoding: {0}")]
+    Encoding(#[source] data_encoding::DecodeError),
+    #[error("bad content: {0}")]
+    Content(#[source] serde_json::Error),
+    #[error("version {0} is newer than this devmesh understands; update devmesh")]
+    Version(u32),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("bootstrap address {addr:?}: {source}")]
+    Bootstrap {
+        addr: String,
+        #[source]
+        source: libp2p::multiaddr::Error,
+    },
+}
+
+impl InviteError {
+    /// What is wrong with the token.
+    pub fn problem(&self) -> &InviteProblem {
+        &self.0
+    }
+}
+
+impl<T: Into<InviteProblem>> From<T> for InviteError {
+    fn from(problem: T) -> Self {
+        InviteError(problem.into())
+    }
+}
 
 impl Invite {
     /// The token text.
@@ -347,30 +407,24 @@ impl Invite {
         let body = token
             .trim()
             .strip_prefix(INVITE_PREFIX)
-            .ok_or_else(|| InviteError("missing prefix".into()))?;
+            .ok_or(InviteProblem::MissingPrefix)?;
         let json = data_encoding::BASE64URL_NOPAD
             .decode(body.as_bytes())
-            .map_err(|e| InviteError(format!("bad encoding: {e}")))?;
-        let wire: InviteWire =
-            serde_json::from_slice(&json).map_err(|e| InviteError(format!("bad content: {e}")))?;
+            .map_err(InviteProblem::Encoding)?;
+        let wire: InviteWire = serde_json::from_slice(&json).map_err(InviteProblem::Content)?;
         if wire.v != 1 {
-            return Err(InviteError(format!(
-                "version {} is newer than this devmesh understands; update devmesh",
-                wire.v
-            )));
+            return Err(InviteProblem::Version(wire.v).into());
         }
-        validate_name(&wire.ns).map_err(|e| InviteError(e.to_string()))?;
-        let secret = wire
-            .secret
-            .map(|s| Secret::parse(&s))
-            .transpose()
-            .map_err(|e| InviteError(e.to_string()))?;
+        validate_name(&wire.ns)?;
+        let secret = wire.secret.map(|s| Secret::parse(&s)).transpose()?;
         let bootstrap = wire
             .bootstrap
             .iter()
             .map(|a| {
-                a.parse()
-                    .map_err(|e| InviteError(format!("bootstrap address {a:?}: {e}")))
+                a.parse().map_err(|source| InviteProblem::Bootstrap {
+                    addr: a.clone(),
+                    source,
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
@@ -492,5 +546,48 @@ mod tests {
         assert_eq!(a.topic(), b.topic());
         assert!(!a.topic().contains("team"));
         assert_ne!(a.id(), Namespace::new("team2", None).id());
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_keep_its_cause() {
+        use std::error::Error as _;
+        let e = Invite::decode("hello").unwrap_err();
+        assert!(matches!(e.problem(), InviteProblem::MissingPrefix));
+        assert!(e.to_string().starts_with(
+            "not a valid devmesh invite token (missing prefix); copy the whole token"
+        ));
+        let wire = r#"{"v":1,"ns":".bad"}"#;
+        let token = format!(
+            "{INVITE_PREFIX}{}",
+            data_encoding::BASE64URL_NOPAD.encode(wire.as_bytes())
+        );
+        let e = Invite::decode(&token).unwrap_err();
+        assert!(matches!(e.problem(), InviteProblem::Name(_)));
+        assert!(
+            e.to_string().contains(r#"namespace ".bad" is invalid"#),
+            "{e}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("team");
+        std::fs::write(&path, "abcd\n").unwrap();
+        let e = Secret::load(&path).unwrap_err();
+        assert!(matches!(
+            e,
+            SecretError::FileFormat {
+                source: SecretFormat::Length(2),
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "a namespace secret is 64 hexadecimal digits; this one is not (2 bytes, not 32, in {})",
+                path.display()
+            )
+        );
+        assert!(e.source().is_some());
+        let e = Secret::parse("zz").unwrap_err();
+        assert!(matches!(e, SecretError::Format(SecretFormat::Hex(_))));
     }
 }

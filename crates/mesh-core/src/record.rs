@@ -8,7 +8,11 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use libp2p::{PeerId, core::SignedEnvelope, identity::Keypair};
+use libp2p::{
+    PeerId,
+    core::{SignedEnvelope, signed_envelope},
+    identity::Keypair,
+};
 use serde::{Deserialize, Serialize};
 
 /// Domain separation string of the signed envelope.
@@ -147,11 +151,13 @@ impl ServiceRecord {
                     self.name
                 )));
             }
-            if let Err(e) = semver::VersionReq::parse(req) {
-                return Err(RecordError::Invalid(format!(
-                    "service {}: {req:?} is not a version requirement on {service}: {e}",
-                    self.name
-                )));
+            if let Err(source) = semver::VersionReq::parse(req) {
+                return Err(RecordError::Requirement {
+                    service: self.name.clone(),
+                    on: service.clone(),
+                    requirement: req.clone(),
+                    source,
+                });
             }
         }
         if self.tags.iter().any(|t| t.len() > 64) {
@@ -200,14 +206,14 @@ pub struct Announcement {
 impl Announcement {
     /// Signs and encodes the announcement.
     pub fn sign(&self, keypair: &Keypair) -> Result<Vec<u8>, RecordError> {
-        let payload = serde_json::to_vec(self).map_err(|e| RecordError::Invalid(e.to_string()))?;
+        let payload = serde_json::to_vec(self).map_err(RecordError::Encode)?;
         let envelope = SignedEnvelope::new(
             keypair,
             ENVELOPE_DOMAIN.to_owned(),
             PAYLOAD_TYPE.to_vec(),
             payload,
         )
-        .map_err(|e| RecordError::Invalid(format!("signing failed: {e}")))?;
+        .map_err(RecordError::Sign)?;
         let bytes = envelope.into_protobuf_encoding();
         if bytes.len() > MAX_ANNOUNCEMENT_BYTES {
             return Err(RecordError::TooLarge(bytes.len()));
@@ -221,12 +227,12 @@ impl Announcement {
             return Err(RecordError::TooLarge(bytes.len()));
         }
         let envelope = SignedEnvelope::from_protobuf_encoding(bytes)
-            .map_err(|e| RecordError::Malformed(format!("envelope: {e}")))?;
+            .map_err(|e| RecordError::Malformed(Malformed::Envelope(e)))?;
         let (payload, key) = envelope
             .payload_and_signing_key(ENVELOPE_DOMAIN.to_owned(), PAYLOAD_TYPE)
-            .map_err(|e| RecordError::BadSignature(e.to_string()))?;
+            .map_err(RecordError::BadSignature)?;
         let announcement: Announcement = serde_json::from_slice(payload)
-            .map_err(|e| RecordError::Malformed(format!("payload: {e}")))?;
+            .map_err(|e| RecordError::Malformed(Malformed::Payload(e)))?;
         let signer = key.to_peer_id();
         if signer != announcement.provider {
             return Err(RecordError::WrongSigner {
@@ -269,9 +275,9 @@ impl Announcement {
 #[non_exhaustive]
 pub enum RecordError {
     #[error("malformed record: {0}")]
-    Malformed(String),
+    Malformed(#[source] Malformed),
     #[error("bad record signature: {0}")]
-    BadSignature(String),
+    BadSignature(#[source] signed_envelope::ReadPayloadError),
     #[error("record for {provider} signed by {signer}")]
     WrongSigner { signer: String, provider: String },
     #[error("record of namespace {0:?}")]
@@ -284,8 +290,33 @@ pub enum RecordError {
         "invalid service name {0:?}: use 1-63 lowercase letters, digits or '-', not starting or ending with '-'"
     )]
     InvalidName(String),
+    /// A field breaks a rule; the text says which and how.
     #[error("invalid record: {0}")]
     Invalid(String),
+    #[error(
+        "invalid record: service {service}: {requirement:?} is not a version requirement on {on}: {source}"
+    )]
+    Requirement {
+        service: String,
+        on: String,
+        requirement: String,
+        #[source]
+        source: semver::Error,
+    },
+    #[error("invalid record: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("invalid record: signing failed: {0}")]
+    Sign(#[source] libp2p::identity::SigningError),
+}
+
+/// What could not be decoded in a [`RecordError::Malformed`] record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    #[error("envelope: {0}")]
+    Envelope(#[source] signed_envelope::DecodingError),
+    #[error("payload: {0}")]
+    Payload(#[source] serde_json::Error),
 }
 
 #[cfg(test)]
