@@ -763,7 +763,7 @@ fn service_spec(
         .as_deref()
         .or(from_file.map(|s| s.scheme()))
         .unwrap_or("http");
-    let scheme: mesh_core::Scheme = scheme.parse().map_err(|e: String| Failure {
+    let scheme = scheme.parse::<mesh_core::Scheme>().map_err(|e| Failure {
         code: 2,
         error: anyhow::anyhow!("invalid --scheme: {e}"),
     })?;

@@ -47,6 +47,6 @@ pub use namespace::{Invite, Namespace, Secret};
 pub use node::{Event, Node, NodeHandle};
 pub use snapshot::{
     AdmissionFailure, LocalService, PeerLink, Provider, Reachability, RelayLink, RemoteService,
-    Reservation, Role, Scheme, Snapshot,
+    Reservation, Role, Scheme, SchemeError, Snapshot,
 };
 pub use sync::{SyncEntry, SyncRequest, SyncResponse};

@@ -54,16 +54,24 @@ impl std::fmt::Display for Scheme {
     }
 }
 
+/// A backend scheme other than `http` or `https`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scheme {scheme:?} is not supported; use \"http\" or \"https\"")]
+pub struct SchemeError {
+    /// The scheme as given.
+    pub scheme: String,
+}
+
 impl std::str::FromStr for Scheme {
-    type Err = String;
+    type Err = SchemeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "http" => Ok(Scheme::Http),
             "https" => Ok(Scheme::Https),
-            other => Err(format!(
-                "scheme {other:?} is not supported; use \"http\" or \"https\""
-            )),
+            other => Err(SchemeError {
+                scheme: other.to_owned(),
+            }),
         }
     }
 }
@@ -230,5 +238,22 @@ impl Snapshot {
         names.sort_unstable();
         names.dedup();
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_parse_and_others_are_named() {
+        assert_eq!("http".parse::<Scheme>(), Ok(Scheme::Http));
+        assert_eq!("https".parse::<Scheme>(), Ok(Scheme::Https));
+        let e = "ftp".parse::<Scheme>().unwrap_err();
+        assert_eq!(e.scheme, "ftp");
+        assert_eq!(
+            e.to_string(),
+            r#"scheme "ftp" is not supported; use "http" or "https""#
+        );
     }
 }

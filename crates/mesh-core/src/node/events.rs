@@ -47,11 +47,15 @@ impl Node {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
+                num_established,
                 cause,
                 ..
             } => {
                 let closed = self.peers.closed(peer_id, connection_id);
-                if closed.last {
+                if closed.last != (num_established == 0) {
+                    debug!(peer = %peer_id, num_established, "the peer table and the swarm disagree on the connections");
+                }
+                if num_established == 0 {
                     if closed.was_relay {
                         info!(relay = %peer_id, "lost the connection to a relay");
                     }
