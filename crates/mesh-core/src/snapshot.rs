@@ -212,6 +212,27 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The view of a node that has not started yet.
+    pub(crate) fn empty(local_peer: PeerId, role: Role) -> Self {
+        Snapshot {
+            local_peer,
+            role,
+            namespace: String::new(),
+            has_secret: false,
+            listen_addrs: Vec::new(),
+            external_addrs: Vec::new(),
+            observed_addrs: Vec::new(),
+            reachability: Reachability::Unknown,
+            relays: Vec::new(),
+            bootstrap: Vec::new(),
+            admission_failures: Vec::new(),
+            local: BTreeMap::new(),
+            health_failures: BTreeMap::new(),
+            remote: Vec::new(),
+            peers: BTreeMap::new(),
+        }
+    }
+
     /// Every provider of `name`: the local one first, then remote ones.
     pub fn providers(&self, name: &str) -> Vec<Provider<'_>> {
         let mut out = Vec::new();

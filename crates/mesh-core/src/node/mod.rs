@@ -143,7 +143,7 @@ impl Node {
         let peer_id = *swarm.local_peer_id();
         let control = swarm.behaviour().stream.new_control();
         let (snapshot_tx, snapshot_rx) =
-            watch::channel(Arc::new(view::empty(peer_id, config.role)));
+            watch::channel(Arc::new(Snapshot::empty(peer_id, config.role)));
         let (events, _) = broadcast::channel(256);
         let (commands_tx, commands_rx) = mpsc::channel(64);
         let mut node = Node {

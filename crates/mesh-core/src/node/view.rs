@@ -2,9 +2,9 @@
 //! whenever a handler reports a change; and the node's own addresses and
 //! reachability, which only the view shows.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
-use libp2p::{PeerId, autonat, swarm::SwarmEvent};
+use libp2p::{autonat, swarm::SwarmEvent};
 use tracing::{debug, info};
 
 use super::{Changed, Node};
@@ -13,27 +13,6 @@ use crate::{
     behaviour::BehaviourEvent,
     snapshot::{Reachability, Role, Snapshot},
 };
-
-/// The snapshot of a node that has not started yet.
-pub(super) fn empty(local_peer: PeerId, role: Role) -> Snapshot {
-    Snapshot {
-        local_peer,
-        role,
-        namespace: String::new(),
-        has_secret: false,
-        listen_addrs: Vec::new(),
-        external_addrs: Vec::new(),
-        observed_addrs: Vec::new(),
-        reachability: Reachability::Unknown,
-        relays: Vec::new(),
-        bootstrap: Vec::new(),
-        admission_failures: Vec::new(),
-        local: BTreeMap::new(),
-        health_failures: BTreeMap::new(),
-        remote: Vec::new(),
-        peers: BTreeMap::new(),
-    }
-}
 
 impl Node {
     /// Listen and external address events.
