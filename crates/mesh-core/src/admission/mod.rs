@@ -11,8 +11,8 @@
 //! another nonce, another peer or in the reverse direction. Noise has
 //! already authenticated both peer ids.
 //!
-//! This module holds the wire messages, [`respond`] (the answering side)
-//! and the challenging side's state machine ([`handshake`]); both are pure,
+//! This module holds the wire messages, `respond` (the answering side)
+//! and the challenging side's state machine (`handshake`); both are pure,
 //! the node's event loop carries out what they decide. The proofs
 //! themselves are [`Namespace::proof`] and [`Namespace::verify_proof`],
 //! beside the keys they use.

@@ -5,11 +5,12 @@
 //! over the commands, the swarm's events and the timers. Every handler is
 //! synchronous and returns [`Changed`]: whether what the [`Snapshot`] shows
 //! changed, in which case the loop republishes it. The state is split by
-//! owner: [`PeerTable`] (everything per peer), [`records::Records`] (the
-//! namespace, local services, the registry), [`discovery::Discovery`] (the
-//! bootstrap list) and [`view::Addresses`]; the `impl Node` blocks are
-//! split by concern: `records`, `admission`, `discovery`, `traversal`,
-//! `events` (the swarm events' dispatch), `view` and `shutdown`.
+//! owner: [`PeerTable`] (everything per peer) and, in `state`, `Records`
+//! (the namespace, local services, the registry), `Discovery` (the
+//! bootstrap list) and `Addresses`; the `impl Node` blocks are split by
+//! concern: `records`, `admission`, `discovery`, `traversal`, `events` (the
+//! swarm events' dispatch), `view` and `shutdown`. They use the state and
+//! the loop's items; the loop uses none of theirs but the handle's.
 
 mod admission;
 mod discovery;
