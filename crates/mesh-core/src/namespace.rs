@@ -298,6 +298,7 @@ impl Namespace {
 
 /// Why a sealed record could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// Not a sealed devmesh record.
     #[error("not a sealed devmesh record")]

@@ -32,6 +32,7 @@ impl Entry {
 
 /// What [`Registry::insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The provider's set of services changed.
     Changed,
