@@ -7,7 +7,9 @@
 //! request (lost with a duplicate connection that closed, or timed out) is
 //! asked again, up to [`MAX_CHALLENGES`] in all, while the peer stays
 //! connected. The first answer to the outstanding challenge decides; any
-//! other answer is ignored.
+//! other answer is ignored. When the node moves to another namespace or
+//! secret, every verdict but "relay" is void: those peers are disconnected
+//! (they are challenged afresh if they connect again).
 
 use libp2p::PeerId;
 
@@ -47,6 +49,9 @@ pub(crate) enum Input<R> {
         still_connected: bool,
         nonce: Nonce,
     },
+    /// The node moved to another namespace, or the same one with another
+    /// secret.
+    NamespaceChanged,
 }
 
 /// What the event loop does next.
@@ -68,6 +73,8 @@ pub(crate) enum Action {
     Reject(Rejection),
     /// No verdict after every retry: the peer is not admitted.
     GiveUp,
+    /// Close the connections to the peer now.
+    Disconnect,
 }
 
 #[derive(Debug)]
@@ -80,8 +87,11 @@ enum Phase<R> {
         request: R,
         nonce: Nonce,
     },
-    /// Decided (admitted, rejected or given up).
-    Done,
+    /// Decided (admitted, rejected or given up); `relay`: the peer is a
+    /// relay, member of no namespace.
+    Done {
+        relay: bool,
+    },
 }
 
 /// The handshake with one peer.
@@ -104,7 +114,7 @@ impl<R: Copy + PartialEq> Handshake<R> {
     /// Whether the handshake came to an end.
     #[cfg(test)]
     pub(crate) fn is_done(&self) -> bool {
-        matches!(self.phase, Phase::Done)
+        matches!(self.phase, Phase::Done { .. })
     }
 
     /// Feeds one event; returns what to do.
@@ -122,8 +132,11 @@ impl<R: Copy + PartialEq> Handshake<R> {
             }
             Input::Answer { request, response } => match self.phase {
                 Phase::Waiting { request: r, nonce } if r == request => {
-                    self.phase = Phase::Done;
-                    verdict(&nonce, response, ctx)
+                    let action = verdict(&nonce, response, ctx);
+                    self.phase = Phase::Done {
+                        relay: action == Action::Relay,
+                    };
+                    action
                 }
                 _ => Action::None,
             },
@@ -137,11 +150,15 @@ impl<R: Copy + PartialEq> Handshake<R> {
                     if !unsupported && still_connected && self.sent < MAX_CHALLENGES {
                         self.challenge(ctx.namespace, nonce)
                     } else {
-                        self.phase = Phase::Done;
+                        self.phase = Phase::Done { relay: false };
                         Action::GiveUp
                     }
                 }
                 _ => Action::None,
+            },
+            Input::NamespaceChanged => match self.phase {
+                Phase::Done { relay: true } => Action::None,
+                _ => Action::Disconnect,
             },
         }
     }
@@ -381,5 +398,26 @@ mod tests {
         let late = p.answer_from(Some(&ns), &first);
         assert_eq!(p.answer(1, late), Action::None);
         assert!(!p.hs.is_done());
+    }
+
+    #[test]
+    fn a_new_namespace_or_secret_disconnects_all_but_relays() {
+        let ns = Namespace::new("team", None);
+        let mut member = Pair::new(ns.clone());
+        let request = member.connect(1);
+        let response = member.answer_from(Some(&ns), &request);
+        assert_eq!(member.answer(1, response), Action::Admit);
+        assert_eq!(member.feed(Input::NamespaceChanged), Action::Disconnect);
+
+        let mut relay = Pair::new(ns.clone());
+        let request = relay.connect(1);
+        let response = relay.answer_from(None, &request);
+        assert_eq!(relay.answer(1, response), Action::Relay);
+        assert_eq!(relay.feed(Input::NamespaceChanged), Action::None);
+
+        // Still waiting for an answer: the challenge was for the old one.
+        let mut pending = Pair::new(ns);
+        pending.connect(1);
+        assert_eq!(pending.feed(Input::NamespaceChanged), Action::Disconnect);
     }
 }

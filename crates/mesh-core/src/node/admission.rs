@@ -84,6 +84,10 @@ impl Node {
                 self.admission_failed(peer, reason, now);
                 Changed::YES
             }
+            Action::Disconnect => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                Changed::NO
+            }
         }
     }
 
@@ -100,6 +104,14 @@ impl Node {
         self.peers.back_off(peer, now);
         self.peers.disconnect_after(&peer, REJECT_GRACE, now);
         let _ = self.events.send(Event::AdmissionFailed { peer, reason });
+    }
+
+    /// The node moved to another namespace or secret: members of the old
+    /// one (and peers still being challenged) are disconnected; relays stay.
+    pub(super) fn namespace_changed(&mut self) {
+        for peer in self.peers.ids() {
+            let _ = self.handshake(peer, Input::NamespaceChanged);
+        }
     }
 
     /// Starts the admission handshake with a newly connected peer.

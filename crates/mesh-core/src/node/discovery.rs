@@ -110,10 +110,7 @@ impl Node {
         self.failures.clear();
         self.peers.clear_back_offs();
         let _ = self.events.send(Event::ServicesChanged);
-        // Members of the old namespace: disconnect. Relays stay.
-        for peer in self.peers.non_relays() {
-            let _ = self.swarm.disconnect_peer_id(peer);
-        }
+        self.namespace_changed();
         let _ = self.discovery.add(bootstrap);
         self.discovery.find_fast();
         self.provide();

@@ -307,14 +307,9 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         self.peers.values().any(|p| p.kind == PeerKind::Member)
     }
 
-    /// Connected peers that are not relays (members of the namespace being
-    /// left, pending or refused ones).
-    pub(crate) fn non_relays(&self) -> Vec<PeerId> {
-        self.peers
-            .iter()
-            .filter(|(_, p)| p.kind != PeerKind::Relay)
-            .map(|(id, _)| *id)
-            .collect()
+    /// Every connected peer.
+    pub(crate) fn ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
     }
 
     /// Whether some connection goes to one of `addrs`.
