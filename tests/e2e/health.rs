@@ -234,19 +234,11 @@ async fn https_backends_are_probed_over_tls() {
 
     api.set_health(500);
     a.wait_for_health("secure", &a.peer_id, "unhealthy").await;
-    let status = a.status().await;
-    let local = status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "secure")
-        .unwrap();
+    let table = a.cli(&["status"]).await;
+    let table = String::from_utf8_lossy(&table.stdout);
     assert!(
-        local["health_failure"]
-            .as_str()
-            .unwrap()
-            .contains("GET /healthz: 500 Internal Server Error"),
-        "{local}"
+        table.contains("secure: last failed health check: GET /healthz: 500 Internal Server Error"),
+        "{table}"
     );
 
     api.set_health(200);
