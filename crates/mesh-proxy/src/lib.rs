@@ -131,3 +131,6 @@ impl Proxy {
         self.tasks.drain(grace).await
     }
 }
+
+#[cfg(test)]
+mod shutdown_tests;
