@@ -16,14 +16,15 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules: [`front`](crate::Proxy::serve) (accept, TLS peek, the request
-//! pipeline, response stamping), `replay` (the kept copy of a request),
-//! `upgrade` (splicing upgraded connections), `provider`
-//! ([`Proxy::serve_tunnels`]), `upstream` (HTTP/1.1 and HTTP/2 connections
-//! to backends and providers, and the local connect), `drain` (tracked
-//! tasks), [`health`] (checks of local backends).
+//! Modules: `front` ([`Proxy::serve`]: accept, TLS peek, the request
+//! pipeline), `stamp` (the `X-DevMesh-*` response headers), `replay` (the
+//! kept copy of a request), `upgrade` (splicing upgraded connections),
+//! `provider` ([`Proxy::serve_tunnels`]), `upstream` (HTTP/1.1 and HTTP/2
+//! connections to backends and providers, and the local connect), `drain`
+//! (tracked tasks, [`Proxy::drain`]), [`health`] (checks of local backends).
 
 pub mod backend;
+mod body;
 pub mod choose;
 mod drain;
 mod error;
@@ -35,21 +36,20 @@ pub mod policy;
 mod provider;
 mod replay;
 pub mod route;
+mod stamp;
 pub mod tunnel;
 mod upgrade;
 mod upstream;
 
 use std::{sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::HeaderName;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use mesh_core::NodeHandle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use body::{Body, UpBody};
 pub use drain::Drained;
 pub use error::{
     Chain, ConnectAttempt, ConnectFailure, Error, ParseError, ProbeError, TunnelError,
@@ -63,14 +63,6 @@ pub const REQUIRE_HEADER: HeaderName = HeaderName::from_static("x-devmesh-requir
 /// Request header choosing the version mode of this request: `strict` or `warn`.
 pub const VERSIONS_HEADER: HeaderName = HeaderName::from_static("x-devmesh-versions");
 
-/// Body of the requests sent upstream: the client's body as it streams in,
-/// or a kept copy when a request goes to a second provider.
-pub type UpBody = Either<Incoming, Full<Bytes>>;
-
-/// Body type of the responses of the front door: an upstream's body as it
-/// comes, or a page of the proxy.
-pub type Body = Either<Incoming, Full<Bytes>>;
-
 /// Most tunnel streams served at once; more are dropped with a log line.
 pub const MAX_TUNNEL_STREAMS: usize = 1024;
 
@@ -82,7 +74,7 @@ pub struct Proxy {
     http: auto::Builder<TokioExecutor>,
     upstreams: Arc<upstream::Upstreams>,
     tunnel_streams: Arc<Semaphore>,
-    peer_names: front::PeerNames,
+    peer_names: stamp::PeerNames,
     /// HTTPS on the front door's port, when enabled.
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Front-door connections, upgraded connections and tunnel streams.
@@ -114,7 +106,7 @@ impl Proxy {
             upstreams: upstream::Upstreams::new(node.clone()),
             node,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
-            peer_names: front::PeerNames::default(),
+            peer_names: stamp::PeerNames::default(),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             tasks: drain::Tasks::default(),
             closing: CancellationToken::new(),

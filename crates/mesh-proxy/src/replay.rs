@@ -11,7 +11,7 @@ use http::{Request, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::SizeHint;
 
-use crate::UpBody;
+use crate::body::UpBody;
 
 /// Largest request body kept so that the request can be sent again to
 /// another provider when the first fails.

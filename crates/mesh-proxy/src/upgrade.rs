@@ -7,7 +7,7 @@ use hyper::{body::Incoming, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use crate::{Body, drain::Tasks, forward};
+use crate::{body::Body, drain::Tasks, forward};
 
 /// Prepares a backend response for the client: hop-by-hop headers go,
 /// except on a protocol switch, whose two upgraded ends are spliced in a

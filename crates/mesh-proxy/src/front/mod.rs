@@ -1,12 +1,8 @@
 //! The front door: the accept loop, the TLS peek, and the serving of one
 //! connection (hyper-util's auto server: HTTP/1.1 with upgrades, or HTTP/2
-//! by the connection preface). [`pipeline`] handles each request, [`stamp`]
-//! names the provider on its response.
+//! by the connection preface). [`pipeline`] handles each request.
 
 mod pipeline;
-mod stamp;
-
-pub(crate) use stamp::PeerNames;
 
 use std::{
     convert::Infallible,
@@ -26,7 +22,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::{Error, Proxy, drain::run_until, forward, route, upstream};
+use crate::{Error, Proxy, drain::run_until, forward, route, stamp, upstream};
 
 /// First byte of a TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;

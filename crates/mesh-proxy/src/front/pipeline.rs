@@ -10,13 +10,15 @@ use hyper::{body::Incoming, upgrade::OnUpgrade};
 use mesh_core::{PeerId, Snapshot};
 use tracing::{debug, warn};
 
-use super::{Front, stamp};
+use super::Front;
 use crate::{
-    Body, Proxy, REQUIRE_HEADER, UpBody, VERSIONS_HEADER, choose,
+    Proxy, REQUIRE_HEADER, VERSIONS_HEADER,
+    body::{Body, UpBody},
+    choose,
     error::{AskError, Chain},
     forward, pages, policy,
     replay::{self, Replay},
-    route, upgrade,
+    route, stamp, upgrade,
     upstream::{self, Proto},
 };
 

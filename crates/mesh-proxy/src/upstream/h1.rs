@@ -14,7 +14,7 @@ const MAX_IDLE_PER_UPSTREAM: usize = 64;
 
 /// An upstream HTTP/1.1 connection.
 pub(super) struct Conn {
-    sender: SendRequest<crate::UpBody>,
+    sender: SendRequest<crate::body::UpBody>,
     /// The `Host` the backend expects, when the connection says.
     host: Option<HeaderValue>,
 }
@@ -63,7 +63,7 @@ impl Upstreams {
     }
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<crate::UpBody>, UpstreamError>
+async fn handshake<T>(io: T) -> Result<SendRequest<crate::body::UpBody>, UpstreamError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -86,7 +86,7 @@ impl Session {
     pub(super) async fn send_h1(
         &self,
         key: Key,
-        request: Request<crate::UpBody>,
+        request: Request<crate::body::UpBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let last = self.current.lock().expect("session lock").take();
         let reused = match last {

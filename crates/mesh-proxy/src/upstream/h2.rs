@@ -24,7 +24,7 @@ const H2_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(20);
 pub(super) struct Conn {
     /// Tells connections apart (a new one replaces a stale one only once).
     id: u64,
-    sender: SendRequest<crate::UpBody>,
+    sender: SendRequest<crate::body::UpBody>,
     /// `:scheme` and `:authority` of its requests.
     scheme: Scheme,
     authority: Option<Authority>,
@@ -89,7 +89,7 @@ impl Upstreams {
     pub(super) async fn send_h2(
         &self,
         key: &Key,
-        mut request: Request<crate::UpBody>,
+        mut request: Request<crate::body::UpBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let mut stale = None;
         // A connection that closed under the request gets it back unsent;
@@ -131,7 +131,7 @@ impl Upstreams {
 /// Makes an HTTP/1.1-shaped request (origin-form URI, `Host` header) an
 /// HTTP/2 request to `conn`: the authority and scheme go into the URI, from
 /// which hyper sends `:authority` and `:scheme`.
-fn to_h2(request: &mut Request<crate::UpBody>, conn: &Conn) {
+fn to_h2(request: &mut Request<crate::body::UpBody>, conn: &Conn) {
     *request.version_mut() = Version::HTTP_2;
     let host = request.headers_mut().remove(HOST);
     let authority = conn
@@ -153,7 +153,7 @@ fn to_h2(request: &mut Request<crate::UpBody>, conn: &Conn) {
     *request.uri_mut() = Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"));
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<crate::UpBody>, UpstreamError>
+async fn handshake<T>(io: T) -> Result<SendRequest<crate::body::UpBody>, UpstreamError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

@@ -83,7 +83,7 @@ impl Key {
 /// can go to another upstream.
 pub struct SendError {
     pub error: UpstreamError,
-    pub request: Option<Request<crate::UpBody>>,
+    pub request: Option<Request<crate::body::UpBody>>,
 }
 
 /// Idle upstream connections shared by all sessions, and how to make new ones.
@@ -155,7 +155,7 @@ impl Session {
     pub async fn send(
         &self,
         key: Key,
-        request: Request<crate::UpBody>,
+        request: Request<crate::body::UpBody>,
     ) -> Result<Response<Incoming>, SendError> {
         match key.proto() {
             Proto::H2 => self.upstreams.send_h2(&key, request).await,

@@ -20,7 +20,7 @@ const MAX_PEER_NAMES: usize = 4096;
 /// Response headers naming the provider of a response; a front-door
 /// connection keeps the last ones it made, as its requests mostly go to the
 /// same provider.
-pub(super) struct Stamp {
+pub(crate) struct Stamp {
     provider: PeerId,
     service: String,
     version: semver::Version,
@@ -51,7 +51,7 @@ impl PeerNames {
 /// The `X-DevMesh-Provider` and `X-DevMesh-Service` values of a response of
 /// `candidate` for `service`: the ones `last` holds when they are for the
 /// same provider, service and version, else new ones, kept in `last`.
-pub(super) fn provider_values(
+pub(crate) fn provider_values(
     last: &Mutex<Option<Stamp>>,
     names: &PeerNames,
     candidate: &choose::Candidate<'_>,
@@ -76,7 +76,7 @@ pub(super) fn provider_values(
 }
 
 /// What a response is stamped with.
-pub(super) struct Stamping<'a> {
+pub(crate) struct Stamping<'a> {
     pub provider: HeaderValue,
     pub service: Option<HeaderValue>,
     /// `local`, `remote-direct` or `remote-relayed`.
@@ -89,7 +89,7 @@ pub(super) struct Stamping<'a> {
 }
 
 /// Puts `stamping` on the response headers `h`.
-pub(super) fn stamp(h: &mut HeaderMap, stamping: Stamping<'_>) {
+pub(crate) fn stamp(h: &mut HeaderMap, stamping: Stamping<'_>) {
     h.insert(X_DEVMESH_PROVIDER, stamping.provider);
     h.insert(X_DEVMESH_ROUTE, HeaderValue::from_static(stamping.route));
     if let Some(v) = stamping.service {
@@ -114,7 +114,7 @@ fn cookie_name(service: &str) -> String {
 }
 
 /// The `Set-Cookie` value that makes `provider` the sticky one of `service`.
-pub(super) fn sticky_cookie_value(service: &str, provider: &PeerId) -> Option<HeaderValue> {
+pub(crate) fn sticky_cookie_value(service: &str, provider: &PeerId) -> Option<HeaderValue> {
     let value = format!(
         "{}={provider}; Path=/; HttpOnly; SameSite=Lax",
         cookie_name(service)
@@ -123,7 +123,7 @@ pub(super) fn sticky_cookie_value(service: &str, provider: &PeerId) -> Option<He
 }
 
 /// The provider the client's `devmesh-<service>` cookie names.
-pub(super) fn sticky_cookie(headers: &HeaderMap, service: &str) -> Option<PeerId> {
+pub(crate) fn sticky_cookie(headers: &HeaderMap, service: &str) -> Option<PeerId> {
     let name = cookie_name(service);
     headers
         .get_all(http::header::COOKIE)
