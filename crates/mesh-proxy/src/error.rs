@@ -16,7 +16,7 @@ pub enum Error {
     #[error("the tunnel protocol is already registered on this node")]
     AlreadyServing,
     /// Binding or accepting on the front door failed.
-    #[error("front door: {0}")]
+    #[error("front door")]
     Io(#[from] std::io::Error),
 }
 
