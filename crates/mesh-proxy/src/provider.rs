@@ -179,12 +179,12 @@ impl Proxy {
 /// The provider's answer to a hello, for the backend it opened or the
 /// refusal.
 fn reply(backend: &Result<Backend, TunnelRefusal>) -> tunnel::HelloReply {
-    let accepted = backend.as_ref().map(|(_, port, scheme)| (*port, *scheme));
-    reply_for(accepted.map_err(|refusal| Chain(refusal).to_string()))
+    reply_for(backend.as_ref().map(|(_, port, scheme)| (*port, *scheme)))
 }
 
-/// [`reply`] of a backend on `port` serving `scheme`, or of a refusal.
-fn reply_for(accepted: Result<(u16, Scheme), String>) -> tunnel::HelloReply {
+/// [`reply`] of a backend on `port` serving `scheme`, or of a refusal (its
+/// chain is the reason the consumer reads).
+fn reply_for(accepted: Result<(u16, Scheme), &TunnelRefusal>) -> tunnel::HelloReply {
     match accepted {
         Ok((port, scheme)) => tunnel::HelloReply {
             ok: true,
@@ -192,9 +192,9 @@ fn reply_for(accepted: Result<(u16, Scheme), String>) -> tunnel::HelloReply {
             host: Some(forward::backend_authority(port)),
             scheme: (scheme == Scheme::Https).then_some(Scheme::Https),
         },
-        Err(reason) => tunnel::HelloReply {
+        Err(refusal) => tunnel::HelloReply {
             ok: false,
-            error: Some(reason),
+            error: Some(Chain(refusal).to_string()),
             host: None,
             scheme: None,
         },
@@ -219,7 +219,7 @@ mod tests {
             port: 3000,
             source: crate::error::UpstreamError::NoH2OverTls,
         };
-        let r = reply(&Err(refusal));
+        let r = reply_for(Err(&refusal));
         assert!(!r.ok);
         assert_eq!(r.host, None);
         assert_eq!(
