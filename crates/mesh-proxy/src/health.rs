@@ -331,4 +331,62 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A TLS backend with a fresh self-signed certificate for `localhost`
+    /// whose `/healthz` answers 204.
+    async fn tls_server() -> u16 {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio_rustls::rustls;
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let mut buf = vec![0u8; 4096];
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                let ok = String::from_utf8_lossy(&buf[..n]).starts_with("GET /healthz ");
+                let line = if ok {
+                    "204 No Content"
+                } else {
+                    "404 Not Found"
+                };
+                let _ = tls
+                    .write_all(format!("HTTP/1.1 {line}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn https_backends_are_probed_over_tls() {
+        let port = tls_server().await;
+        let path = Probe::Path("/healthz".into());
+        assert_eq!(
+            super::probe(port, Scheme::Https, &path).await.unwrap(),
+            "GET /healthz: 204 No Content"
+        );
+        // In plain HTTP the TLS server cannot be understood.
+        assert!(probe(port, &path).await.is_err());
+        // A TCP check stays a TCP connect.
+        assert!(super::probe(port, Scheme::Https, &Probe::Tcp).await.is_ok());
+        // TLS to a plain backend fails with the handshake as the reason.
+        let plain = server("200 OK").await;
+        let e = super::probe(plain, Scheme::Https, &path).await.unwrap_err();
+        let text = Chain(&e).to_string();
+        assert!(text.starts_with("GET /healthz: TLS handshake"), "{text}");
+    }
 }
