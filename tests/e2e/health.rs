@@ -206,3 +206,43 @@ async fn bad_health_flags_are_clear_errors() {
     }
     assert!(a.status().await["services"].as_array().unwrap().is_empty());
 }
+
+/// A service with `scheme = "https"` is probed over TLS, like the proxy
+/// reaches it: healthy while its `/healthz` answers 200 (and routed to, from
+/// A and from B), unhealthy with the status as the reason when it answers
+/// 500. A plain-HTTP probe of a TLS backend would never pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_backends_are_probed_over_tls() {
+    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
+    b.join(&a).await;
+    let api = Backend::start_tls("tls-api").await;
+    let mut args = vec!["--scheme", "https"];
+    args.extend_from_slice(FAST);
+    let _run = a
+        .run_service_with("secure", api.port(), "1.0.0", &args)
+        .await;
+
+    b.wait_for_health("secure", &a.peer_id, "healthy").await;
+    assert_eq!(
+        a.health_of("secure", &a.peer_id).await.as_deref(),
+        Some("healthy")
+    );
+    for proxy in [a.proxy, b.proxy] {
+        let r = get(proxy, "secure.localhost", "/name").await;
+        assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "tls-api"));
+    }
+
+    api.set_health(500);
+    a.wait_for_health("secure", &a.peer_id, "unhealthy").await;
+    let table = a.cli(&["status"]).await;
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("secure: last failed health check: GET /healthz: 500 Internal Server Error"),
+        "{table}"
+    );
+
+    api.set_health(200);
+    b.wait_for_health("secure", &a.peer_id, "healthy").await;
+    let r = get(b.proxy, "secure.localhost", "/name").await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "tls-api"));
+}

@@ -21,7 +21,7 @@ use rustls::{
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
-use crate::upstream::UpstreamError;
+use crate::error::UpstreamError;
 
 /// The server name sent in TLS ClientHello to a backend (dev certificates
 /// are made for `localhost`).
@@ -29,6 +29,7 @@ pub const SNI: &str = "localhost";
 
 /// ALPN protocol offered to a TLS backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Alpn {
     /// `http/1.1`.
     Http1,
@@ -106,15 +107,12 @@ pub async fn tls(tcp: TcpStream, alpn: Alpn) -> Result<TlsStream<TcpStream>, Ups
         Alpn::H2 => &*H2,
     };
     let name = ServerName::try_from(SNI).expect("localhost is a valid server name");
-    let stream = connector.connect(name, tcp).await.map_err(|e| {
-        UpstreamError::Connect(format!(
-            "TLS handshake with the backend failed: {e} (the service has scheme https; is the backend serving TLS?)"
-        ))
-    })?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|source| UpstreamError::Tls { source })?;
     if alpn == Alpn::H2 && stream.get_ref().1.alpn_protocol() == Some(b"http/1.1") {
-        return Err(UpstreamError::Connect(
-            "the backend chose HTTP/1.1 over TLS, but the service is shared with --http2; share it without --http2".into(),
-        ));
+        return Err(UpstreamError::NoH2OverTls);
     }
     Ok(stream)
 }

@@ -229,58 +229,7 @@ pub fn choose<'a>(
     }
     let mut ranked: Vec<(Rank, Candidate<'a>)> = providers
         .iter()
-        .map(|&p| {
-            let record: &'a ServiceRecord = match p {
-                Provider::Local(l) => &l.record,
-                Provider::Remote(r) => &r.record,
-            };
-            let sat = satisfies(&record.version, ask.requirements);
-            let (target, provider, link) = match p {
-                Provider::Local(l) => (
-                    Target::Local {
-                        port: l.port,
-                        scheme: l.scheme,
-                        h2: record.h2,
-                    },
-                    snapshot.local_peer,
-                    None,
-                ),
-                Provider::Remote(r) => {
-                    let link = snapshot.peers.get(&r.peer);
-                    let target = Target::Remote {
-                        peer: r.peer,
-                        direct: link.is_none_or(|l| l.direct),
-                        h2: record.h2,
-                    };
-                    (target, r.peer, Some(link))
-                }
-            };
-            let rank = Rank {
-                unsatisfied: !sat,
-                ejected: routing.is_ejected(service, &provider, now),
-                not_sticky: ask.sticky.is_some_and(|s| s != provider),
-                remote: link.is_some(),
-                health: match record.health {
-                    Health::Healthy => 0,
-                    _ => 1,
-                },
-                not_connected: matches!(link, Some(None)),
-                relayed: matches!(link, Some(Some(l)) if !l.direct),
-                rtt_steps: match link {
-                    None => 0,
-                    Some(l) => l.and_then(|l| l.rtt).map_or(u32::MAX, rtt_band),
-                },
-            };
-            (
-                rank,
-                Candidate {
-                    target,
-                    provider,
-                    version: &record.version,
-                    satisfies: sat,
-                },
-            )
-        })
+        .map(|&p| rank(snapshot, p, service, ask, routing, now))
         .collect();
     // `providers` of one snapshot come in a stable order; sorting is stable.
     ranked.sort_by_key(|(rank, _)| *rank);
@@ -307,6 +256,67 @@ pub fn choose<'a>(
         candidates: ranked.into_iter().map(|(_, c)| c).collect(),
         unmet,
     })
+}
+
+/// The rank of provider `p` for a request, and the candidate it makes.
+fn rank<'a>(
+    snapshot: &'a Snapshot,
+    p: Provider<'a>,
+    service: &str,
+    ask: &Ask<'_>,
+    routing: &Routing,
+    now: Instant,
+) -> (Rank, Candidate<'a>) {
+    let record: &'a ServiceRecord = match p {
+        Provider::Local(l) => &l.record,
+        Provider::Remote(r) => &r.record,
+    };
+    let sat = satisfies(&record.version, ask.requirements);
+    let (target, provider, link) = match p {
+        Provider::Local(l) => (
+            Target::Local {
+                port: l.port,
+                scheme: l.scheme,
+                h2: record.h2,
+            },
+            snapshot.local_peer,
+            None,
+        ),
+        Provider::Remote(r) => {
+            let link = snapshot.peers.get(&r.peer);
+            let target = Target::Remote {
+                peer: r.peer,
+                direct: link.is_none_or(|l| l.direct),
+                h2: record.h2,
+            };
+            (target, r.peer, Some(link))
+        }
+    };
+    let rank = Rank {
+        unsatisfied: !sat,
+        ejected: routing.is_ejected(service, &provider, now),
+        not_sticky: ask.sticky.is_some_and(|s| s != provider),
+        remote: link.is_some(),
+        health: match record.health {
+            Health::Healthy => 0,
+            _ => 1,
+        },
+        not_connected: matches!(link, Some(None)),
+        relayed: matches!(link, Some(Some(l)) if !l.direct),
+        rtt_steps: match link {
+            None => 0,
+            Some(l) => l.and_then(|l| l.rtt).map_or(u32::MAX, rtt_band),
+        },
+    };
+    (
+        rank,
+        Candidate {
+            target,
+            provider,
+            version: &record.version,
+            satisfies: sat,
+        },
+    )
 }
 
 /// What orders candidates: smaller is better, field by field.

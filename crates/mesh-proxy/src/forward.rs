@@ -135,11 +135,17 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &HeaderValue, proto: &'sta
         .or_insert(HeaderValue::from_static(proto));
 }
 
-/// The `Host` a local backend on `port` gets (dev servers reject host names
-/// they do not know; [`add_forwarded`] keeps the original in
-/// `X-Forwarded-Host`).
+/// The `Host` a local backend on `port` gets, `localhost:<port>` (dev
+/// servers reject host names they do not know; [`add_forwarded`] keeps the
+/// original in `X-Forwarded-Host`). Every `localhost:<port>` of the proxy
+/// is made here.
+pub fn backend_authority(port: u16) -> String {
+    format!("localhost:{port}")
+}
+
+/// [`backend_authority`] as a header value.
 pub fn backend_host(port: u16) -> HeaderValue {
-    HeaderValue::from_str(&format!("localhost:{port}")).expect("a host and port are header-safe")
+    HeaderValue::from_str(&backend_authority(port)).expect("a host and port are header-safe")
 }
 
 #[cfg(test)]

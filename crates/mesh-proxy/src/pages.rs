@@ -7,7 +7,7 @@ use mesh_core::{Provider, Snapshot};
 use serde_json::json;
 
 use crate::{
-    Body,
+    body::Body,
     choose::{Listed, Refusal, Requirement},
 };
 

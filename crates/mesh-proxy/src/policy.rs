@@ -18,6 +18,8 @@ use std::{
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
 
+use crate::error::ParseError;
+
 /// What happens when no provider satisfies a version requirement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,14 +32,14 @@ pub enum VersionMode {
 }
 
 impl std::str::FromStr for VersionMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "warn" => Ok(Self::Warn),
             "strict" => Ok(Self::Strict),
-            other => Err(format!(
-                "version mode {other:?} is not known; use \"warn\" or \"strict\""
-            )),
+            other => Err(ParseError::VersionMode {
+                input: other.to_owned(),
+            }),
         }
     }
 }
@@ -85,15 +87,15 @@ impl RetryPolicy {
 }
 
 impl std::str::FromStr for RetryPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "idempotent" => Ok(Self::Idempotent),
             "all" => Ok(Self::All),
             "never" => Ok(Self::Never),
-            other => Err(format!(
-                "retry policy {other:?} is not known; use \"idempotent\", \"all\" or \"never\""
-            )),
+            other => Err(ParseError::RetryPolicy {
+                input: other.to_owned(),
+            }),
         }
     }
 }

@@ -223,15 +223,9 @@ pub async fn open(
         let stream = control
             .open_stream(peer, HTTP_PROTOCOL)
             .await
-            .map_err(|e| TunnelError::Open {
-                peer: peer.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|source| TunnelError::Open { peer, source })?;
         let mut stream = stream.compat();
-        let handshake_err = |e: std::io::Error| TunnelError::Handshake {
-            peer: peer.to_string(),
-            reason: e.to_string(),
-        };
+        let handshake_err = |source| TunnelError::Handshake { peer, source };
         let hello = Hello {
             v: TUNNEL_VERSION,
             namespace: namespace.to_owned(),
@@ -244,7 +238,7 @@ pub async fn open(
         let reply: HelloReply = read_frame(&mut stream).await.map_err(handshake_err)?;
         if !reply.ok {
             return Err(TunnelError::Refused {
-                peer: peer.to_string(),
+                peer,
                 reason: reply.error.unwrap_or_else(|| "no reason given".into()),
             });
         }
@@ -256,8 +250,8 @@ pub async fn open(
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
         .await
-        .map_err(|_| TunnelError::Open {
-            peer: peer.to_string(),
-            reason: format!("timed out after {HANDSHAKE_TIMEOUT:?}"),
+        .map_err(|_| TunnelError::TimedOut {
+            peer,
+            after: HANDSHAKE_TIMEOUT,
         })?
 }

@@ -1,0 +1,242 @@
+//! The provider side: tunnel streams from other nodes of the namespace.
+//! Each names a service in its hello; the provider connects to that
+//! service's local backend (the TLS handshake included, for https) and
+//! answers, then splices the stream to the backend connection.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
+use mesh_core::{PeerId, Scheme, admission::PeerKind};
+use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
+use tracing::{debug, warn};
+
+use crate::{
+    Error, MAX_TUNNEL_STREAMS, Proxy,
+    backend::Alpn,
+    error::{Chain, TunnelRefusal},
+    forward, tunnel,
+    upstream::local::{self, LocalIo},
+};
+
+/// Buffer of each direction of a tunnel splice: large enough that bulk
+/// transfers fill whole Noise frames.
+const SPLICE_BUFFER: usize = 256 * 1024;
+/// How long a tunnel waits for its peer's admission handshake to finish.
+const ADMISSION_WAIT: Duration = Duration::from_secs(5);
+
+/// An accepted tunnel's backend: the connection, its port and scheme.
+type Backend = (LocalIo, u16, Scheme);
+
+impl Proxy {
+    /// Accepts tunnel streams from other nodes until `shutdown` is
+    /// cancelled; then the protocol is no longer served, and the streams in
+    /// flight go on ([`Proxy::drain`] waits for them).
+    pub async fn serve_tunnels(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
+        let mut incoming = self
+            .node
+            .stream_control()
+            .accept(tunnel::HTTP_PROTOCOL)
+            .map_err(|_| Error::AlreadyServing)?;
+        loop {
+            let (peer, stream) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = incoming.next() => match next {
+                    Some(pair) => pair,
+                    None => break,
+                },
+            };
+            let Ok(permit) = self.tunnel_streams.clone().try_acquire_owned() else {
+                warn!(%peer, limit = MAX_TUNNEL_STREAMS, "too many tunnel streams; dropping a new one");
+                continue;
+            };
+            let proxy = self.clone();
+            self.tasks.spawn(async move {
+                proxy.serve_tunnel(peer, stream).await;
+                drop(permit);
+            });
+        }
+        drop(incoming);
+        debug!("no longer accepting tunnel streams");
+        Ok(())
+    }
+
+    /// Whether `peer` is an admitted member, waiting a little while its
+    /// admission handshake is still running (a tunnel can arrive first).
+    async fn wait_for_admission(&self, peer: PeerId) -> bool {
+        let mut watch = self.node.watch();
+        let check = |s: &mesh_core::Snapshot| match s.peers.get(&peer).map(|l| l.kind) {
+            Some(PeerKind::Member) => Some(true),
+            Some(PeerKind::Pending) => None,
+            _ => Some(false),
+        };
+        let wait = async {
+            loop {
+                if let Some(ok) = check(&watch.borrow_and_update()) {
+                    return ok;
+                }
+                if watch.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(ADMISSION_WAIT, wait)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Serves one tunnel stream: hello, backend, reply, splice.
+    async fn serve_tunnel(self: Arc<Self>, peer: PeerId, stream: libp2p::Stream) {
+        let mut stream = stream.compat();
+        let read = tokio::time::timeout(tunnel::HANDSHAKE_TIMEOUT, tunnel::read_frame(&mut stream));
+        let hello: tunnel::Hello = match read.await {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(e)) => {
+                warn!(%peer, error = %e, "dropping tunnel stream with a malformed header");
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, "dropping tunnel stream: no header within the handshake timeout");
+                return;
+            }
+        };
+        // The TLS handshake with an https backend comes before the reply,
+        // so that its failure is reported to the consumer.
+        let backend = self.open_backend(peer, &hello).await;
+        if let Err(e) = tunnel::write_frame(&mut stream, &reply(&backend)).await {
+            debug!(%peer, error = %e, "tunnel handshake failed");
+            return;
+        }
+        let mut io = match backend {
+            Ok((io, _, _)) => io,
+            Err(refusal) => {
+                warn!(%peer, service = %hello.service, reason = %Chain(&refusal), "refused a tunnel");
+                return;
+            }
+        };
+        // From here on the stream is the backend connection: HTTP/1.1 from
+        // the consumer, upgrades included, or HTTP/2, passes through
+        // untouched (through the TLS session of an https backend).
+        let spliced = tokio::io::copy_bidirectional_with_sizes(
+            &mut stream,
+            &mut io,
+            SPLICE_BUFFER,
+            SPLICE_BUFFER,
+        )
+        .await;
+        match spliced {
+            Ok((up, down)) => debug!(%peer, service = %hello.service, up, down, "tunnel closed"),
+            Err(e) => {
+                debug!(%peer, service = %hello.service, error = %e, "tunnel ended with an error")
+            }
+        }
+    }
+
+    /// The backend a hello asks for, connected; or why the tunnel is refused.
+    async fn open_backend(
+        &self,
+        peer: PeerId,
+        hello: &tunnel::Hello,
+    ) -> Result<Backend, TunnelRefusal> {
+        let admitted = self.wait_for_admission(peer).await;
+        let snapshot = self.node.snapshot();
+        if hello.v != tunnel::TUNNEL_VERSION {
+            return Err(TunnelRefusal::Version {
+                got: hello.v,
+                speaks: tunnel::TUNNEL_VERSION,
+            });
+        }
+        if !admitted {
+            warn!(%peer, service = %hello.service, "refused a tunnel from a peer that is not an admitted member");
+            return Err(TunnelRefusal::NotMember { peer });
+        }
+        let service = hello.service.clone();
+        let local_peer = snapshot.local_peer;
+        let Some(local) = snapshot.local.get(&hello.service) else {
+            return Err(TunnelRefusal::NotProvided {
+                service,
+                local: local_peer,
+            });
+        };
+        if hello.h2 && !local.record.h2 {
+            return Err(TunnelRefusal::NoH2 {
+                service,
+                local: local_peer,
+            });
+        }
+        let alpn = if hello.h2 { Alpn::H2 } else { Alpn::Http1 };
+        let (port, scheme) = (local.port, local.scheme);
+        match local::connect(port, scheme, alpn).await {
+            Ok(io) => Ok((io, port, scheme)),
+            Err(source) => Err(TunnelRefusal::Backend {
+                service,
+                port,
+                source,
+            }),
+        }
+    }
+}
+
+/// The provider's answer to a hello, for the backend it opened or the
+/// refusal.
+fn reply(backend: &Result<Backend, TunnelRefusal>) -> tunnel::HelloReply {
+    reply_for(backend.as_ref().map(|(_, port, scheme)| (*port, *scheme)))
+}
+
+/// [`reply`] of a backend on `port` serving `scheme`, or of a refusal (its
+/// chain is the reason the consumer reads).
+fn reply_for(accepted: Result<(u16, Scheme), &TunnelRefusal>) -> tunnel::HelloReply {
+    match accepted {
+        Ok((port, scheme)) => tunnel::HelloReply {
+            ok: true,
+            error: None,
+            host: Some(forward::backend_authority(port)),
+            scheme: (scheme == Scheme::Https).then_some(Scheme::Https),
+        },
+        Err(refusal) => tunnel::HelloReply {
+            ok: false,
+            error: Some(Chain(refusal).to_string()),
+            host: None,
+            scheme: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_name_the_backend_host_and_tls_or_the_refusal() {
+        let r = reply_for(Ok((3000, Scheme::Http)));
+        assert!(r.ok);
+        assert_eq!(r.host.as_deref(), Some("localhost:3000"));
+        assert_eq!(r.scheme, None, "http is the default, not sent");
+        let r = reply_for(Ok((8443, Scheme::Https)));
+        assert_eq!(r.scheme, Some(Scheme::Https));
+
+        let refusal = TunnelRefusal::Backend {
+            service: "api".into(),
+            port: 3000,
+            source: crate::error::UpstreamError::NoH2OverTls,
+        };
+        let r = reply_for(Err(&refusal));
+        assert!(!r.ok);
+        assert_eq!(r.host, None);
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                "the backend of api on port 3000: the backend chose HTTP/1.1 over TLS, but the service is shared with --http2; share it without --http2"
+            )
+        );
+        let unreachable = TunnelRefusal::Backend {
+            service: "api".into(),
+            port: 3000,
+            source: crate::error::UpstreamError::Unreachable { attempts: vec![] },
+        };
+        assert!(
+            Chain(&unreachable)
+                .to_string()
+                .starts_with("the backend of api on port 3000 is unreachable")
+        );
+    }
+}
