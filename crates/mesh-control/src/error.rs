@@ -1,0 +1,146 @@
+//! Errors of the control API: the client's [`ControlError`] and the
+//! daemon's [`RequestError`], whose text is the answer the CLI prints.
+
+use std::{str::FromStr, time::Duration};
+
+use mesh_core::{Multiaddr, PeerId};
+
+/// A cause another crate reports only as text, kept as an error so it can
+/// travel as a source.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of the control client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("control socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("devmeshd closed the control connection")]
+    Closed,
+    /// A message that is not the JSON expected.
+    #[error("unreadable answer from devmeshd: {0}")]
+    Protocol(#[source] serde_json::Error),
+    /// A message line longer than [`crate::MAX_LINE`].
+    #[error("unreadable answer from devmeshd: message over {max} bytes")]
+    TooLong { max: usize },
+    /// The daemon refused the request; the message says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A peer `join` could not connect to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// The node gave up on every address of the peer.
+    #[error("{addr}: {source}")]
+    Failed {
+        /// The peer's addresses, `a or b`.
+        addr: String,
+        #[source]
+        source: mesh_core::Error,
+    },
+    /// No address answered in time.
+    #[error("{addr}: no connection within {} s", after.as_secs())]
+    TimedOut { addr: String, after: Duration },
+}
+
+/// Why the daemon refused a control request. The text is what the CLI
+/// prints, so each message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request line was not a request.
+    #[error("bad request: {0}")]
+    BadRequest(#[source] ControlError),
+    #[error("encoding the answer: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The node refused or has stopped.
+    #[error(transparent)]
+    Node(#[from] mesh_core::Error),
+    /// A service name that cannot be announced.
+    #[error(transparent)]
+    ServiceName(#[from] mesh_core::record::RecordError),
+    #[error("service {name:?} is not provided by this node; `devmesh status` lists the services")]
+    NotProvided { name: String },
+    #[error(
+        "invalid version {version:?} for service {service}: {source}; use a semantic version such as 1.4.2"
+    )]
+    BadVersion {
+        service: String,
+        version: String,
+        #[source]
+        source: semver::Error,
+    },
+    #[error("service {service}: port 0 is not a backend port; pass --port <port>")]
+    PortZero { service: String },
+    #[error(
+        "service {service}: {requirement:?} is not a version requirement on {required} ({source}); write it like ^2.1"
+    )]
+    BadRequires {
+        service: String,
+        required: String,
+        requirement: String,
+        #[source]
+        source: semver::Error,
+    },
+    #[error("service {service}: health check `{}`: {source}", source.setting.config_key())]
+    BadHealth {
+        service: String,
+        #[source]
+        source: mesh_core::health::HealthError,
+    },
+    #[error(
+        "{addr:?} is not a multiaddr ({source}); expected one like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."
+    )]
+    BadMultiaddr {
+        addr: String,
+        #[source]
+        source: <Multiaddr as FromStr>::Err,
+    },
+    #[error("bootstrap address {addr:?} is not a multiaddr: {source}")]
+    BadBootstrap {
+        addr: String,
+        #[source]
+        source: <Multiaddr as FromStr>::Err,
+    },
+    #[error("this node is a relay; relays serve every namespace and join none")]
+    RelayJoins,
+    #[error("a relay is in no namespace: pass --namespace <name> for the team's namespace")]
+    RelayNeedsNamespace,
+    /// A namespace name that cannot be used.
+    #[error(transparent)]
+    BadNamespace(Cause),
+    /// A secret that cannot be read, parsed or stored.
+    #[error(transparent)]
+    Secret(#[from] mesh_core::namespace::SecretError),
+    #[error("recording the namespace: {0}")]
+    Membership(#[source] mesh_config::ConfigError),
+    /// `join` without a namespace reached no peer.
+    #[error(
+        "{}; check the address and that the peer's devmeshd is running",
+        failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    NoPeerReached { failures: Vec<DialFailure> },
+    #[error("this node runs no front door (it is a relay); routing applies to members")]
+    NoFrontDoor,
+    /// A version mode or retry policy that is not known.
+    #[error(transparent)]
+    BadPolicy(Cause),
+    #[error(
+        "--peer, --require, --sticky and --clear need a service: `devmesh route <service> ...`"
+    )]
+    NeedsService,
+    #[error("{text:?} is not a peer id ({source}); `devmesh status` lists the providers' peer ids")]
+    BadPeerId {
+        text: String,
+        #[source]
+        source: <PeerId as FromStr>::Err,
+    },
+    #[error("{text:?} is not a version requirement ({source}); write it like ^2.1")]
+    BadRequirement {
+        text: String,
+        #[source]
+        source: semver::Error,
+    },
+}
