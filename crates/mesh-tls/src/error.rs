@@ -1,6 +1,6 @@
-//! Errors of the CA and its certificates.
+//! Errors of the CA, its certificates and the trust steps.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::ExitStatus, sync::Arc};
 
 /// What went wrong with the CA files or a certificate.
 #[derive(Debug, thiserror::Error)]
@@ -18,8 +18,20 @@ pub enum Error {
         path.display(), path.display(), path.parent().map(|p| p.display().to_string()).unwrap_or_default()
     )]
     KeyReadable { path: PathBuf, mode: u32 },
-    #[error("{} is unreadable: {reason}", path.display())]
-    BadFile { path: PathBuf, reason: String },
+    /// The key file holds no key rcgen can read.
+    #[error("{} is unreadable: {source}", path.display())]
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// The certificate file holds no PEM certificate.
+    #[error("{} is unreadable: no PEM certificate in it: {source}", path.display())]
+    BadCert {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
     #[error(
         "the CA in {} is incomplete: {} is missing; delete that folder and run `devmesh cert install` to make a new CA",
         dir.display(), missing.display()
@@ -32,8 +44,96 @@ pub enum Error {
     Mismatch {
         cert: PathBuf,
         key: PathBuf,
-        reason: String,
+        #[source]
+        reason: ChainError,
     },
-    #[error("{what}: {reason}")]
-    Certificate { what: &'static str, reason: String },
+    /// Making or signing a certificate failed.
+    #[error("{what}: {source}")]
+    Certificate {
+        what: &'static str,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// rustls refused a key or a configuration.
+    #[error("{what}: {source}")]
+    Tls {
+        what: &'static str,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// Why a leaf certificate does not verify against the CA.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The CA certificate cannot be a root.
+    #[error(transparent)]
+    Root(rustls::Error),
+    #[error(transparent)]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+    #[error(transparent)]
+    Name(#[from] rustls::pki_types::InvalidDnsNameError),
+    /// The chain or the name is not valid.
+    #[error(transparent)]
+    Rejected(rustls::Error),
+}
+
+/// Why the front door has no certificate for a server name.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertError {
+    #[error(
+        "devmesh makes certificates only for localhost, <name>.localhost and <name>.devmesh, not for {name:?}"
+    )]
+    NotAllowed { name: String },
+    #[error(
+        "this node has no local CA yet: run `devmesh cert install` to make one and trust it (no restart needed)"
+    )]
+    NoCa,
+    /// The CA files are there but cannot be used.
+    #[error("the local CA cannot be used: {0}")]
+    Unusable(#[source] Arc<Error>),
+    /// Signing the leaf failed.
+    #[error(transparent)]
+    Issue(Error),
+}
+
+/// Why one step of trusting the CA failed; its text is the step's
+/// [`crate::trust::Outcome`] detail.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// The shell could not be started.
+    #[error("running {command:?}: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command ran and failed; `stderr` is what it printed.
+    #[error("{command:?} failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    /// A step that only an administrator can do failed.
+    #[error("{0}; it needs an administrator: run it with sudo")]
+    NeedsAdmin(#[source] Box<StepError>),
+    /// The certificate could not be copied into the store.
+    #[error(
+        "cannot write {}: {source}{}",
+        path.display(),
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            "; it needs root: run the commands above with sudo"
+        } else {
+            ""
+        }
+    )]
+    Copy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }

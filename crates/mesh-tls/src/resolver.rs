@@ -18,7 +18,7 @@ use rustls::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    Error,
+    CertError, Error,
     ca::{Ca, Paths, provider},
 };
 
@@ -79,7 +79,7 @@ impl Fingerprint {
 struct State {
     seen: Option<Fingerprint>,
     /// The CA, none yet, or why it cannot be used.
-    ca: Result<Option<Arc<Ca>>, String>,
+    ca: Result<Option<Arc<Ca>>, Arc<Error>>,
     cache: HashMap<String, (Arc<CertifiedKey>, Instant)>,
 }
 
@@ -122,7 +122,7 @@ impl Resolver {
     }
 
     /// The current CA, loading the files again when they changed.
-    pub fn ca(&self) -> Result<Option<Arc<Ca>>, String> {
+    pub fn ca(&self) -> Result<Option<Arc<Ca>>, Arc<Error>> {
         let mut state = self.state.lock().expect("resolver lock");
         self.refresh(&mut state);
         state.ca.clone()
@@ -137,7 +137,7 @@ impl Resolver {
         state.cache.clear();
         state.ca = Ca::load(&self.paths)
             .map(|ca| ca.map(Arc::new))
-            .map_err(|e| e.to_string());
+            .map_err(Arc::new);
         match &state.ca {
             Ok(Some(ca)) => debug!(id = ca.short_id(), "loaded the local CA"),
             Ok(None) => debug!("no local CA"),
@@ -147,31 +147,24 @@ impl Resolver {
 
     /// The certificate for `name` (which must be [`allowed`]), from the
     /// cache or signed now.
-    pub fn certificate(&self, name: &str) -> Result<Arc<CertifiedKey>, String> {
+    pub fn certificate(&self, name: &str) -> Result<Arc<CertifiedKey>, CertError> {
         let name = name.to_ascii_lowercase();
         if !allowed(&name) {
-            return Err(format!(
-                "devmesh makes certificates only for localhost, <name>.localhost and <name>.devmesh, not for {name:?}"
-            ));
+            return Err(CertError::NotAllowed { name });
         }
         let mut state = self.state.lock().expect("resolver lock");
         self.refresh(&mut state);
         let ca = match &state.ca {
             Ok(Some(ca)) => ca.clone(),
-            Ok(None) => {
-                return Err(
-                    "this node has no local CA yet: run `devmesh cert install` to make one and trust it (no restart needed)"
-                        .to_owned(),
-                );
-            }
-            Err(reason) => return Err(format!("the local CA cannot be used: {reason}")),
+            Ok(None) => return Err(CertError::NoCa),
+            Err(reason) => return Err(CertError::Unusable(reason.clone())),
         };
         if let Some((cert, made)) = state.cache.get(&name)
             && made.elapsed() < REISSUE_AFTER
         {
             return Ok(cert.clone());
         }
-        let cert = Arc::new(ca.issue(&name).map_err(|e| e.to_string())?);
+        let cert = Arc::new(ca.issue(&name).map_err(CertError::Issue)?);
         if state.cache.len() >= MAX_CACHED
             && !state.cache.contains_key(&name)
             && let Some(oldest) = state
@@ -218,9 +211,9 @@ impl ResolvesServerCert for Resolver {
 pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Certificate {
+        .map_err(|source| Error::Tls {
             what: "configuring TLS",
-            reason: e.to_string(),
+            source,
         })?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
@@ -265,12 +258,15 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let paths = Paths::in_home(home.path());
         let resolver = Resolver::new(paths.clone());
-        let err = resolver.certificate("api.localhost").unwrap_err();
+        let err = resolver
+            .certificate("api.localhost")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("devmesh cert install"), "{err}");
         let (ca, _) = Ca::load_or_create(&paths).unwrap();
         let cert = resolver.certificate("api.localhost").unwrap();
         verify_chain(ca.cert_der(), &cert.cert[0], "api.localhost").unwrap();
-        let err = resolver.certificate("example.com").unwrap_err();
+        let err = resolver.certificate("example.com").unwrap_err().to_string();
         assert!(err.contains("only for localhost"), "{err}");
     }
 
@@ -300,7 +296,10 @@ mod tests {
         let resolver = Resolver::new(paths.clone());
         resolver.certificate("api.localhost").unwrap();
         fs::set_permissions(&paths.key, fs::Permissions::from_mode(0o640)).unwrap();
-        let err = resolver.certificate("api.localhost").unwrap_err();
+        let err = resolver
+            .certificate("api.localhost")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chmod 600"), "{err}");
     }
 
