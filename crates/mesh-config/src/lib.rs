@@ -19,6 +19,7 @@ use std::{
     fmt,
     ops::Range,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
@@ -90,6 +91,25 @@ impl ConfigError {
         let message = e.message().trim().to_owned();
         Self::at(path, source, span, key, message)
     }
+}
+
+/// A duration setting that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not a duration ({source}); write it like \"5s\" or \"500ms\"")]
+pub struct DurationError {
+    /// What was written.
+    pub text: String,
+    #[source]
+    source: humantime::DurationError,
+}
+
+/// Parses a duration setting such as `5s`, `500ms` or `1m 30s` (the
+/// config files, and the daemon's flags and environment variables).
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|source| DurationError {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 fn line_of(source: &str, offset: usize) -> usize {
