@@ -22,7 +22,7 @@ mod server;
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, read_line, write_line};
-pub use error::{Cause, ControlError, DialFailure, RequestError};
+pub use error::{Cause, ControlError, DialFailure, RequestError, chain};
 pub use server::{Server, ServerInfo, secret_path};
 
 /// The default home directory of a node, `~/.devmesh`; `None` without `HOME`.
@@ -73,30 +73,34 @@ pub enum Request {
     },
     /// Show or change how the front door routes. Without a service, changes
     /// the node-wide defaults (`versions`, `retry`).
-    Route {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        service: Option<String>,
-        /// Send the service's requests to this peer only.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pin: Option<String>,
-        /// Version requirement of this node's requests: `^2.1`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        require: Option<String>,
-        /// `warn` or `strict`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        versions: Option<String>,
-        /// Keep each client on one provider (by cookie).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        sticky: Option<bool>,
-        /// `idempotent`, `all` or `never`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        retry: Option<String>,
-        /// Drop the service's settings first.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        clear: bool,
-    },
+    Route(RouteSpec),
     /// Stop the daemon.
     Shutdown,
+}
+
+/// What [`Request::Route`] changes; every field left out changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Send the service's requests to this peer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// Version requirement of this node's requests: `^2.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<String>,
+    /// `warn` or `strict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<String>,
+    /// Keep each client on one provider (by cookie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<bool>,
+    /// `idempotent`, `all` or `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Drop the service's settings first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear: bool,
 }
 
 /// A service to provide from a local port.
@@ -425,6 +429,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"cmd":"status"}"#
+        );
+        let route = Request::Route(RouteSpec {
+            service: Some("api".into()),
+            sticky: Some(true),
+            ..RouteSpec::default()
+        });
+        let s = serde_json::to_string(&route).unwrap();
+        assert_eq!(s, r#"{"cmd":"route","service":"api","sticky":true}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), route);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"route"}"#).unwrap(),
+            Request::Route(RouteSpec::default())
         );
     }
 

@@ -1,12 +1,26 @@
 //! Errors of the CA, its certificates and the trust steps.
+//!
+//! A message does not repeat its source: print an error with its chain
+//! (`{:#}` of `anyhow`, or [`chain`]) to get the whole text.
 
-use std::{path::PathBuf, process::ExitStatus, sync::Arc};
+use std::{fmt::Write as _, path::PathBuf, process::ExitStatus, sync::Arc};
+
+/// `error` and each of its sources, joined by `: `.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let _ = write!(text, ": {e}");
+        source = e.source();
+    }
+    text
+}
 
 /// What went wrong with the CA files or a certificate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
@@ -19,14 +33,14 @@ pub enum Error {
     )]
     KeyReadable { path: PathBuf, mode: u32 },
     /// The key file holds no key rcgen can read.
-    #[error("{} is unreadable: {source}", path.display())]
+    #[error("{} is unreadable", path.display())]
     BadKey {
         path: PathBuf,
         #[source]
         source: rcgen::Error,
     },
     /// The certificate file holds no PEM certificate.
-    #[error("{} is unreadable: no PEM certificate in it: {source}", path.display())]
+    #[error("{} is unreadable: no PEM certificate in it", path.display())]
     BadCert {
         path: PathBuf,
         #[source]
@@ -44,18 +58,19 @@ pub enum Error {
     Mismatch {
         cert: PathBuf,
         key: PathBuf,
-        #[source]
+        /// Why a leaf signed with the key does not verify (shown inside
+        /// the message, so not a source).
         reason: ChainError,
     },
     /// Making or signing a certificate failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Certificate {
         what: &'static str,
         #[source]
         source: rcgen::Error,
     },
     /// rustls refused a key or a configuration.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Tls {
         what: &'static str,
         #[source]
@@ -92,7 +107,7 @@ pub enum CertError {
     )]
     NoCa,
     /// The CA files are there but cannot be used.
-    #[error("the local CA cannot be used: {0}")]
+    #[error("the local CA cannot be used")]
     Unusable(#[source] Arc<Error>),
     /// Signing the leaf failed.
     #[error(transparent)]
@@ -105,7 +120,7 @@ pub enum CertError {
 #[non_exhaustive]
 pub enum StepError {
     /// The shell could not be started.
-    #[error("running {command:?}: {source}")]
+    #[error("running {command:?}")]
     Spawn {
         command: String,
         #[source]
@@ -118,14 +133,17 @@ pub enum StepError {
         status: ExitStatus,
         stderr: String,
     },
-    /// A step that only an administrator can do failed.
-    #[error("{0}; it needs an administrator: run it with sudo")]
-    NeedsAdmin(#[source] Box<StepError>),
+    /// A step that only an administrator can do failed (its error is
+    /// shown inside the message, so not a source).
+    #[error("{}; it needs an administrator: run it with sudo", chain(.0.as_ref()))]
+    NeedsAdmin(Box<StepError>),
     /// The certificate could not be copied into the store.
+    /// The certificate could not be copied into the store (the error is
+    /// shown inside the message, so not a source).
     #[error(
-        "cannot write {}: {source}{}",
+        "cannot write {}: {error}{}",
         path.display(),
-        if source.kind() == std::io::ErrorKind::PermissionDenied {
+        if error.kind() == std::io::ErrorKind::PermissionDenied {
             "; it needs root: run the commands above with sudo"
         } else {
             ""
@@ -133,7 +151,6 @@ pub enum StepError {
     )]
     Copy {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }

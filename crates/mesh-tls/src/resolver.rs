@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::{
     CertError, Error,
     ca::{Ca, Paths, provider},
+    error::chain,
 };
 
 /// Most leaf certificates kept; the oldest goes when a new name comes.
@@ -116,7 +117,7 @@ impl Resolver {
             Ok(None) => info!(
                 "no local CA yet: HTTPS on the front door starts working after `devmesh cert install`"
             ),
-            Err(reason) => warn!(%reason, "HTTPS on the front door is off"),
+            Err(e) => warn!(reason = %chain(e.as_ref()), "HTTPS on the front door is off"),
         }
         resolver
     }
@@ -141,7 +142,7 @@ impl Resolver {
         match &state.ca {
             Ok(Some(ca)) => debug!(id = ca.short_id(), "loaded the local CA"),
             Ok(None) => debug!("no local CA"),
-            Err(reason) => debug!(%reason, "the local CA cannot be used"),
+            Err(e) => debug!(reason = %chain(e.as_ref()), "the local CA cannot be used"),
         }
     }
 
@@ -198,8 +199,8 @@ impl ResolvesServerCert for Resolver {
         };
         match self.certificate(name) {
             Ok(cert) => Some(cert),
-            Err(reason) => {
-                warn!(server_name = %name, %reason, "refused a TLS handshake");
+            Err(e) => {
+                warn!(server_name = %name, reason = %chain(&e), "refused a TLS handshake");
                 None
             }
         }
@@ -225,6 +226,27 @@ pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, Error
 mod tests {
     use super::*;
     use crate::ca::verify_chain;
+
+    #[test]
+    fn an_unusable_ca_names_its_cause() {
+        let home = tempfile::tempdir().unwrap();
+        let paths = Paths::in_home(home.path());
+        Ca::load_or_create(&paths).unwrap();
+        fs::write(&paths.key, "not a key").unwrap();
+        let resolver = Resolver::new(paths.clone());
+        let err = resolver.certificate("api.localhost").unwrap_err();
+        assert!(matches!(err, CertError::Unusable(_)), "{err:?}");
+        let text = chain(&err);
+        let prefix = format!(
+            "the local CA cannot be used: {} is unreadable: ",
+            paths.key.display()
+        );
+        assert!(text.starts_with(&prefix), "{text}");
+        assert!(
+            text.len() > prefix.len(),
+            "the key parser's reason follows: {text}"
+        );
+    }
 
     #[test]
     fn allowed_names() {
@@ -266,7 +288,7 @@ mod tests {
         let (ca, _) = Ca::load_or_create(&paths).unwrap();
         let cert = resolver.certificate("api.localhost").unwrap();
         verify_chain(ca.cert_der(), &cert.cert[0], "api.localhost").unwrap();
-        let err = resolver.certificate("example.com").unwrap_err().to_string();
+        let err = chain(&resolver.certificate("example.com").unwrap_err());
         assert!(err.contains("only for localhost"), "{err}");
     }
 
@@ -296,10 +318,7 @@ mod tests {
         let resolver = Resolver::new(paths.clone());
         resolver.certificate("api.localhost").unwrap();
         fs::set_permissions(&paths.key, fs::Permissions::from_mode(0o640)).unwrap();
-        let err = resolver
-            .certificate("api.localhost")
-            .unwrap_err()
-            .to_string();
+        let err = chain(&resolver.certificate("api.localhost").unwrap_err());
         assert!(err.contains("chmod 600"), "{err}");
     }
 

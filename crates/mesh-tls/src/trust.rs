@@ -269,7 +269,7 @@ fn outcome(target: String, result: Result<String, StepError>) -> Outcome {
         Err(e) => Outcome {
             target,
             ok: false,
-            detail: e.to_string(),
+            detail: crate::error::chain(&e),
         },
     }
 }
@@ -282,9 +282,9 @@ pub fn install(plan: &Plan, ca: &Path, short_id: &str) -> Vec<Outcome> {
         SystemStore::Dir { label, dir, update } => {
             let dest = dir.join(store_file_name(short_id));
             let result = fs::copy(ca, &dest)
-                .map_err(|source| StepError::Copy {
+                .map_err(|error| StepError::Copy {
                     path: dest.clone(),
-                    source,
+                    error,
                 })
                 .and_then(|_| match update {
                     Some(cmd) => run_shell(cmd)

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use mesh_control::{Request, RouteResult};
+use mesh_control::{Request, RouteResult, RouteSpec};
 
 use crate::{Failure, cli::RouteArgs, daemon, output};
 
@@ -16,7 +16,7 @@ pub async fn route(home: &Path, args: RouteArgs) -> Result<(), Failure> {
     };
     let mut client = daemon::connect_or_start(home).await?;
     let result: RouteResult = client
-        .call_as(&Request::Route {
+        .call_as(&Request::Route(RouteSpec {
             service: args.service,
             pin: args.peer,
             require: args.require,
@@ -24,7 +24,7 @@ pub async fn route(home: &Path, args: RouteArgs) -> Result<(), Failure> {
             sticky,
             retry: args.retry,
             clear: args.clear,
-        })
+        }))
         .await?;
     output::emit(args.json, &result, output::routes);
     Ok(())

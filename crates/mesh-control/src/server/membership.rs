@@ -25,30 +25,33 @@ fn check_name(name: &str) -> Result<(), RequestError> {
     validate_name(name).map_err(|e| RequestError::BadNamespace(e.into()))
 }
 
-/// The multiaddrs of a `join` request.
-fn join_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, RequestError> {
+type AddrError = <Multiaddr as std::str::FromStr>::Err;
+
+/// The multiaddrs of `addrs`; `bad` says what is wrong with one.
+fn parse_addrs(
+    addrs: &[String],
+    bad: impl Fn(String, AddrError) -> RequestError,
+) -> Result<Vec<Multiaddr>, RequestError> {
     addrs
         .iter()
-        .map(|a| {
-            a.parse().map_err(|source| RequestError::BadMultiaddr {
-                addr: a.clone(),
-                source,
-            })
-        })
+        .map(|a| a.parse().map_err(|e| bad(a.clone(), e)))
         .collect()
+}
+
+/// The multiaddrs of a `join` request.
+fn join_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, RequestError> {
+    parse_addrs(addrs, |addr, error| RequestError::BadMultiaddr {
+        addr,
+        error,
+    })
 }
 
 /// The bootstrap addresses of an `invite` request.
 fn bootstrap_addrs(addrs: &[String]) -> Result<Vec<Multiaddr>, RequestError> {
-    addrs
-        .iter()
-        .map(|a| {
-            a.parse().map_err(|source| RequestError::BadBootstrap {
-                addr: a.clone(),
-                source,
-            })
-        })
-        .collect()
+    parse_addrs(addrs, |addr, source| RequestError::BadBootstrap {
+        addr,
+        source,
+    })
 }
 
 /// Where an invite made on a node in `snapshot` sends the invitees, and
@@ -177,7 +180,7 @@ impl Server {
                     .join(" or ");
                 match tokio::time::timeout(DIAL_TIMEOUT, node.dial_any(group)).await {
                     Ok(Ok(peer)) => Ok(peer.to_string()),
-                    Ok(Err(source)) => Err(DialFailure::Failed { addr, source }),
+                    Ok(Err(error)) => Err(DialFailure::Failed { addr, error }),
                     Err(_) => Err(DialFailure::TimedOut {
                         addr,
                         after: DIAL_TIMEOUT,
@@ -268,7 +271,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("\"nope\" is not a multiaddr ("), "{err}");
-        let err = bootstrap_addrs(&["nope".into()]).unwrap_err().to_string();
+        let err = crate::chain(&bootstrap_addrs(&["nope".into()]).unwrap_err());
         assert!(
             err.starts_with("bootstrap address \"nope\" is not a multiaddr: "),
             "{err}"

@@ -196,23 +196,7 @@ impl Server {
                 namespace,
                 bootstrap,
             } => answer(&self.invite(namespace, bootstrap).await?),
-            Request::Route {
-                service,
-                pin,
-                require,
-                versions,
-                sticky,
-                retry,
-                clear,
-            } => answer(&self.route(routing::RouteAsk {
-                service,
-                pin,
-                require,
-                versions,
-                sticky,
-                retry,
-                clear,
-            })?),
+            Request::Route(spec) => answer(&self.route(spec)?),
             Request::Shutdown => {
                 info!("shutdown requested over the control socket");
                 self.shutdown.cancel();
@@ -228,12 +212,12 @@ impl Server {
     }
 }
 
-/// The answer that refuses a request with `error`'s text.
+/// The answer that refuses a request with `error`'s whole text.
 fn refusal(error: &RequestError) -> Reply {
     Reply {
         ok: false,
         result: serde_json::Value::Null,
-        error: Some(error.to_string()),
+        error: Some(crate::chain(error)),
     }
 }
 

@@ -11,18 +11,7 @@ use mesh_proxy::{
 use tracing::info;
 
 use super::Server;
-use crate::{RequestError, RouteResult, RouteStatus};
-
-/// A `route` request as the CLI sends it: text, not yet parsed.
-pub(super) struct RouteAsk {
-    pub service: Option<String>,
-    pub pin: Option<String>,
-    pub require: Option<String>,
-    pub versions: Option<String>,
-    pub sticky: Option<bool>,
-    pub retry: Option<String>,
-    pub clear: bool,
-}
+use crate::{Cause, RequestError, RouteResult, RouteSpec, RouteStatus};
 
 /// A parsed `route` request.
 #[derive(Debug, PartialEq)]
@@ -44,22 +33,23 @@ enum RouteChange {
     },
 }
 
+/// A version mode or retry policy, when one is given.
+fn policy<T>(text: Option<String>) -> Result<Option<T>, RequestError>
+where
+    T: std::str::FromStr,
+    T::Err: Into<Cause>,
+{
+    text.map(|t| {
+        t.parse()
+            .map_err(|e: T::Err| RequestError::BadPolicy(e.into()))
+    })
+    .transpose()
+}
+
 impl RouteChange {
-    fn parse(ask: RouteAsk) -> Result<Self, RequestError> {
-        let versions = ask
-            .versions
-            .map(|v| {
-                v.parse::<VersionMode>()
-                    .map_err(|e| RequestError::BadPolicy(e.into()))
-            })
-            .transpose()?;
-        let retry = ask
-            .retry
-            .map(|r| {
-                r.parse::<RetryPolicy>()
-                    .map_err(|e| RequestError::BadPolicy(e.into()))
-            })
-            .transpose()?;
+    fn parse(ask: RouteSpec) -> Result<Self, RequestError> {
+        let versions: Option<VersionMode> = policy(ask.versions)?;
+        let retry: Option<RetryPolicy> = policy(ask.retry)?;
         let Some(service) = ask.service else {
             if ask.pin.is_some() || ask.require.is_some() || ask.sticky.is_some() || ask.clear {
                 return Err(RequestError::NeedsService);
@@ -71,14 +61,14 @@ impl RouteChange {
             .pin
             .map(|text| {
                 text.parse()
-                    .map_err(|source| RequestError::BadPeerId { text, source })
+                    .map_err(|error| RequestError::BadPeerId { text, error })
             })
             .transpose()?;
         let require = ask
             .require
             .map(|text| {
                 semver::VersionReq::parse(&text)
-                    .map_err(|source| RequestError::BadRequirement { text, source })
+                    .map_err(|error| RequestError::BadRequirement { text, error })
             })
             .transpose()?;
         Ok(Self::Service {
@@ -145,7 +135,7 @@ impl RouteChange {
 }
 
 impl Server {
-    pub(super) fn route(&self, ask: RouteAsk) -> Result<RouteResult, RequestError> {
+    pub(super) fn route(&self, ask: RouteSpec) -> Result<RouteResult, RequestError> {
         let routing = self
             .info
             .routing
@@ -250,15 +240,10 @@ fn routes(snapshot: &Snapshot, routing: &Routing, now: Instant) -> RouteResult {
 mod tests {
     use super::*;
 
-    fn ask(service: Option<&str>) -> RouteAsk {
-        RouteAsk {
+    fn ask(service: Option<&str>) -> RouteSpec {
+        RouteSpec {
             service: service.map(str::to_owned),
-            pin: None,
-            require: None,
-            versions: None,
-            sticky: None,
-            retry: None,
-            clear: false,
+            ..RouteSpec::default()
         }
     }
 

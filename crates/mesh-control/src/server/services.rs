@@ -45,21 +45,21 @@ impl Owners {
 fn local_service(spec: ServiceSpec) -> Result<LocalService, RequestError> {
     mesh_core::record::validate_service_name(&spec.name)?;
     let version =
-        semver::Version::parse(&spec.version).map_err(|source| RequestError::BadVersion {
+        semver::Version::parse(&spec.version).map_err(|error| RequestError::BadVersion {
             service: spec.name.clone(),
             version: spec.version.clone(),
-            source,
+            error,
         })?;
     if spec.port == 0 {
         return Err(RequestError::PortZero { service: spec.name });
     }
     for (service, req) in &spec.requires {
         mesh_core::record::validate_service_name(service)?;
-        semver::VersionReq::parse(req).map_err(|source| RequestError::BadRequires {
+        semver::VersionReq::parse(req).map_err(|error| RequestError::BadRequires {
             service: spec.name.clone(),
             required: service.clone(),
             requirement: req.clone(),
-            source,
+            error,
         })?;
     }
     let health = spec
@@ -156,7 +156,6 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().ends_with("such as 1.4.2"), "{err}");
-        assert!(std::error::Error::source(&err).is_some());
         let err = local_service(spec("api", 0, "1.0.0")).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -179,8 +178,11 @@ mod tests {
             healthy_threshold: 1,
             unhealthy_threshold: 1,
         });
-        let err = local_service(bad).unwrap_err().to_string();
-        assert!(err.starts_with("service web: health check `"), "{err}");
+        let err = crate::chain(&local_service(bad).unwrap_err());
+        assert!(
+            err.starts_with("service web: health check `health_interval`: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -181,15 +181,7 @@ async fn refusals_carry_the_error_text() {
         "service \"api\" is not provided by this node; `devmesh status` lists the services"
     );
     let err = client
-        .call(&Request::Route {
-            service: None,
-            pin: None,
-            require: None,
-            versions: None,
-            sticky: None,
-            retry: None,
-            clear: false,
-        })
+        .call(&Request::Route(crate::RouteSpec::default()))
         .await
         .unwrap_err();
     assert_eq!(
