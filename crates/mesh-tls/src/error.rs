@@ -1,7 +1,7 @@
 //! Errors of the CA, its certificates and the trust steps.
 //!
 //! A message does not repeat its source: print an error with its chain
-//! (`{:#}` of `anyhow`, or [`chain`]) to get the whole text.
+//! (`{:#}` of `anyhow`) to get the whole text.
 
 use std::{fmt::Write as _, path::PathBuf, process::ExitStatus, sync::Arc};
 

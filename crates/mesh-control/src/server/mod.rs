@@ -31,7 +31,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, warn};
 
 use crate::{Reply, Request, RequestError, read_line, write_line};
 
@@ -121,9 +121,10 @@ impl Server {
                     }
                 },
             };
-            let server = self.clone();
+            let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::debug_span!("control connection", conn);
             self.connections
-                .spawn(async move { server.connection(stream).await });
+                .spawn(self.clone().connection(stream, conn).instrument(span));
         }
         drop(listener);
         self.connections.close();
@@ -136,8 +137,7 @@ impl Server {
 
     /// Answers the requests of one connection until it closes or the
     /// shutdown token is cancelled between two requests.
-    async fn connection(self: Arc<Self>, stream: UnixStream) {
-        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+    async fn connection(self: Arc<Self>, stream: UnixStream, conn: u64) {
         let mut stream = BufReader::new(stream);
         loop {
             let read = tokio::select! {
