@@ -67,15 +67,9 @@ pub fn write_membership(
     };
     // Refuse to rewrite a file that does not parse: the user must see why.
     DaemonFile::parse(path, &source)?;
-    let mut doc: toml_edit::DocumentMut =
-        source
-            .parse()
-            .map_err(|e: toml_edit::TomlError| ConfigError {
-                path: path.to_owned(),
-                line: None,
-                key: None,
-                message: e.to_string(),
-            })?;
+    let mut doc: toml_edit::DocumentMut = source
+        .parse()
+        .map_err(|e: toml_edit::TomlError| ConfigError::of_file(path, "", e))?;
     doc["namespace"] = toml_edit::value(namespace);
     let mut list: Vec<String> = doc
         .get("bootstrap")
@@ -97,12 +91,7 @@ pub fn write_membership(
     }
     doc["bootstrap"] = toml_edit::value(array);
     doc.remove("secret_file");
-    let io = |e: std::io::Error| ConfigError {
-        path: path.to_owned(),
-        line: None,
-        key: None,
-        message: e.to_string(),
-    };
+    let io = |e: std::io::Error| ConfigError::of_file(path, "", e);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -260,6 +249,14 @@ mod tests {
         );
         std::fs::write(&path, "namespace = \n").unwrap();
         assert!(write_membership(&path, "team", &[]).is_err());
+        // An I/O error is the source, not repeated in the message.
+        let err = DaemonFile::load(dir.path()).unwrap_err();
+        assert_eq!(err.message, "cannot read");
+        assert!(matches!(err.source, Some(crate::ConfigCause::Io(_))));
+        assert_eq!(
+            err.to_string(),
+            format!("{}: cannot read", dir.path().display())
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "namespace = \n");
     }
 }

@@ -175,5 +175,17 @@ mod tests {
             source: io,
         });
         assert_eq!(chain(&err), "secret file /h/secrets/team: denied");
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let err = RequestError::Membership(mesh_config::ConfigError {
+            path: "/h/config.toml".into(),
+            line: None,
+            key: None,
+            message: String::new(),
+            source: Some(io.into()),
+        });
+        assert_eq!(
+            chain(&err),
+            "recording the namespace: /h/config.toml: denied"
+        );
     }
 }
