@@ -34,8 +34,9 @@ pub async fn connect(home: &Path) -> anyhow::Result<Client> {
     let path = socket(home);
     Client::connect(&path).await.map_err(|e| {
         Unreachable(format!(
-            "devmeshd is not running for {} ({e}); start it with `devmesh daemon start` or `devmeshd`",
-            home.display()
+            "devmeshd is not running for {} ({}); start it with `devmesh daemon start` or `devmeshd`",
+            home.display(),
+            mesh_control::chain(&e)
         ))
         .into()
     })

@@ -1,7 +1,7 @@
 //! `devmesh doctor`: what a person needs to know when something does not
 //! connect, and what to do about it.
 
-use mesh_control::{PeerStatus, Status};
+use mesh_control::{ConflictStatus, PeerStatus, Status};
 use serde::Serialize;
 
 /// How bad a finding is.
@@ -50,40 +50,13 @@ pub fn examine(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
         ));
     }
     if status.role == "relay" {
-        if status.external_addrs.is_empty() {
-            out.push(finding(
-                Level::Problem,
-                "this relay has no public address to hand out: start it with --external /ip4/<public-ip>/tcp/4001",
-            ));
-        } else {
-            out.push(finding(
-                Level::Ok,
-                format!(
-                    "relay serving {} client(s); members bootstrap with {}",
-                    peers.len(),
-                    status.external_addrs[0]
-                ),
-            ));
-        }
+        out.push(relay(status, peers));
         return out;
     }
     for f in &status.admission_failures {
         out.push(finding(Level::Problem, f.reason.clone()));
     }
-    for c in &status.conflicts {
-        let available = if c.available.is_empty() {
-            "nobody provides it".to_owned()
-        } else {
-            format!("providers: {}", c.available.join(", "))
-        };
-        out.push(finding(
-            Level::Warn,
-            format!(
-                "{} requires {} {} and no provider satisfies it ({available}): run a matching version or change the requirement; requests get the best available version with an X-DevMesh-Warning header (409 in strict mode)",
-                c.consumer, c.service, c.requirement
-            ),
-        ));
-    }
+    out.extend(status.conflicts.iter().map(conflict));
     for addr in &status.bootstrap {
         if !bootstrap_connected(addr, peers) {
             out.push(finding(
@@ -94,63 +67,116 @@ pub fn examine(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
             ));
         }
     }
-    let members: Vec<&PeerStatus> = peers.iter().filter(|p| p.kind == "member").collect();
-    let relays: Vec<&PeerStatus> = peers.iter().filter(|p| p.kind == "relay").collect();
     if status.bootstrap.is_empty() && peers.is_empty() {
         out.push(finding(
             Level::Warn,
             "no bootstrap peer and no peers: only nodes on this LAN can find this node (mDNS). To reach teammates elsewhere, `devmesh join <invite-token>`",
         ));
     }
+    let relay_connected = peers.iter().any(|p| p.kind == "relay");
+    out.extend(reachability(status, relay_connected));
+    out.extend(status.relays.iter().filter(|r| r.reservation == "failed").map(|r| {
+        finding(
+            Level::Warn,
+            format!(
+                "relay reservation on {} failed ({}); devmeshd retries when the relay is back",
+                r.address,
+                r.error.as_deref().unwrap_or("no reason given")
+            ),
+        )
+    }));
+    out.extend(members(status, peers));
+    if !status.has_secret {
+        out.push(finding(
+            Level::Warn,
+            format!(
+                "namespace {} has no secret: anyone who knows its name can join. `devmesh invite` makes one",
+                status.namespace
+            ),
+        ));
+    }
+    out
+}
+
+/// What a relay needs: a public address to hand out.
+fn relay(status: &Status, peers: &[PeerStatus]) -> Finding {
+    match status.external_addrs.first() {
+        None => finding(
+            Level::Problem,
+            "this relay has no public address to hand out: start it with --external /ip4/<public-ip>/tcp/4001",
+        ),
+        Some(addr) => finding(
+            Level::Ok,
+            format!(
+                "relay serving {} client(s); members bootstrap with {addr}",
+                peers.len()
+            ),
+        ),
+    }
+}
+
+/// A version requirement no provider satisfies.
+fn conflict(c: &ConflictStatus) -> Finding {
+    let available = if c.available.is_empty() {
+        "nobody provides it".to_owned()
+    } else {
+        format!("providers: {}", c.available.join(", "))
+    };
+    finding(
+        Level::Warn,
+        format!(
+            "{} requires {} {} and no provider satisfies it ({available}): run a matching version or change the requirement; requests get the best available version with an X-DevMesh-Warning header (409 in strict mode)",
+            c.consumer, c.service, c.requirement
+        ),
+    )
+}
+
+/// Whether others can reach this node, and through what.
+fn reachability(status: &Status, relay_connected: bool) -> Option<Finding> {
     match status.reachability.as_str() {
         "private" => {
             let reserved = status.relays.iter().any(|r| r.reservation == "accepted");
-            if reserved {
-                out.push(finding(
+            Some(if reserved {
+                finding(
                     Level::Ok,
                     "behind a NAT, reachable through the relay (reservation accepted); direct connections come from hole punching",
-                ));
-            } else if relays.is_empty() {
-                out.push(finding(
+                )
+            } else if !relay_connected {
+                finding(
                     Level::Problem,
                     "behind a NAT and no relay: teammates on other networks cannot reach this node. Bootstrap through the team's `devmeshd --relay` node",
-                ));
+                )
             } else {
-                out.push(finding(
+                finding(
                     Level::Problem,
                     "behind a NAT and the relay has not granted a reservation yet: check that the bootstrap node runs with --relay",
-                ));
-            }
+                )
+            })
         }
-        "public" => out.push(finding(
+        "public" => Some(finding(
             Level::Ok,
             "reachable from outside at an external address",
         )),
-        _ => {}
+        _ => None,
     }
-    for r in &status.relays {
-        if r.reservation == "failed" {
-            out.push(finding(
-                Level::Warn,
-                format!(
-                    "relay reservation on {} failed ({}); devmeshd retries when the relay is back",
-                    r.address,
-                    r.error.as_deref().unwrap_or("no reason given")
-                ),
-            ));
-        }
-    }
-    for p in &members {
-        if p.connection == "relayed" {
-            out.push(finding(
+}
+
+/// The members connected, and which of them only through the relay.
+fn members(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
+    let members: Vec<&PeerStatus> = peers.iter().filter(|p| p.kind == "member").collect();
+    let mut out: Vec<Finding> = members
+        .iter()
+        .filter(|p| p.connection == "relayed")
+        .map(|p| {
+            finding(
                 Level::Warn,
                 format!(
                     "member {} is reached through the relay: hole punching has not worked (a port-randomising NAT on either side, or UDP and TCP both filtered). It works, with the relay's bandwidth and latency",
                     p.peer_id
                 ),
-            ));
-        }
-    }
+            )
+        })
+        .collect();
     if members.is_empty() && status.admission_failures.is_empty() {
         out.push(finding(
             Level::Warn,
@@ -167,15 +193,6 @@ pub fn examine(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
                 "{} member(s) connected, {direct} direct, {} relayed",
                 members.len(),
                 members.len() - direct
-            ),
-        ));
-    }
-    if !status.has_secret {
-        out.push(finding(
-            Level::Warn,
-            format!(
-                "namespace {} has no secret: anyone who knows its name can join. `devmesh invite` makes one",
-                status.namespace
             ),
         ));
     }

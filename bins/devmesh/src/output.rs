@@ -10,6 +10,16 @@ pub fn json<T: serde::Serialize>(value: &T) {
     }
 }
 
+/// Prints `value` as pretty JSON with `--json`, else the way `human`
+/// prints it.
+pub fn emit<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) {
+    if json {
+        self::json(value);
+    } else {
+        human(value);
+    }
+}
+
 fn short(peer: &str) -> String {
     if peer.len() > 16 {
         format!("{}…{}", &peer[..8], &peer[peer.len() - 6..])

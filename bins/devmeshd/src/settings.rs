@@ -1,7 +1,7 @@
 //! Where each setting comes from: flag > `DEVMESH_*` environment > the
 //! config file in the home directory > default.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use mesh_config::DaemonFile;
@@ -11,6 +11,8 @@ use mesh_core::{Multiaddr, Namespace, Role, Secret};
 pub const DEFAULT_PROXY: &str = "127.0.0.1:7700";
 /// Default namespace.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// Default time a stopping daemon gives in-flight work to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The devmesh node: shares local services with the team and proxies to theirs.
 #[derive(Debug, clap::Parser)]
@@ -48,7 +50,6 @@ pub struct Args {
     /// File holding the namespace secret [default: <home>/secrets/<namespace> if it exists]
     #[arg(long, env = "DEVMESH_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
-    /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
     /// When no provider satisfies a version requirement: `warn` (serve with
     /// the best available one, with a warning header) or `strict` (409).
     #[arg(long, env = "DEVMESH_VERSIONS", value_parser = ["warn", "strict"])]
@@ -57,6 +58,11 @@ pub struct Args {
     /// provider: `idempotent`, `all` or `never`.
     #[arg(long, env = "DEVMESH_RETRY", value_parser = ["idempotent", "all", "never"])]
     pub retry: Option<String>,
+    /// On SIGTERM, how long in-flight requests, tunnels and control
+    /// requests may take to finish, such as 5s or 500ms [default: 5s]
+    #[arg(long, env = "DEVMESH_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = mesh_config::parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
     #[arg(long, env = "DEVMESH_LOG", default_value = "info")]
     pub log: String,
 }
@@ -75,6 +81,11 @@ pub struct Settings {
     pub routing: mesh_proxy::policy::Defaults,
     pub log: String,
     pub config_path: PathBuf,
+    /// How long a stopping daemon lets in-flight work finish.
+    // main.rs reads it once the drained shutdown is wired there (then this
+    // allow goes).
+    #[allow(dead_code)]
+    pub shutdown_grace: Duration,
 }
 
 impl Settings {
@@ -87,78 +98,32 @@ impl Settings {
         };
         let config_path = args.config.unwrap_or_else(|| home.join("config.toml"));
         let file = DaemonFile::load(&config_path)?;
-        let role = if args.relay {
-            Role::Relay
-        } else {
-            match file.role.as_deref() {
-                None | Some("member") => Role::Member,
-                Some("relay") => Role::Relay,
-                Some(other) => anyhow::bail!(
-                    "{}: key `role`: {other:?} is not a role; use \"member\" or \"relay\"",
-                    config_path.display()
-                ),
-            }
-        };
+        let role = role(args.relay, &file, &config_path)?;
         let default_port = if role == Role::Relay { 4001 } else { 0 };
-        let listen = if !args.listen.is_empty() {
-            args.listen
-        } else {
-            file.listen.unwrap_or_else(|| {
-                vec![
-                    format!("/ip4/0.0.0.0/tcp/{default_port}"),
-                    format!("/ip4/0.0.0.0/udp/{default_port}/quic-v1"),
-                ]
-            })
-        };
-        let external = if !args.external.is_empty() {
-            args.external
-        } else {
-            file.external.unwrap_or_default()
-        };
-        let bootstrap = if !args.bootstrap.is_empty() {
-            args.bootstrap
-        } else {
-            file.bootstrap.unwrap_or_default()
-        };
+        let listen = first_list(args.listen, file.listen.clone()).unwrap_or_else(|| {
+            vec![
+                format!("/ip4/0.0.0.0/tcp/{default_port}"),
+                format!("/ip4/0.0.0.0/udp/{default_port}/quic-v1"),
+            ]
+        });
+        let external = first_list(args.external, file.external.clone()).unwrap_or_default();
+        let bootstrap = first_list(args.bootstrap, file.bootstrap.clone()).unwrap_or_default();
         let proxy = args
             .proxy
-            .or(file.proxy)
+            .or(file.proxy.clone())
             .unwrap_or_else(|| DEFAULT_PROXY.to_owned());
         let namespace = args
             .namespace
-            .or(file.namespace)
+            .or(file.namespace.clone())
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         mesh_core::namespace::validate_name(&namespace).map_err(anyhow::Error::msg)?;
         let secret_file = args
             .secret_file
-            .or_else(|| file.secret_file.map(PathBuf::from));
-        let secret = match secret_file {
-            Some(path) => Some(Secret::load(&path).with_context(|| {
-                format!("reading the secret of namespace {namespace}; `devmesh join <token>` stores it for you")
-            })?),
-            None => {
-                let stored = mesh_control::secret_path(&home, &namespace);
-                if stored.exists() {
-                    Some(Secret::load(&stored)?)
-                } else {
-                    None
-                }
-            }
-        };
-        let versions = args
-            .versions
-            .or(file.routing.versions.map(|v| v.into_inner()))
-            .map(|v| v.parse().map_err(anyhow::Error::msg))
-            .transpose()?
-            .unwrap_or_default();
-        let retry = args
-            .retry
-            .or(file.routing.retry.map(|v| v.into_inner()))
-            .map(|v| v.parse().map_err(anyhow::Error::msg))
-            .transpose()?
-            .unwrap_or_default();
+            .or_else(|| file.secret_file.clone().map(PathBuf::from));
+        let secret = secret(&home, &namespace, secret_file)?;
         Ok(Self {
-            routing: mesh_proxy::policy::Defaults { versions, retry },
+            routing: routing(args.versions, args.retry, &file)?,
+            shutdown_grace: shutdown_grace(args.shutdown_grace, &file),
             listen: parse_addrs(&listen, "listen")?,
             bootstrap: parse_addrs(&bootstrap, "bootstrap")?,
             external: parse_addrs(&external, "external")?,
@@ -177,6 +142,76 @@ impl Settings {
     }
 }
 
+/// The flag's list when it has items, else the file's.
+fn first_list(flag: Vec<String>, file: Option<Vec<String>>) -> Option<Vec<String>> {
+    if flag.is_empty() { file } else { Some(flag) }
+}
+
+/// `--relay`, else `role` of the file, else member.
+fn role(relay: bool, file: &DaemonFile, config_path: &std::path::Path) -> anyhow::Result<Role> {
+    if relay {
+        return Ok(Role::Relay);
+    }
+    match file.role.as_deref() {
+        None | Some("member") => Ok(Role::Member),
+        Some("relay") => Ok(Role::Relay),
+        Some(other) => anyhow::bail!(
+            "{}: key `role`: {other:?} is not a role; use \"member\" or \"relay\"",
+            config_path.display()
+        ),
+    }
+}
+
+/// The namespace's secret: from `secret_file` when one is named, else the
+/// one `devmesh join` stored in the home, if any.
+fn secret(
+    home: &std::path::Path,
+    namespace: &str,
+    secret_file: Option<PathBuf>,
+) -> anyhow::Result<Option<Secret>> {
+    match secret_file {
+        Some(path) => Ok(Some(Secret::load(&path).with_context(|| {
+            format!("reading the secret of namespace {namespace}; `devmesh join <token>` stores it for you")
+        })?)),
+        None => {
+            let stored = mesh_control::secret_path(home, namespace);
+            if stored.exists() {
+                Ok(Some(Secret::load(&stored)?))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The front door's routing defaults: flag or environment, else
+/// `[routing]` of the file, else the defaults.
+fn routing(
+    versions: Option<String>,
+    retry: Option<String>,
+    file: &DaemonFile,
+) -> anyhow::Result<mesh_proxy::policy::Defaults> {
+    let versions = versions
+        .or(file.routing.versions.clone().map(|v| v.into_inner()))
+        .map(|v| v.parse().map_err(anyhow::Error::msg))
+        .transpose()?
+        .unwrap_or_default();
+    let retry = retry
+        .or(file.routing.retry.clone().map(|v| v.into_inner()))
+        .map(|v| v.parse().map_err(anyhow::Error::msg))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(mesh_proxy::policy::Defaults { versions, retry })
+}
+
+/// `--shutdown-grace` or `DEVMESH_SHUTDOWN_GRACE` (clap reads both, the
+/// flag first), else `shutdown_grace` of the file, else 5 s.
+fn shutdown_grace(flag_or_env: Option<Duration>, file: &DaemonFile) -> Duration {
+    flag_or_env
+        .or(file.shutdown_grace())
+        .unwrap_or(DEFAULT_SHUTDOWN_GRACE)
+}
+
 fn parse_addrs(addrs: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
     addrs
         .iter()
@@ -187,4 +222,70 @@ fn parse_addrs(addrs: &[String], what: &str) -> anyhow::Result<Vec<Multiaddr>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn file(text: &str) -> DaemonFile {
+        DaemonFile::parse(Path::new("/h/config.toml"), text).unwrap()
+    }
+
+    #[test]
+    fn shutdown_grace_takes_the_flag_then_the_file_then_five_seconds() {
+        let with_key = file("shutdown_grace = \"2s\"\n");
+        assert_eq!(shutdown_grace(None, &file("")), Duration::from_secs(5));
+        assert_eq!(shutdown_grace(None, &with_key), Duration::from_secs(2));
+        assert_eq!(
+            shutdown_grace(Some(Duration::from_millis(500)), &with_key),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn shutdown_grace_flag_is_a_duration() {
+        let args = Args::try_parse_from(["devmeshd", "--shutdown-grace", "750ms"]).unwrap();
+        assert_eq!(args.shutdown_grace, Some(Duration::from_millis(750)));
+        let err = Args::try_parse_from(["devmeshd", "--shutdown-grace", "later"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"later\" is not a duration"), "{err}");
+    }
+
+    #[test]
+    fn lists_from_flags_replace_the_files() {
+        let from_file = Some(vec!["/ip4/127.0.0.1/tcp/1".to_owned()]);
+        assert_eq!(first_list(vec![], from_file.clone()), from_file);
+        assert_eq!(
+            first_list(vec!["/ip4/127.0.0.1/tcp/2".into()], from_file),
+            Some(vec!["/ip4/127.0.0.1/tcp/2".to_owned()])
+        );
+        assert_eq!(first_list(vec![], None), None);
+    }
+
+    #[test]
+    fn role_comes_from_the_flag_or_the_file() {
+        let path = Path::new("/h/config.toml");
+        assert_eq!(role(false, &file(""), path).unwrap(), Role::Member);
+        assert_eq!(
+            role(false, &file("role = \"relay\"\n"), path).unwrap(),
+            Role::Relay
+        );
+        assert_eq!(
+            role(true, &file("role = \"member\"\n"), path).unwrap(),
+            Role::Relay
+        );
+        let err = role(false, &file("role = \"boss\"\n"), path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/h/config.toml: key `role`: \"boss\""),
+            "{err}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! The daemon's `config.toml` in its home directory.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
@@ -30,6 +30,10 @@ pub struct DaemonFile {
     /// File holding the namespace secret. Default: `<home>/secrets/<namespace>`
     /// when it exists.
     pub secret_file: Option<String>,
+    /// How long a stopping daemon lets in-flight requests, tunnels and
+    /// control requests finish, as a duration such as `"5s"` or `"500ms"`.
+    /// Default: 5 s.
+    pub shutdown_grace: Option<toml::Spanned<String>>,
     /// `[routing]`: how the front door chooses providers.
     pub routing: RoutingSection,
 }
@@ -63,15 +67,9 @@ pub fn write_membership(
     };
     // Refuse to rewrite a file that does not parse: the user must see why.
     DaemonFile::parse(path, &source)?;
-    let mut doc: toml_edit::DocumentMut =
-        source
-            .parse()
-            .map_err(|e: toml_edit::TomlError| ConfigError {
-                path: path.to_owned(),
-                line: None,
-                key: None,
-                message: e.to_string(),
-            })?;
+    let mut doc: toml_edit::DocumentMut = source
+        .parse()
+        .map_err(|e: toml_edit::TomlError| ConfigError::of_file(path, "", e))?;
     doc["namespace"] = toml_edit::value(namespace);
     let mut list: Vec<String> = doc
         .get("bootstrap")
@@ -93,12 +91,7 @@ pub fn write_membership(
     }
     doc["bootstrap"] = toml_edit::value(array);
     doc.remove("secret_file");
-    let io = |e: std::io::Error| ConfigError {
-        path: path.to_owned(),
-        line: None,
-        key: None,
-        message: e.to_string(),
-    };
+    let io = |e: std::io::Error| ConfigError::of_file(path, "", e);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
@@ -108,6 +101,14 @@ pub fn write_membership(
 }
 
 impl DaemonFile {
+    /// The `shutdown_grace` of the file, when it sets one ([`DaemonFile::parse`]
+    /// has checked that it is a duration).
+    pub fn shutdown_grace(&self) -> Option<Duration> {
+        self.shutdown_grace
+            .as_ref()
+            .and_then(|v| crate::parse_duration(v.get_ref()).ok())
+    }
+
     /// Reads `path`; a missing file is an empty configuration.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         if !path.exists() {
@@ -139,6 +140,17 @@ impl DaemonFile {
             )),
             _ => Ok(()),
         };
+        if let Some(v) = &file.shutdown_grace {
+            crate::parse_duration(v.get_ref()).map_err(|e| {
+                ConfigError::at(
+                    path,
+                    source,
+                    Some(v.span()),
+                    Some("shutdown_grace".into()),
+                    e.to_string(),
+                )
+            })?;
+        }
         check(&file.routing.versions, "versions", &["warn", "strict"])?;
         check(
             &file.routing.retry,
@@ -185,6 +197,30 @@ mod tests {
     }
 
     #[test]
+    fn shutdown_grace_is_a_duration_named_by_its_line_and_key() {
+        let p = Path::new("/h/config.toml");
+        assert_eq!(DaemonFile::parse(p, "").unwrap().shutdown_grace(), None);
+        let file = DaemonFile::parse(p, "shutdown_grace = \"500ms\"\n").unwrap();
+        assert_eq!(file.shutdown_grace(), Some(Duration::from_millis(500)));
+        let file = DaemonFile::parse(p, "shutdown_grace = \"1m 30s\"\n").unwrap();
+        assert_eq!(file.shutdown_grace(), Some(Duration::from_secs(90)));
+        let err = DaemonFile::parse(p, "mdns = true\nshutdown_grace = \"soon\"\n").unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(2), Some("shutdown_grace"))
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "/h/config.toml:2: key `shutdown_grace`: \"soon\" is not a duration ("
+            ),
+            "{text}"
+        );
+        let err = DaemonFile::parse(p, "shutdown_grace = 5\n").unwrap_err();
+        assert_eq!(err.line, Some(1));
+    }
+
+    #[test]
     fn membership_is_written_keeping_comments_and_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
@@ -213,6 +249,14 @@ mod tests {
         );
         std::fs::write(&path, "namespace = \n").unwrap();
         assert!(write_membership(&path, "team", &[]).is_err());
+        // An I/O error is the source, not repeated in the message.
+        let err = DaemonFile::load(dir.path()).unwrap_err();
+        assert_eq!(err.message, "cannot read");
+        assert!(matches!(err.source, Some(crate::ConfigCause::Io(_))));
+        assert_eq!(
+            err.to_string(),
+            format!("{}: cannot read", dir.path().display())
+        );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "namespace = \n");
     }
 }

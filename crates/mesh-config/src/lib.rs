@@ -19,9 +19,11 @@ use std::{
     fmt,
     ops::Range,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
+
 pub use project::{MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 
 /// A configuration file that could not be used.
@@ -33,8 +35,29 @@ pub struct ConfigError {
     pub line: Option<usize>,
     /// Dotted key of the problem, when known: `services.api.version`.
     pub key: Option<String>,
-    /// What is wrong and what to do.
+    /// What is wrong and what to do; empty when the source says it all.
     pub message: String,
+    /// The I/O or TOML error underneath, when there is one. The message
+    /// does not repeat it: print the error with its chain (`{:#}`).
+    #[source]
+    pub source: Option<ConfigCause>,
+}
+
+/// The error of another library under a [`ConfigError`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigCause {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The file is not TOML that can be edited.
+    #[error(transparent)]
+    Toml(Box<toml_edit::TomlError>),
+}
+
+impl From<toml_edit::TomlError> for ConfigCause {
+    fn from(e: toml_edit::TomlError) -> Self {
+        Self::Toml(Box::new(e))
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -46,18 +69,28 @@ impl fmt::Display for ConfigError {
         if let Some(key) = &self.key {
             write!(f, ": key `{key}`")?;
         }
-        write!(f, ": {}", self.message)
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
     }
 }
 
 impl ConfigError {
-    fn io(path: &Path, e: std::io::Error) -> Self {
+    /// An error of the whole file at `path`: `message` (may be empty) and
+    /// the error underneath.
+    fn of_file(path: &Path, message: &str, cause: impl Into<ConfigCause>) -> Self {
         Self {
             path: path.to_owned(),
             line: None,
             key: None,
-            message: format!("cannot read: {e}"),
+            message: message.to_owned(),
+            source: Some(cause.into()),
         }
+    }
+
+    fn io(path: &Path, e: std::io::Error) -> Self {
+        Self::of_file(path, "cannot read", e)
     }
 
     fn at(
@@ -72,6 +105,7 @@ impl ConfigError {
             line: span.map(|s| line_of(source, s.start)),
             key,
             message,
+            source: None,
         }
     }
 
@@ -90,6 +124,25 @@ impl ConfigError {
         let message = e.message().trim().to_owned();
         Self::at(path, source, span, key, message)
     }
+}
+
+/// A duration setting that is not a duration.
+#[derive(Debug, thiserror::Error)]
+#[error("{text:?} is not a duration ({source}); write it like \"5s\" or \"500ms\"")]
+pub struct DurationError {
+    /// What was written.
+    pub text: String,
+    #[source]
+    source: humantime::DurationError,
+}
+
+/// Parses a duration setting such as `5s`, `500ms` or `1m 30s` (the
+/// config files, and the daemon's flags and environment variables).
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|source| DurationError {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 fn line_of(source: &str, offset: usize) -> usize {

@@ -15,16 +15,14 @@
 //! # Ok(()) }
 //! ```
 
+mod client;
+mod error;
 mod server;
 
-use std::path::Path;
+use serde::{Deserialize, Serialize};
 
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::UnixStream,
-};
-
+pub use client::{Client, read_line, write_line};
+pub use error::{Cause, ControlError, DialFailure, RequestError, chain};
 pub use server::{Server, ServerInfo, secret_path};
 
 /// The default home directory of a node, `~/.devmesh`; `None` without `HOME`.
@@ -75,30 +73,34 @@ pub enum Request {
     },
     /// Show or change how the front door routes. Without a service, changes
     /// the node-wide defaults (`versions`, `retry`).
-    Route {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        service: Option<String>,
-        /// Send the service's requests to this peer only.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pin: Option<String>,
-        /// Version requirement of this node's requests: `^2.1`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        require: Option<String>,
-        /// `warn` or `strict`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        versions: Option<String>,
-        /// Keep each client on one provider (by cookie).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        sticky: Option<bool>,
-        /// `idempotent`, `all` or `never`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        retry: Option<String>,
-        /// Drop the service's settings first.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        clear: bool,
-    },
+    Route(RouteSpec),
     /// Stop the daemon.
     Shutdown,
+}
+
+/// What [`Request::Route`] changes; every field left out changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Send the service's requests to this peer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// Version requirement of this node's requests: `^2.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<String>,
+    /// `warn` or `strict`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<String>,
+    /// Keep each client on one provider (by cookie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<bool>,
+    /// `idempotent`, `all` or `never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Drop the service's settings first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear: bool,
 }
 
 /// A service to provide from a local port.
@@ -388,106 +390,6 @@ pub struct InviteResult {
     pub joined: bool,
 }
 
-/// Errors of the control client.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ControlError {
-    #[error("control socket: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("devmeshd closed the control connection")]
-    Closed,
-    #[error("unreadable answer from devmeshd: {0}")]
-    Protocol(String),
-    /// The daemon refused the request; the message says why.
-    #[error("{0}")]
-    Refused(String),
-}
-
-/// A connection to the daemon's control socket.
-pub struct Client {
-    stream: BufReader<UnixStream>,
-}
-
-impl Client {
-    /// Connects to the socket at `path`.
-    pub async fn connect(path: &Path) -> Result<Self, ControlError> {
-        Ok(Self {
-            stream: BufReader::new(UnixStream::connect(path).await?),
-        })
-    }
-
-    /// Sends a request and returns the daemon's result.
-    pub async fn call(&mut self, request: &Request) -> Result<serde_json::Value, ControlError> {
-        write_line(self.stream.get_mut(), request).await?;
-        let reply: Reply = read_line(&mut self.stream)
-            .await?
-            .ok_or(ControlError::Closed)?;
-        if reply.ok {
-            Ok(reply.result)
-        } else {
-            Err(ControlError::Refused(
-                reply.error.unwrap_or_else(|| "request failed".into()),
-            ))
-        }
-    }
-
-    /// Sends a request and decodes the result as `T`.
-    pub async fn call_as<T: DeserializeOwned>(
-        &mut self,
-        request: &Request,
-    ) -> Result<T, ControlError> {
-        let value = self.call(request).await?;
-        serde_json::from_value(value).map_err(|e| ControlError::Protocol(e.to_string()))
-    }
-
-    /// Waits until the daemon closes the connection.
-    pub async fn closed(&mut self) {
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match self.stream.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    }
-}
-
-/// Writes one JSON line.
-pub async fn write_line<T: Serialize>(
-    stream: &mut UnixStream,
-    value: &T,
-) -> Result<(), ControlError> {
-    let mut line = serde_json::to_vec(value).map_err(|e| ControlError::Protocol(e.to_string()))?;
-    line.push(b'\n');
-    stream.write_all(&line).await?;
-    Ok(())
-}
-
-/// Reads one JSON line; `None` at end of stream.
-pub async fn read_line<T: DeserializeOwned>(
-    stream: &mut BufReader<UnixStream>,
-) -> Result<Option<T>, ControlError> {
-    let mut line = Vec::new();
-    let n = (&mut *stream)
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .await?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if line.len() > MAX_LINE {
-        return Err(ControlError::Protocol(format!(
-            "message over {MAX_LINE} bytes"
-        )));
-    }
-    serde_json::from_slice(&line)
-        .map(Some)
-        .map_err(|e| ControlError::Protocol(e.to_string()))
-}
-
-use tokio::io::AsyncReadExt as _;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,6 +429,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::Status).unwrap(),
             r#"{"cmd":"status"}"#
+        );
+        let route = Request::Route(RouteSpec {
+            service: Some("api".into()),
+            sticky: Some(true),
+            ..RouteSpec::default()
+        });
+        let s = serde_json::to_string(&route).unwrap();
+        assert_eq!(s, r#"{"cmd":"route","service":"api","sticky":true}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), route);
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"route"}"#).unwrap(),
+            Request::Route(RouteSpec::default())
         );
     }
 

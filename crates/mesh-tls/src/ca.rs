@@ -22,7 +22,7 @@ use rustls::{
 use sha2::Digest as _;
 use time::{Duration, OffsetDateTime};
 
-use crate::Error;
+use crate::{ChainError, Error};
 
 /// Folder of the CA inside a node's home directory.
 pub const CA_DIR: &str = "ca";
@@ -130,10 +130,7 @@ fn io_error<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Erro
 }
 
 fn rcgen_error(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
-    move |e| Error::Certificate {
-        what,
-        reason: e.to_string(),
-    }
+    move |source| Error::Certificate { what, source }
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so a
@@ -189,9 +186,9 @@ impl Ca {
         }
         check_key_mode(&paths.key)?;
         let key_pem = fs::read_to_string(&paths.key).map_err(io_error(&paths.key, "reading"))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| Error::BadFile {
+        let key = KeyPair::from_pem(&key_pem).map_err(|source| Error::BadKey {
             path: paths.key.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         let short_id = short_id(&key);
         let issuer = ca_params(&short_id)
@@ -204,11 +201,12 @@ impl Ca {
             });
         }
         let cert_pem = fs::read_to_string(&paths.cert).map_err(io_error(&paths.cert, "reading"))?;
-        let cert_der =
-            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| Error::BadFile {
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|source| {
+            Error::BadCert {
                 path: paths.cert.clone(),
-                reason: format!("no PEM certificate in it: {e}"),
-            })?;
+                source,
+            }
+        })?;
         let ca = Ca {
             cert_pem,
             cert_der,
@@ -219,11 +217,11 @@ impl Ca {
         // The certificate must be the one this key made: a leaf signed now
         // must chain to it.
         let probe = ca.issue("localhost")?;
-        if let Err(e) = verify_chain(&ca.cert_der, &probe.cert[0], "localhost") {
+        if let Err(reason) = verify_chain(&ca.cert_der, &probe.cert[0], "localhost") {
             return Err(Error::Mismatch {
                 cert: paths.cert.clone(),
                 key: paths.key.clone(),
-                reason: e,
+                reason,
             });
         }
         Ok(Some(ca))
@@ -295,9 +293,9 @@ impl Ca {
         let signer = provider()
             .key_provider
             .load_private_key(private)
-            .map_err(|e| Error::Certificate {
+            .map_err(|source| Error::Tls {
                 what: "loading a leaf key",
-                reason: e.to_string(),
+                source,
             })?;
         Ok(CertifiedKey::new(vec![cert.der().clone()], signer))
     }
@@ -308,17 +306,16 @@ pub fn verify_chain(
     ca: &CertificateDer<'static>,
     leaf: &CertificateDer<'_>,
     name: &str,
-) -> Result<(), String> {
+) -> Result<(), ChainError> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).map_err(|e| e.to_string())?;
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
+    roots.add(ca.clone()).map_err(ChainError::Root)?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    let name = ServerName::try_from(name.to_owned())?;
     verifier
         .verify_server_cert(leaf, &[], &name, &[], UnixTime::now())
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(ChainError::Rejected)
 }
 
 #[cfg(test)]
@@ -375,7 +372,9 @@ mod tests {
         let (ca, _) = Ca::load_or_create(&Paths::in_home(home.path())).unwrap();
         // Even a leaf the CA signed for a public name does not verify.
         let leaf = ca.issue("example.com").unwrap();
-        let err = verify_chain(ca.cert_der(), &leaf.cert[0], "example.com").unwrap_err();
+        let err = verify_chain(ca.cert_der(), &leaf.cert[0], "example.com")
+            .unwrap_err()
+            .to_string();
         assert!(err.to_lowercase().contains("name"), "{err}");
     }
 

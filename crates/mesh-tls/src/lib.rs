@@ -22,7 +22,7 @@ pub mod resolver;
 pub mod trust;
 
 pub use ca::{Ca, Paths};
-pub use error::Error;
+pub use error::{CertError, ChainError, Error, StepError};
 pub use resolver::{Resolver, allowed, server_config};
 
 /// Whether `first_byte` of a connection starts a TLS handshake (a TLS

@@ -18,8 +18,9 @@ use rustls::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    Error,
+    CertError, Error,
     ca::{Ca, Paths, provider},
+    error::chain,
 };
 
 /// Most leaf certificates kept; the oldest goes when a new name comes.
@@ -79,7 +80,7 @@ impl Fingerprint {
 struct State {
     seen: Option<Fingerprint>,
     /// The CA, none yet, or why it cannot be used.
-    ca: Result<Option<Arc<Ca>>, String>,
+    ca: Result<Option<Arc<Ca>>, Arc<Error>>,
     cache: HashMap<String, (Arc<CertifiedKey>, Instant)>,
 }
 
@@ -116,13 +117,13 @@ impl Resolver {
             Ok(None) => info!(
                 "no local CA yet: HTTPS on the front door starts working after `devmesh cert install`"
             ),
-            Err(reason) => warn!(%reason, "HTTPS on the front door is off"),
+            Err(e) => warn!(reason = %chain(e.as_ref()), "HTTPS on the front door is off"),
         }
         resolver
     }
 
     /// The current CA, loading the files again when they changed.
-    pub fn ca(&self) -> Result<Option<Arc<Ca>>, String> {
+    pub fn ca(&self) -> Result<Option<Arc<Ca>>, Arc<Error>> {
         let mut state = self.state.lock().expect("resolver lock");
         self.refresh(&mut state);
         state.ca.clone()
@@ -137,41 +138,34 @@ impl Resolver {
         state.cache.clear();
         state.ca = Ca::load(&self.paths)
             .map(|ca| ca.map(Arc::new))
-            .map_err(|e| e.to_string());
+            .map_err(Arc::new);
         match &state.ca {
             Ok(Some(ca)) => debug!(id = ca.short_id(), "loaded the local CA"),
             Ok(None) => debug!("no local CA"),
-            Err(reason) => debug!(%reason, "the local CA cannot be used"),
+            Err(e) => debug!(reason = %chain(e.as_ref()), "the local CA cannot be used"),
         }
     }
 
     /// The certificate for `name` (which must be [`allowed`]), from the
     /// cache or signed now.
-    pub fn certificate(&self, name: &str) -> Result<Arc<CertifiedKey>, String> {
+    pub fn certificate(&self, name: &str) -> Result<Arc<CertifiedKey>, CertError> {
         let name = name.to_ascii_lowercase();
         if !allowed(&name) {
-            return Err(format!(
-                "devmesh makes certificates only for localhost, <name>.localhost and <name>.devmesh, not for {name:?}"
-            ));
+            return Err(CertError::NotAllowed { name });
         }
         let mut state = self.state.lock().expect("resolver lock");
         self.refresh(&mut state);
         let ca = match &state.ca {
             Ok(Some(ca)) => ca.clone(),
-            Ok(None) => {
-                return Err(
-                    "this node has no local CA yet: run `devmesh cert install` to make one and trust it (no restart needed)"
-                        .to_owned(),
-                );
-            }
-            Err(reason) => return Err(format!("the local CA cannot be used: {reason}")),
+            Ok(None) => return Err(CertError::NoCa),
+            Err(reason) => return Err(CertError::Unusable(reason.clone())),
         };
         if let Some((cert, made)) = state.cache.get(&name)
             && made.elapsed() < REISSUE_AFTER
         {
             return Ok(cert.clone());
         }
-        let cert = Arc::new(ca.issue(&name).map_err(|e| e.to_string())?);
+        let cert = Arc::new(ca.issue(&name).map_err(CertError::Issue)?);
         if state.cache.len() >= MAX_CACHED
             && !state.cache.contains_key(&name)
             && let Some(oldest) = state
@@ -205,8 +199,8 @@ impl ResolvesServerCert for Resolver {
         };
         match self.certificate(name) {
             Ok(cert) => Some(cert),
-            Err(reason) => {
-                warn!(server_name = %name, %reason, "refused a TLS handshake");
+            Err(e) => {
+                warn!(server_name = %name, reason = %chain(&e), "refused a TLS handshake");
                 None
             }
         }
@@ -218,9 +212,9 @@ impl ResolvesServerCert for Resolver {
 pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Certificate {
+        .map_err(|source| Error::Tls {
             what: "configuring TLS",
-            reason: e.to_string(),
+            source,
         })?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
@@ -232,6 +226,27 @@ pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, Error
 mod tests {
     use super::*;
     use crate::ca::verify_chain;
+
+    #[test]
+    fn an_unusable_ca_names_its_cause() {
+        let home = tempfile::tempdir().unwrap();
+        let paths = Paths::in_home(home.path());
+        Ca::load_or_create(&paths).unwrap();
+        fs::write(&paths.key, "not a key").unwrap();
+        let resolver = Resolver::new(paths.clone());
+        let err = resolver.certificate("api.localhost").unwrap_err();
+        assert!(matches!(err, CertError::Unusable(_)), "{err:?}");
+        let text = chain(&err);
+        let prefix = format!(
+            "the local CA cannot be used: {} is unreadable: ",
+            paths.key.display()
+        );
+        assert!(text.starts_with(&prefix), "{text}");
+        assert!(
+            text.len() > prefix.len(),
+            "the key parser's reason follows: {text}"
+        );
+    }
 
     #[test]
     fn allowed_names() {
@@ -265,12 +280,15 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let paths = Paths::in_home(home.path());
         let resolver = Resolver::new(paths.clone());
-        let err = resolver.certificate("api.localhost").unwrap_err();
+        let err = resolver
+            .certificate("api.localhost")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("devmesh cert install"), "{err}");
         let (ca, _) = Ca::load_or_create(&paths).unwrap();
         let cert = resolver.certificate("api.localhost").unwrap();
         verify_chain(ca.cert_der(), &cert.cert[0], "api.localhost").unwrap();
-        let err = resolver.certificate("example.com").unwrap_err();
+        let err = chain(&resolver.certificate("example.com").unwrap_err());
         assert!(err.contains("only for localhost"), "{err}");
     }
 
@@ -300,7 +318,7 @@ mod tests {
         let resolver = Resolver::new(paths.clone());
         resolver.certificate("api.localhost").unwrap();
         fs::set_permissions(&paths.key, fs::Permissions::from_mode(0o640)).unwrap();
-        let err = resolver.certificate("api.localhost").unwrap_err();
+        let err = chain(&resolver.certificate("api.localhost").unwrap_err());
         assert!(err.contains("chmod 600"), "{err}");
     }
 

@@ -14,6 +14,8 @@ use std::{
 
 use serde::Serialize;
 
+use crate::StepError;
+
 /// Folder of the system trust store, instead of the one of this OS.
 pub const STORE_DIR_ENV: &str = "DEVMESH_CA_STORE_DIR";
 /// Command that refreshes the system trust store after the copy (run with
@@ -235,20 +237,40 @@ pub fn instructions(plan: &Plan, ca: &Path, short_id: &str) -> Vec<Step> {
     steps
 }
 
-fn run_shell(command: &str) -> Result<(), String> {
+fn run_shell(command: &str) -> Result<(), StepError> {
     let out = Command::new("sh")
         .arg("-c")
         .arg(command)
         .output()
-        .map_err(|e| format!("running {command:?}: {e}"))?;
+        .map_err(|source| StepError::Spawn {
+            command: command.to_owned(),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{command:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(StepError::Failed {
+            command: command.to_owned(),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
+    }
+}
+
+/// The outcome of the step on `target`: `done` on success, else the
+/// error's text.
+fn outcome(target: String, result: Result<String, StepError>) -> Outcome {
+    match result {
+        Ok(detail) => Outcome {
+            target,
+            ok: true,
+            detail,
+        },
+        Err(e) => Outcome {
+            target,
+            ok: false,
+            detail: crate::error::chain(&e),
+        },
     }
 }
 
@@ -260,49 +282,26 @@ pub fn install(plan: &Plan, ca: &Path, short_id: &str) -> Vec<Outcome> {
         SystemStore::Dir { label, dir, update } => {
             let dest = dir.join(store_file_name(short_id));
             let result = fs::copy(ca, &dest)
-                .map_err(|e| {
-                    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                        "; it needs root: run the commands above with sudo".to_owned()
-                    } else {
-                        String::new()
-                    };
-                    format!("cannot write {}: {e}{hint}", dest.display())
+                .map_err(|error| StepError::Copy {
+                    path: dest.clone(),
+                    error,
                 })
                 .and_then(|_| match update {
                     Some(cmd) => run_shell(cmd)
                         .map(|()| format!("copied to {} and ran {cmd}", dest.display())),
                     None => Ok(format!("copied to {}", dest.display())),
                 });
-            out.push(match result {
-                Ok(detail) => Outcome {
-                    target: label.clone(),
-                    ok: true,
-                    detail,
-                },
-                Err(detail) => Outcome {
-                    target: label.clone(),
-                    ok: false,
-                    detail,
-                },
-            });
+            out.push(outcome(label.clone(), result));
         }
         SystemStore::MacKeychain => {
             let cmd = format!(
                 "security add-trusted-cert -d -r trustRoot -k {MAC_KEYCHAIN} {}",
                 shell_quote(ca)
             );
-            out.push(match run_shell(&cmd) {
-                Ok(()) => Outcome {
-                    target: "macOS system keychain".into(),
-                    ok: true,
-                    detail: format!("ran {cmd}"),
-                },
-                Err(e) => Outcome {
-                    target: "macOS system keychain".into(),
-                    ok: false,
-                    detail: format!("{e}; it needs an administrator: run it with sudo"),
-                },
-            });
+            let result = run_shell(&cmd)
+                .map(|()| format!("ran {cmd}"))
+                .map_err(|e| StepError::NeedsAdmin(Box::new(e)));
+            out.push(outcome("macOS system keychain".into(), result));
         }
         SystemStore::Unknown => out.push(Outcome {
             target: "system trust store".into(),
@@ -317,18 +316,8 @@ pub fn install(plan: &Plan, ca: &Path, short_id: &str) -> Vec<Outcome> {
         for db in &plan.nss_dbs {
             let cmd = certutil_add(&shell_quote(db), short_id, ca);
             let target = format!("NSS database {}", db.display());
-            out.push(match run_shell(&cmd) {
-                Ok(()) => Outcome {
-                    target,
-                    ok: true,
-                    detail: format!("added as {}", nss_nickname(short_id)),
-                },
-                Err(detail) => Outcome {
-                    target,
-                    ok: false,
-                    detail,
-                },
-            });
+            let result = run_shell(&cmd).map(|()| format!("added as {}", nss_nickname(short_id)));
+            out.push(outcome(target, result));
         }
     }
     out

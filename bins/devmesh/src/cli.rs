@@ -1,0 +1,198 @@
+//! The command line: every command and its flags (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Share local development services with your team over libp2p.
+#[derive(Debug, Parser)]
+#[command(name = "devmesh", version, about)]
+pub struct Cli {
+    /// Home directory of the node to talk to [default: ~/.devmesh]
+    #[arg(long, global = true, env = "DEVMESH_HOME")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Share a local service until Ctrl-C (or until stopped with --detach)
+    Run(RunArgs),
+    /// Stop sharing a service
+    Stop { name: String },
+    /// Show where requests go, or change it: pin a provider, require a version, stickiness, retries
+    Route(RouteArgs),
+    /// This node and every service it knows, with versions, providers and routes
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connected peers, their addresses and whether the link is direct or relayed
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a team: with an invite token, or connect to a peer by multiaddr
+    Join(JoinArgs),
+    /// Print an invite token for the namespace (making it a secret if it has none)
+    Invite {
+        /// Namespace [default: this node's]
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Bootstrap multiaddr to put in the token; repeat for several [default: this node's bootstrap peers]
+        #[arg(long)]
+        bootstrap: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain how this node connects: addresses, NAT, relay, peers, and what to fix
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point <service>.devmesh at this machine in the hosts file, for every
+    /// service the daemon knows (shows the change unless --yes)
+    Install {
+        /// Write the hosts file; without it, only show what would change
+        #[arg(long)]
+        yes: bool,
+        /// Remove the devmesh block from the hosts file
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Start or stop the background daemon
+    Daemon {
+        #[command(subcommand)]
+        action: DaemonAction,
+    },
+    /// HTTPS on the front door: the node's local certificate authority
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+/// `devmesh run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Service name; its defaults come from [services.<name>] of devmesh.toml
+    pub name: String,
+    /// Local port the service listens on
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Semantic version of the service, such as 1.4.2
+    #[arg(long = "version", value_name = "SEMVER")]
+    pub service_version: Option<String>,
+    /// Path prefix the service claims; repeat for several
+    #[arg(long = "route")]
+    pub routes: Vec<String>,
+    /// Version requirement of this service on another, such as api=^2.1; repeat for several
+    #[arg(long = "require", value_name = "SERVICE=REQ")]
+    pub requires: Vec<String>,
+    #[command(flatten)]
+    pub health: HealthFlags,
+    /// The backend speaks HTTP/2 (h2c, or h2 over TLS with --scheme https)
+    #[arg(long)]
+    pub http2: bool,
+    /// How this node connects to the backend: http, or https for a
+    /// backend that serves TLS itself [default: http]
+    #[arg(long, value_name = "http|https")]
+    pub scheme: Option<String>,
+    /// Keep sharing after this command exits; stop with `devmesh stop`
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `devmesh route`.
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// Service to change; without one, shows every service (and --versions/--retry change the node's defaults)
+    pub service: Option<String>,
+    /// Send every request for the service to this provider (peer id) only
+    #[arg(long, value_name = "PEER_ID")]
+    pub peer: Option<String>,
+    /// Version requirement of this node's requests, such as ^2.1
+    #[arg(long, value_name = "REQ")]
+    pub require: Option<String>,
+    /// When no provider satisfies a requirement: warn (serve anyway, with a warning header) or strict (409)
+    #[arg(long, value_parser = ["warn", "strict"])]
+    pub versions: Option<String>,
+    /// Keep each client on one provider (by cookie)
+    #[arg(long, conflicts_with = "no_sticky")]
+    pub sticky: bool,
+    /// Turn stickiness off
+    #[arg(long)]
+    pub no_sticky: bool,
+    /// Which failed requests go to the next provider: idempotent, all or never
+    #[arg(long, value_parser = ["idempotent", "all", "never"])]
+    pub retry: Option<String>,
+    /// Drop the service's settings (before applying the other flags)
+    #[arg(long)]
+    pub clear: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `devmesh join`.
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// Invite token (devmesh-invite:...) from `devmesh invite`, or a
+    /// multiaddr such as /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW...
+    pub target: String,
+    /// Namespace to move to, with a multiaddr
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// File holding the namespace secret (64 hex digits), with --namespace
+    #[arg(long, requires = "namespace")]
+    pub secret_file: Option<PathBuf>,
+    /// Seconds to wait for the first member before returning
+    #[arg(long, default_value_t = 10)]
+    pub wait: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertAction {
+    /// Make the local CA (once; reused later) and show how to trust it
+    Install {
+        /// Also trust it: system store when writable, browsers' NSS
+        /// databases when certutil is installed
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Health-check flags of `devmesh run`.
+#[derive(Debug, clap::Args)]
+pub struct HealthFlags {
+    /// Health check: a path on the backend (/healthz), an http:// URL, or tcp
+    #[arg(long, value_name = "PATH|URL|tcp")]
+    pub health: Option<String>,
+    /// Time between health checks, such as 2s or 500ms [default: 2s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Time one health check may take [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Passing checks in a row that make the service healthy [default: 2]
+    #[arg(long, value_name = "N")]
+    pub healthy_threshold: Option<u32>,
+    /// Failing checks in a row that make the service unhealthy [default: 2]
+    #[arg(long, value_name = "N")]
+    pub unhealthy_threshold: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonAction {
+    /// Start devmeshd in the background if it is not running
+    Start,
+    /// Stop devmeshd (its services are withdrawn)
+    Stop,
+}

@@ -1,0 +1,10 @@
+//! One function per command; each sends its control request(s) and prints
+//! the answer (results on stdout, diagnostics on stderr).
+
+pub mod cert;
+pub mod daemon;
+pub mod install;
+pub mod join;
+pub mod route;
+pub mod run;
+pub mod status;

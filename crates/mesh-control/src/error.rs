@@ -1,0 +1,191 @@
+//! Errors of the control API: the client's [`ControlError`] and the
+//! daemon's [`RequestError`], whose text is the answer the CLI prints.
+//!
+//! A message does not repeat its source: the whole text is the error with
+//! its chain of sources ([`chain`]). Where a cause sits inside a message
+//! (`"x" is not a multiaddr (<cause>); expected ...`) it is a plain field,
+//! not a source, so it is not printed twice.
+
+use std::{error::Error, str::FromStr, time::Duration};
+
+use mesh_core::{Multiaddr, PeerId};
+
+/// A cause another crate reports only as text, kept as an error so it can
+/// travel as a source.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// `error` with each of its sources, joined by `: `. A source whose text
+/// already ends the text (an error of another crate that repeats its
+/// source) is not added again.
+pub fn chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    for source in std::iter::successors(error.source(), |&e| e.source()) {
+        let source = source.to_string();
+        if !text.ends_with(&source) {
+            text = format!("{text}: {source}");
+        }
+    }
+    text
+}
+
+/// Errors of the control client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("control socket")]
+    Io(#[from] std::io::Error),
+    #[error("devmeshd closed the control connection")]
+    Closed,
+    /// A message that is not the JSON expected.
+    #[error("unreadable answer from devmeshd")]
+    Protocol(#[source] serde_json::Error),
+    /// A message line longer than [`crate::MAX_LINE`].
+    #[error("unreadable answer from devmeshd: message over {max} bytes")]
+    TooLong { max: usize },
+    /// The daemon refused the request; the message says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A peer `join` could not connect to.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// The node gave up on every address of the peer.
+    #[error("{addr}: {error}")]
+    Failed {
+        /// The peer's addresses, `a or b`.
+        addr: String,
+        error: mesh_core::Error,
+    },
+    /// No address answered in time.
+    #[error("{addr}: no connection within {} s", after.as_secs())]
+    TimedOut { addr: String, after: Duration },
+}
+
+/// Why the daemon refused a control request. The text is what the CLI
+/// prints, so each message says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The request line was not a request.
+    #[error("bad request")]
+    BadRequest(#[source] ControlError),
+    #[error("encoding the answer")]
+    Encode(#[source] serde_json::Error),
+    /// The node refused or has stopped.
+    #[error(transparent)]
+    Node(#[from] mesh_core::Error),
+    /// A service name that cannot be announced.
+    #[error(transparent)]
+    ServiceName(#[from] mesh_core::record::RecordError),
+    #[error("service {name:?} is not provided by this node; `devmesh status` lists the services")]
+    NotProvided { name: String },
+    #[error(
+        "invalid version {version:?} for service {service}: {error}; use a semantic version such as 1.4.2"
+    )]
+    BadVersion {
+        service: String,
+        version: String,
+        error: semver::Error,
+    },
+    #[error("service {service}: port 0 is not a backend port; pass --port <port>")]
+    PortZero { service: String },
+    #[error(
+        "service {service}: {requirement:?} is not a version requirement on {required} ({error}); write it like ^2.1"
+    )]
+    BadRequires {
+        service: String,
+        required: String,
+        requirement: String,
+        error: semver::Error,
+    },
+    #[error("service {service}: health check `{}`", source.setting.config_key())]
+    BadHealth {
+        service: String,
+        #[source]
+        source: mesh_core::health::HealthError,
+    },
+    #[error(
+        "{addr:?} is not a multiaddr ({error}); expected one like /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."
+    )]
+    BadMultiaddr {
+        addr: String,
+        error: <Multiaddr as FromStr>::Err,
+    },
+    #[error("bootstrap address {addr:?} is not a multiaddr")]
+    BadBootstrap {
+        addr: String,
+        #[source]
+        source: <Multiaddr as FromStr>::Err,
+    },
+    #[error("this node is a relay; relays serve every namespace and join none")]
+    RelayJoins,
+    #[error("a relay is in no namespace: pass --namespace <name> for the team's namespace")]
+    RelayNeedsNamespace,
+    /// A namespace name that cannot be used.
+    #[error(transparent)]
+    BadNamespace(Cause),
+    /// A secret that cannot be read, parsed or stored.
+    #[error(transparent)]
+    Secret(#[from] mesh_core::namespace::SecretError),
+    #[error("recording the namespace")]
+    Membership(#[source] mesh_config::ConfigError),
+    /// `join` without a namespace reached no peer.
+    #[error(
+        "{}; check the address and that the peer's devmeshd is running",
+        failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    NoPeerReached { failures: Vec<DialFailure> },
+    #[error("this node runs no front door (it is a relay); routing applies to members")]
+    NoFrontDoor,
+    /// A version mode or retry policy that is not known.
+    #[error(transparent)]
+    BadPolicy(Cause),
+    #[error(
+        "--peer, --require, --sticky and --clear need a service: `devmesh route <service> ...`"
+    )]
+    NeedsService,
+    #[error("{text:?} is not a peer id ({error}); `devmesh status` lists the providers' peer ids")]
+    BadPeerId {
+        text: String,
+        error: <PeerId as FromStr>::Err,
+    },
+    #[error("{text:?} is not a version requirement ({error}); write it like ^2.1")]
+    BadRequirement { text: String, error: semver::Error },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_says_each_cause_once() {
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let err = RequestError::BadRequest(ControlError::Protocol(json));
+        let text = chain(&err);
+        assert!(
+            text.starts_with("bad request: unreadable answer from devmeshd: EOF"),
+            "{text}"
+        );
+        // An error that repeats its source in its message.
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let err = RequestError::Secret(mesh_core::namespace::SecretError::Io {
+            path: "/h/secrets/team".into(),
+            source: io,
+        });
+        assert_eq!(chain(&err), "secret file /h/secrets/team: denied");
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let err = RequestError::Membership(mesh_config::ConfigError {
+            path: "/h/config.toml".into(),
+            line: None,
+            key: None,
+            message: String::new(),
+            source: Some(io.into()),
+        });
+        assert_eq!(
+            chain(&err),
+            "recording the namespace: /h/config.toml: denied"
+        );
+    }
+}
