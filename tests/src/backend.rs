@@ -4,7 +4,8 @@
 //! HTTP version, whether over TLS, headers), `/echo` (streams the request
 //! body back), `/bytes/<n>` (streams n bytes of a known pattern), `/upload`
 //! (counts and sums a streamed body), `/trailers` (a chunked body followed
-//! by trailer fields), `/ws` (WebSocket: greets, then echoes text and binary
+//! by trailer fields), `/drip/<chunks>/<ms>` (a slow response: `chunks`
+//! lines of [`DRIP_LINE`] bytes, one every `ms` milliseconds), `/ws` (WebSocket: greets, then echoes text and binary
 //! frames), `/healthz` (answers with the status set by
 //! [`Backend::set_health`], 200 at first).
 //!
@@ -55,6 +56,19 @@ static PATTERN: std::sync::LazyLock<Bytes> = std::sync::LazyLock::new(|| {
         .collect::<Vec<u8>>()
         .into()
 });
+
+/// Length of each line of a `/drip` response (`drip 0000000001\n`).
+pub const DRIP_LINE: usize = 16;
+
+/// Line `i` (from 1) of a `/drip` response.
+pub fn drip_line(i: u64) -> String {
+    format!("drip {i:010}\n")
+}
+
+/// The whole body a `/drip/<chunks>/…` response sends.
+pub fn drip_body(chunks: u64) -> String {
+    (1..=chunks).map(drip_line).collect()
+}
 
 /// Which HTTP versions a backend speaks, and whether over TLS.
 #[derive(Clone)]
@@ -329,6 +343,29 @@ async fn route(mut req: Request<Incoming>, name: &str, tls: bool, health: u16) -
                 // HTTP/1.1 clients get trailers only when they are announced.
                 .header(header::TRAILER, "x-checksum, x-backend-done")
                 .body(BodyExt::boxed(StreamBody::new(frames)))
+                .expect("response")
+        }
+        p if p.starts_with("/drip/") => {
+            let parsed = p["/drip/".len()..]
+                .split_once('/')
+                .and_then(|(n, ms)| Some((n.parse::<u64>().ok()?, ms.parse::<u64>().ok()?)));
+            let Some((n, ms)) = parsed else {
+                return text(StatusCode::BAD_REQUEST, name, "use /drip/<chunks>/<ms>");
+            };
+            let lines = stream::unfold(1u64, move |i| async move {
+                if i > n {
+                    return None;
+                }
+                if i > 1 {
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                let line = Bytes::from(drip_line(i));
+                Some((Ok::<_, hyper::Error>(Frame::data(line)), i + 1))
+            });
+            Response::builder()
+                .header("x-backend-name", name)
+                .header(header::CONTENT_LENGTH, n * DRIP_LINE as u64)
+                .body(BodyExt::boxed(StreamBody::new(lines)))
                 .expect("response")
         }
         p if p.starts_with("/bytes/") => {

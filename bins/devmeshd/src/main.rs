@@ -11,7 +11,7 @@ use mesh_control::{Server, ServerInfo};
 use mesh_core::{Config, Node, NodeHandle, Role};
 use mesh_proxy::Proxy;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::settings::{Args, Settings};
 
@@ -130,20 +130,24 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let routing = mesh_proxy::policy::Routing::new(settings.routing);
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(listener) = proxy_listener {
-        // HTTPS on the same port, with certificates from the CA that
-        // `devmesh cert install` makes (picked up whenever it appears).
-        let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
-        let tls = mesh_tls::server_config(resolver)?;
-        let proxy = Proxy::with_tls(node.clone(), routing.clone(), Some(tls));
-        tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
-        let (checked, stop_checks) = (node.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            mesh_proxy::health::run(checked, stop_checks).await;
-            Ok(())
-        });
-        tasks.spawn(proxy.serve(listener, shutdown.clone()));
-    }
+    let proxy = match proxy_listener {
+        Some(listener) => {
+            // HTTPS on the same port, with certificates from the CA that
+            // `devmesh cert install` makes (picked up whenever it appears).
+            let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
+            let tls = mesh_tls::server_config(resolver)?;
+            let proxy = Proxy::with_tls(node.clone(), routing.clone(), Some(tls));
+            tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
+            let (checked, stop_checks) = (node.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                mesh_proxy::health::run(checked, stop_checks).await;
+                Ok(())
+            });
+            tasks.spawn(proxy.clone().serve(listener, shutdown.clone()));
+            Some(proxy)
+        }
+        None => None,
+    };
     let server = Server::new(
         node.clone(),
         ServerInfo {
@@ -172,13 +176,56 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             result.context("a server task panicked")??;
         }
     }
+    // Stop accepting: the front door's listener and the control socket
+    // close, tunnel streams are no longer accepted.
     shutdown.cancel();
     let _ = std::fs::remove_file(&socket_path);
+    drain(proxy.as_deref(), &mut tasks, settings.shutdown_grace).await;
+    // Only now, with nothing in flight that needs the mesh, withdraw the
+    // records and leave.
     node.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(2), node_task).await;
-    tasks.abort_all();
     info!("devmeshd stopped");
     Ok(())
+}
+
+/// Lets what is in flight finish, within `grace`: front-door requests and
+/// upgraded connections, tunnel streams this node serves, and control
+/// requests (whose connections then close, ending `devmesh run` shares).
+/// What is left after the grace is cut.
+async fn drain(
+    proxy: Option<&Proxy>,
+    tasks: &mut tokio::task::JoinSet<Result<(), mesh_proxy::Error>>,
+    grace: Duration,
+) {
+    info!(?grace, "draining connections in flight");
+    let server_tasks = async {
+        while let Some(result) = tasks.join_next().await {
+            match result {
+                Ok(Err(e)) => warn!(error = %e, "a server task failed while stopping"),
+                Err(e) if e.is_panic() => {
+                    warn!(error = %e, "a server task panicked while stopping")
+                }
+                _ => {}
+            }
+        }
+    };
+    // The proxy bounds its own drain by `grace` and cuts what is left.
+    let connections = async {
+        if let Some(proxy) = proxy {
+            proxy.drain(grace).await;
+        }
+    };
+    let servers = async {
+        if tokio::time::timeout(grace, server_tasks).await.is_err() {
+            warn!(
+                ?grace,
+                "control connections still open after the grace period; closing them"
+            );
+        }
+    };
+    tokio::join!(servers, connections);
+    tasks.abort_all();
 }
 
 /// Prints the addresses a team gives its members, once the node listens.

@@ -82,9 +82,6 @@ pub struct Settings {
     pub log: String,
     pub config_path: PathBuf,
     /// How long a stopping daemon lets in-flight work finish.
-    // main.rs reads it once the drained shutdown is wired there (then this
-    // allow goes).
-    #[allow(dead_code)]
     pub shutdown_grace: Duration,
 }
 

@@ -23,6 +23,7 @@
 //! connections to backends and providers, and the local connect), `drain`
 //! (tracked tasks, [`Proxy::drain`]), [`health`] (checks of local backends).
 
+mod activity;
 pub mod backend;
 mod body;
 pub mod choose;

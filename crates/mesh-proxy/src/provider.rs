@@ -12,6 +12,7 @@ use tracing::{debug, warn};
 
 use crate::{
     Error, MAX_TUNNEL_STREAMS, Proxy,
+    activity::{Activity, Side},
     backend::Alpn,
     error::{Chain, TunnelRefusal},
     forward, tunnel,
@@ -116,17 +117,32 @@ impl Proxy {
         // From here on the stream is the backend connection: HTTP/1.1 from
         // the consumer, upgrades included, or HTTP/2, passes through
         // untouched (through the TLS session of an https backend).
-        let spliced = tokio::io::copy_bidirectional_with_sizes(
-            &mut stream,
-            &mut io,
+        let activity = Activity::default();
+        let (mut consumer, mut backend) = (
+            activity.count(Side::Consumer, &mut stream),
+            activity.count(Side::Backend, &mut io),
+        );
+        let splice = tokio::io::copy_bidirectional_with_sizes(
+            &mut consumer,
+            &mut backend,
             SPLICE_BUFFER,
             SPLICE_BUFFER,
-        )
-        .await;
-        match spliced {
-            Ok((up, down)) => debug!(%peer, service = %hello.service, up, down, "tunnel closed"),
-            Err(e) => {
-                debug!(%peer, service = %hello.service, error = %e, "tunnel ended with an error")
+        );
+        // At shutdown a tunnel the consumer keeps open between requests
+        // closes once its last response is done.
+        let idle_when_closing = async {
+            self.closing.cancelled().await;
+            activity.until_idle().await;
+        };
+        tokio::select! {
+            spliced = splice => match spliced {
+                Ok((up, down)) => debug!(%peer, service = %hello.service, up, down, "tunnel closed"),
+                Err(e) => {
+                    debug!(%peer, service = %hello.service, error = %e, "tunnel ended with an error")
+                }
+            },
+            () = idle_when_closing => {
+                debug!(%peer, service = %hello.service, "closed an idle tunnel at shutdown");
             }
         }
     }
