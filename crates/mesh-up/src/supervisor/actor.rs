@@ -1,0 +1,654 @@
+//! The supervisor task: owns every service's state machine, process and
+//! log; handlers never await.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use mesh_config::Prefer;
+use mesh_core::{health::Tracker, record::Health};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot},
+    task::JoinHandle,
+};
+
+use super::{Command, Event, HealthProbe, Options, Resolver, Selection, ServiceStatus};
+use crate::{
+    Action, Condition, Diff, Graph, Input, Machine, ProjectSpec, ServiceSpec, State,
+    SupervisorError, Verdict, evaluate,
+    logs::{LogLine, Ring},
+    process::{self, ProcessEvent, RunHandle},
+};
+
+/// Room of the channel the service processes report on.
+const PROCESS_EVENTS: usize = 256;
+/// Room of the channel of health flips and restart timers.
+const INTERNAL: usize = 64;
+/// Output lines a crash loop's failure quotes.
+const LAST_LINES: usize = 5;
+
+/// Reports of the supervisor's own tasks.
+enum Internal {
+    Health {
+        service: String,
+        run: u64,
+        healthy: bool,
+    },
+    RestartDue {
+        service: String,
+        run: u64,
+    },
+}
+
+struct Running {
+    handle: RunHandle,
+    health: Option<JoinHandle<()>>,
+}
+
+struct Entry {
+    spec: Arc<ServiceSpec>,
+    machine: Machine,
+    /// The current run's number; reports of other runs are stale.
+    run_id: u64,
+    run: Option<Running>,
+    ring: Ring,
+    /// A reload changed the service: the spec it restarts with once down.
+    next: Option<ServiceSpec>,
+    /// A reload removed the service: dropped once down.
+    removed: bool,
+}
+
+impl Entry {
+    fn new(spec: ServiceSpec, now: Instant) -> Self {
+        Self {
+            machine: Machine::new(&spec, now),
+            spec: Arc::new(spec),
+            run_id: 0,
+            run: None,
+            ring: Ring::default(),
+            next: None,
+            removed: false,
+        }
+    }
+
+    /// Nothing runs and nothing will without a new start.
+    fn is_down(&self) -> bool {
+        self.run.is_none() && matches!(self.machine.state(), State::Exited | State::Failed)
+    }
+}
+
+pub(super) struct Inbox {
+    process: mpsc::Receiver<ProcessEvent>,
+    internal: mpsc::Receiver<Internal>,
+}
+
+pub(super) struct Actor {
+    project: ProjectSpec,
+    graph: Graph,
+    selection: Selection,
+    selected: BTreeSet<String>,
+    /// Every service in start order.
+    order: Vec<String>,
+    entries: BTreeMap<String, Entry>,
+    probe: Option<Arc<dyn HealthProbe>>,
+    resolver: Arc<dyn Resolver>,
+    events: broadcast::Sender<Event>,
+    logs: broadcast::Sender<LogLine>,
+    process_tx: mpsc::Sender<ProcessEvent>,
+    internal_tx: mpsc::Sender<Internal>,
+    next_run: u64,
+    /// `stop_all` callers waiting for the last service to go down.
+    stopping: Option<Vec<oneshot::Sender<()>>>,
+    stopped: bool,
+}
+
+impl Actor {
+    pub(super) fn new(
+        project: ProjectSpec,
+        options: Options,
+        events: broadcast::Sender<Event>,
+        logs: broadcast::Sender<LogLine>,
+    ) -> Result<(Self, Inbox), SupervisorError> {
+        let graph = project.graph()?;
+        let selected = graph.select(&options.selection.services)?;
+        check_probe(&project, &selected, options.probe.is_some())?;
+        let now = Instant::now();
+        let entries = project
+            .services
+            .iter()
+            .map(|(name, spec)| (name.clone(), Entry::new(spec.clone(), now)))
+            .collect();
+        let (process_tx, process) = mpsc::channel(PROCESS_EVENTS);
+        let (internal_tx, internal) = mpsc::channel(INTERNAL);
+        let all = graph.select(&[])?;
+        let actor = Self {
+            order: graph.start_order(&all),
+            project,
+            graph,
+            selection: options.selection,
+            selected,
+            entries,
+            probe: options.probe,
+            resolver: options.resolver,
+            events,
+            logs,
+            process_tx,
+            internal_tx,
+            next_run: 0,
+            stopping: None,
+            stopped: false,
+        };
+        Ok((actor, Inbox { process, internal }))
+    }
+
+    pub(super) async fn run(mut self, mut inbox: Inbox, mut commands: mpsc::Receiver<Command>) {
+        self.settle();
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some(event) = inbox.process.recv() => self.on_process(event),
+                Some(internal) = inbox.internal.recv() => self.on_internal(internal),
+            }
+            self.settle();
+            self.advance_stop();
+        }
+        // The last handle is gone: stop what still runs.
+        for entry in self.entries.values_mut() {
+            if let Some(run) = &mut entry.run {
+                run.handle.stop();
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Ps { reply } => {
+                let _ = reply.send(self.ps());
+            }
+            Command::Logs {
+                service,
+                tail,
+                reply,
+            } => {
+                let _ = reply.send(self.logs(service.as_deref(), tail));
+            }
+            Command::Apply { project, reply } => {
+                let _ = reply.send(self.apply(*project));
+            }
+            Command::MeshChanged { reply } => {
+                self.mesh_changed();
+                let _ = reply.send(());
+            }
+            Command::StopAll { reply } => {
+                if self.stopped {
+                    let _ = reply.send(());
+                } else {
+                    self.stopping.get_or_insert_with(Vec::new).push(reply);
+                }
+            }
+        }
+    }
+
+    fn on_process(&mut self, event: ProcessEvent) {
+        match event {
+            ProcessEvent::Line { run, line } => {
+                let Some(entry) = self.entries.get_mut(&line.service) else {
+                    return;
+                };
+                entry.ring.push(line.clone());
+                let current = entry.run_id == run;
+                let _ = self.logs.send(line.clone());
+                if current {
+                    self.feed(&line.service, Input::Line(&line.line));
+                }
+            }
+            ProcessEvent::Exited { service, run, exit } => {
+                let Some(entry) = self.entries.get_mut(&service) else {
+                    return;
+                };
+                if entry.run_id != run {
+                    return;
+                }
+                if let Some(Running {
+                    health: Some(health),
+                    ..
+                }) = entry.run.take()
+                {
+                    health.abort();
+                }
+                let tail = entry.ring.tail(LAST_LINES);
+                let last_lines = tail.map(|l| l.line.clone()).collect();
+                self.feed(&service, Input::Exited { exit, last_lines });
+                self.after_down(&service);
+            }
+        }
+    }
+
+    fn on_internal(&mut self, internal: Internal) {
+        let (service, run, input) = match internal {
+            Internal::Health {
+                service,
+                run,
+                healthy,
+            } => (service, run, Input::Health { healthy }),
+            Internal::RestartDue { service, run } => (service, run, Input::RestartDue),
+        };
+        if self.entries.get(&service).is_some_and(|e| e.run_id == run) {
+            self.feed(&service, input);
+        }
+    }
+
+    /// Feeds `input` to `name`'s machine, reports a change of state and
+    /// carries out the actions.
+    fn feed(&mut self, name: &str, input: Input<'_>) {
+        let now = Instant::now();
+        let Some(entry) = self.entries.get_mut(name) else {
+            return;
+        };
+        let before = entry.machine.state();
+        let actions = entry.machine.handle(input, now);
+        let after = entry.machine.state();
+        if after != before {
+            self.announce(name, after);
+        }
+        for action in actions {
+            self.perform(name, action);
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn announce(&self, name: &str, state: State) {
+        let Some(entry) = self.entries.get(name) else {
+            return;
+        };
+        tracing::info!(service = name, %state, "service state");
+        self.emit(Event::State {
+            service: name.to_owned(),
+            state,
+        });
+        match state {
+            State::Failed => {
+                if let Some(failure) = entry.machine.failure() {
+                    tracing::warn!(service = name, %failure, "service failed");
+                    self.emit(Event::Failed {
+                        service: name.to_owned(),
+                        failure: failure.clone(),
+                    });
+                }
+            }
+            State::Remote => {
+                if let Some(provider) = entry.machine.provider() {
+                    self.emit(Event::Remote {
+                        service: name.to_owned(),
+                        provider: provider.to_owned(),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn perform(&mut self, name: &str, action: Action) {
+        let Some(entry) = self.entries.get(name) else {
+            return;
+        };
+        let (run, port, last_exit) = (entry.run_id, entry.spec.port, entry.machine.last_exit());
+        match action {
+            Action::Spawn => self.spawn(name),
+            Action::Stop => {
+                if let Some(run) = self.entries.get_mut(name).and_then(|e| e.run.as_mut()) {
+                    run.handle.stop();
+                }
+            }
+            Action::ScheduleRestart { delay } => {
+                let tx = self.internal_tx.clone();
+                let service = name.to_owned();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Internal::RestartDue { service, run }).await;
+                });
+                if let Some(exit) = last_exit {
+                    self.emit(Event::Restarting {
+                        service: name.to_owned(),
+                        exit,
+                        delay,
+                    });
+                }
+            }
+            Action::Share => self.emit(Event::Ready {
+                service: name.to_owned(),
+                port,
+            }),
+            Action::Withdraw => self.emit(Event::Withdrawn {
+                service: name.to_owned(),
+            }),
+        }
+    }
+
+    fn spawn(&mut self, name: &str) {
+        self.next_run += 1;
+        let run = self.next_run;
+        let Some(entry) = self.entries.get_mut(name) else {
+            return;
+        };
+        entry.run_id = run;
+        let spec = Arc::clone(&entry.spec);
+        match process::spawn(&spec, run, self.process_tx.clone()) {
+            Ok(handle) => {
+                let pid = handle.pid();
+                let health = self.spawn_health(&spec, run);
+                if let Some(entry) = self.entries.get_mut(name) {
+                    entry.run = Some(Running { handle, health });
+                }
+                self.feed(name, Input::Spawned { pid });
+            }
+            Err(e) => {
+                tracing::warn!(service = name, error = %e, "cannot start service");
+                self.feed(name, Input::SpawnFailed(Arc::new(e)));
+            }
+        }
+    }
+
+    /// The health loop of run `run` of `spec`: reports each flip of its
+    /// health (as the thresholds count it).
+    fn spawn_health(&self, spec: &ServiceSpec, run: u64) -> Option<JoinHandle<()>> {
+        let check = spec.health.clone()?;
+        let port = spec.port?;
+        let probe = self.probe.clone()?;
+        let tx = self.internal_tx.clone();
+        let service = spec.name.clone();
+        Some(tokio::spawn(async move {
+            let mut tracker = Tracker::new(&check);
+            let mut tick = tokio::time::interval(check.interval);
+            loop {
+                tick.tick().await;
+                let passed =
+                    tokio::time::timeout(check.timeout, probe.check(&service, port, &check))
+                        .await
+                        .unwrap_or(false);
+                if let Some(health) = tracker.record(passed) {
+                    let healthy = health == Health::Healthy;
+                    let report = Internal::Health {
+                        service: service.clone(),
+                        run,
+                        healthy,
+                    };
+                    if tx.send(report).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// After `name` went down: drop it when a reload removed it, restart it
+    /// with its new spec when a reload changed it.
+    fn after_down(&mut self, name: &str) {
+        let Some(entry) = self.entries.get_mut(name) else {
+            return;
+        };
+        if !entry.is_down() {
+            return;
+        }
+        if entry.removed {
+            self.entries.remove(name);
+        } else if let Some(spec) = entry.next.take() {
+            self.replace(name, spec);
+        }
+    }
+
+    fn replace(&mut self, name: &str, spec: ServiceSpec) {
+        let now = Instant::now();
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.machine = Machine::new(&spec, now);
+            entry.spec = Arc::new(spec);
+            self.announce(name, State::Pending);
+        }
+    }
+
+    /// Whether a teammate's provider may stand in for `name`: it prefers
+    /// the mesh, was not named on the command line, and a selected service
+    /// depends on it without waiting for it to complete.
+    fn may_be_remote(&self, name: &str) -> bool {
+        let Some(entry) = self.entries.get(name) else {
+            return false;
+        };
+        if entry.spec.prefer == Prefer::Local
+            || self.selection.local
+            || self.selection.services.iter().any(|s| s == name)
+        {
+            return false;
+        }
+        let mut dependents = self
+            .graph
+            .dependents(name)
+            .iter()
+            .filter(|d| self.selected.contains(*d))
+            .peekable();
+        dependents.peek().is_some()
+            && dependents.all(|d| {
+                self.graph
+                    .dependencies(d)
+                    .iter()
+                    .all(|(dep, c)| dep != name || *c != Condition::CompletedSuccessfully)
+            })
+    }
+
+    /// Moves every waiting selected service on: to the mesh, started, or
+    /// failed with its dependency's reason; until nothing changes.
+    fn settle(&mut self) {
+        if self.stopping.is_some() || self.stopped {
+            return;
+        }
+        let order: Vec<String> = self
+            .order
+            .iter()
+            .filter(|n| self.selected.contains(*n))
+            .cloned()
+            .collect();
+        loop {
+            let mut changed = false;
+            for name in &order {
+                if self.entries.get(name).map(|e| e.machine.state()) != Some(State::Pending) {
+                    continue;
+                }
+                if self.may_be_remote(name) {
+                    let requirement = self.project.requirement_for(name);
+                    if let Some(peer) = self.resolver.provider_for(name, &requirement) {
+                        self.feed(name, Input::Provider(Some(peer)));
+                        changed = true;
+                        continue;
+                    }
+                }
+                let verdict = evaluate(self.graph.dependencies(name), |d| {
+                    self.entries.get(d).map(|e| &e.machine)
+                });
+                match verdict {
+                    Verdict::Go => self.feed(name, Input::DependenciesMet),
+                    Verdict::Blocked {
+                        dependency,
+                        blocked,
+                    } => self.feed(
+                        name,
+                        Input::DependencyFailed {
+                            dependency,
+                            blocked,
+                        },
+                    ),
+                    _ => continue,
+                }
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// During `stop_all`: stops each service whose dependents are all down;
+    /// answers the callers once everything is.
+    fn advance_stop(&mut self) {
+        if self.stopping.is_none() {
+            return;
+        }
+        let mut reverse = self.order.clone();
+        reverse.reverse();
+        for name in &reverse {
+            let dependents_down = self
+                .graph
+                .dependents(name)
+                .iter()
+                .all(|d| self.entries.get(d).is_none_or(Entry::is_down));
+            if dependents_down {
+                self.feed(name, Input::Stop);
+            }
+        }
+        if self.entries.values().all(Entry::is_down) {
+            for reply in self.stopping.take().unwrap_or_default() {
+                let _ = reply.send(());
+            }
+            self.stopped = true;
+        }
+    }
+
+    fn mesh_changed(&mut self) {
+        let remote: Vec<(String, Option<String>)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.machine.state() == State::Remote)
+            .map(|(name, e)| (name.clone(), e.machine.provider().map(str::to_owned)))
+            .collect();
+        for (name, current) in remote {
+            let requirement = self.project.requirement_for(&name);
+            let peer = self.resolver.provider_for(&name, &requirement);
+            if peer != current {
+                self.feed(&name, Input::Provider(peer));
+            }
+        }
+    }
+
+    fn apply(&mut self, project: ProjectSpec) -> Result<Diff, SupervisorError> {
+        if self.stopped || self.stopping.is_some() {
+            return Err(SupervisorError::Stopped);
+        }
+        let graph = project.graph()?;
+        let selected = if self.selection.services.is_empty() {
+            graph.select(&[])?
+        } else {
+            let named: Vec<String> = self
+                .selection
+                .services
+                .iter()
+                .filter(|s| graph.contains(s))
+                .cloned()
+                .collect();
+            if named.is_empty() {
+                BTreeSet::new()
+            } else {
+                graph.select(&named)?
+            }
+        };
+        check_probe(&project, &selected, self.probe.is_some())?;
+        let diff = Diff::between(&self.project, &project);
+        self.order = graph.start_order(&graph.select(&[])?);
+        self.graph = graph;
+        self.selected = selected;
+        for name in &diff.removed {
+            if let Some(entry) = self.entries.get_mut(name) {
+                entry.removed = true;
+            }
+            self.feed(name, Input::Stop);
+            self.after_down(name);
+        }
+        for name in &diff.changed {
+            let spec = project.services[name].clone();
+            match self.entries.get_mut(name) {
+                Some(entry) if entry.run.is_some() => {
+                    entry.next = Some(spec);
+                    self.feed(name, Input::Stop);
+                }
+                _ => self.replace(name, spec),
+            }
+        }
+        let now = Instant::now();
+        for name in &diff.added {
+            let entry = Entry::new(project.services[name].clone(), now);
+            self.entries.insert(name.clone(), entry);
+        }
+        self.project = project;
+        Ok(diff)
+    }
+
+    fn ps(&self) -> Vec<ServiceStatus> {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        self.order
+            .iter()
+            .filter_map(|name| Some((name, self.entries.get(name)?)))
+            .filter(|(name, e)| {
+                self.selected.contains(*name) || e.machine.state() != State::Pending
+            })
+            .map(|(name, e)| {
+                let m = &e.machine;
+                ServiceStatus {
+                    name: name.clone(),
+                    state: m.state(),
+                    pid: m.pid(),
+                    restarts: m.restarts(),
+                    since: wall - now.duration_since(m.since()),
+                    uptime: m.started().map(|s| now.duration_since(s)),
+                    provider: m.provider().map(str::to_owned),
+                    failure: m.failure().cloned(),
+                    last_exit: m.last_exit(),
+                }
+            })
+            .collect()
+    }
+
+    fn logs(&self, service: Option<&str>, tail: usize) -> Result<Vec<LogLine>, SupervisorError> {
+        if let Some(name) = service {
+            let entry = self
+                .entries
+                .get(name)
+                .ok_or_else(|| SupervisorError::UnknownService {
+                    service: name.to_owned(),
+                })?;
+            return Ok(entry.ring.tail(tail).cloned().collect());
+        }
+        Ok(self
+            .order
+            .iter()
+            .filter_map(|name| self.entries.get(name))
+            .flat_map(|e| e.ring.tail(tail).cloned())
+            .collect())
+    }
+}
+
+/// A selected service that checks health needs a probe.
+fn check_probe(
+    project: &ProjectSpec,
+    selected: &BTreeSet<String>,
+    have_probe: bool,
+) -> Result<(), SupervisorError> {
+    if have_probe {
+        return Ok(());
+    }
+    match selected.iter().find(|name| {
+        project
+            .services
+            .get(*name)
+            .is_some_and(|s| s.health.is_some())
+    }) {
+        Some(service) => Err(SupervisorError::NoProbe {
+            service: service.clone(),
+        }),
+        None => Ok(()),
+    }
+}
