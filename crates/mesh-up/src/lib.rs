@@ -17,6 +17,7 @@
 //! let project = mesh_config::Project::load(std::path::Path::new("devmesh.toml"))?;
 //! let supervisor = Supervisor::spawn(ProjectSpec::from_project(&project)?, Options::default())?;
 //! let mut events = supervisor.subscribe();
+//! supervisor.start().await?;
 //! while let Ok(event) = events.recv().await {
 //!     if let Event::Ready { service, port: Some(port) } = event {
 //!         println!("devmesh: {service} ready on :{port}");

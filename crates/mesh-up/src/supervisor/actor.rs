@@ -4,7 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
-    time::{Instant, SystemTime},
+    time::Instant,
 };
 
 use mesh_config::Prefer;
@@ -14,10 +14,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::{Command, Event, HealthProbe, Options, Resolver, Selection, ServiceStatus};
+use super::{Command, Event, HealthProbe, Options, Resolver, Selection};
 use crate::{
-    Action, Condition, Diff, Graph, Input, Machine, ProjectSpec, ServiceSpec, State,
-    SupervisorError, Verdict, evaluate,
+    Action, Condition, Graph, Input, Machine, ProjectSpec, ServiceSpec, State, SupervisorError,
+    Verdict, evaluate,
     logs::{LogLine, Ring},
     process::{self, ProcessEvent, RunHandle},
 };
@@ -28,6 +28,10 @@ const PROCESS_EVENTS: usize = 256;
 const INTERNAL: usize = 64;
 /// Output lines a crash loop's failure quotes.
 const LAST_LINES: usize = 5;
+
+mod project;
+
+use project::check_probe;
 
 /// Reports of the supervisor's own tasks.
 enum Internal {
@@ -99,6 +103,8 @@ pub(super) struct Actor {
     process_tx: mpsc::Sender<ProcessEvent>,
     internal_tx: mpsc::Sender<Internal>,
     next_run: u64,
+    /// `start` was called.
+    started: bool,
     /// `stop_all` callers waiting for the last service to go down.
     stopping: Option<Vec<oneshot::Sender<()>>>,
     stopped: bool,
@@ -137,6 +143,7 @@ impl Actor {
             process_tx,
             internal_tx,
             next_run: 0,
+            started: false,
             stopping: None,
             stopped: false,
         };
@@ -144,7 +151,6 @@ impl Actor {
     }
 
     pub(super) async fn run(mut self, mut inbox: Inbox, mut commands: mpsc::Receiver<Command>) {
-        self.settle();
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
@@ -167,6 +173,15 @@ impl Actor {
 
     fn on_command(&mut self, command: Command) {
         match command {
+            Command::Start { reply } => {
+                let result = if self.stopped || self.stopping.is_some() {
+                    Err(SupervisorError::Stopped)
+                } else {
+                    self.started = true;
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
             Command::Ps { reply } => {
                 let _ = reply.send(self.ps());
             }
@@ -389,31 +404,6 @@ impl Actor {
         }))
     }
 
-    /// After `name` went down: drop it when a reload removed it, restart it
-    /// with its new spec when a reload changed it.
-    fn after_down(&mut self, name: &str) {
-        let Some(entry) = self.entries.get_mut(name) else {
-            return;
-        };
-        if !entry.is_down() {
-            return;
-        }
-        if entry.removed {
-            self.entries.remove(name);
-        } else if let Some(spec) = entry.next.take() {
-            self.replace(name, spec);
-        }
-    }
-
-    fn replace(&mut self, name: &str, spec: ServiceSpec) {
-        let now = Instant::now();
-        if let Some(entry) = self.entries.get_mut(name) {
-            entry.machine = Machine::new(&spec, now);
-            entry.spec = Arc::new(spec);
-            self.announce(name, State::Pending);
-        }
-    }
-
     /// Whether a teammate's provider may stand in for `name`: it prefers
     /// the mesh, was not named on the command line, and a selected service
     /// depends on it without waiting for it to complete.
@@ -445,7 +435,7 @@ impl Actor {
     /// Moves every waiting selected service on: to the mesh, started, or
     /// failed with its dependency's reason; until nothing changes.
     fn settle(&mut self) {
-        if self.stopping.is_some() || self.stopped {
+        if !self.started || self.stopping.is_some() || self.stopped {
             return;
         }
         let order: Vec<String> = self
@@ -533,122 +523,5 @@ impl Actor {
                 self.feed(&name, Input::Provider(peer));
             }
         }
-    }
-
-    fn apply(&mut self, project: ProjectSpec) -> Result<Diff, SupervisorError> {
-        if self.stopped || self.stopping.is_some() {
-            return Err(SupervisorError::Stopped);
-        }
-        let graph = project.graph()?;
-        let selected = if self.selection.services.is_empty() {
-            graph.select(&[])?
-        } else {
-            let named: Vec<String> = self
-                .selection
-                .services
-                .iter()
-                .filter(|s| graph.contains(s))
-                .cloned()
-                .collect();
-            if named.is_empty() {
-                BTreeSet::new()
-            } else {
-                graph.select(&named)?
-            }
-        };
-        check_probe(&project, &selected, self.probe.is_some())?;
-        let diff = Diff::between(&self.project, &project);
-        self.order = graph.start_order(&graph.select(&[])?);
-        self.graph = graph;
-        self.selected = selected;
-        for name in &diff.removed {
-            if let Some(entry) = self.entries.get_mut(name) {
-                entry.removed = true;
-            }
-            self.feed(name, Input::Stop);
-            self.after_down(name);
-        }
-        for name in &diff.changed {
-            let spec = project.services[name].clone();
-            match self.entries.get_mut(name) {
-                Some(entry) if entry.run.is_some() => {
-                    entry.next = Some(spec);
-                    self.feed(name, Input::Stop);
-                }
-                _ => self.replace(name, spec),
-            }
-        }
-        let now = Instant::now();
-        for name in &diff.added {
-            let entry = Entry::new(project.services[name].clone(), now);
-            self.entries.insert(name.clone(), entry);
-        }
-        self.project = project;
-        Ok(diff)
-    }
-
-    fn ps(&self) -> Vec<ServiceStatus> {
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        self.order
-            .iter()
-            .filter_map(|name| Some((name, self.entries.get(name)?)))
-            .filter(|(name, e)| {
-                self.selected.contains(*name) || e.machine.state() != State::Pending
-            })
-            .map(|(name, e)| {
-                let m = &e.machine;
-                ServiceStatus {
-                    name: name.clone(),
-                    state: m.state(),
-                    pid: m.pid(),
-                    restarts: m.restarts(),
-                    since: wall - now.duration_since(m.since()),
-                    uptime: m.started().map(|s| now.duration_since(s)),
-                    provider: m.provider().map(str::to_owned),
-                    failure: m.failure().cloned(),
-                    last_exit: m.last_exit(),
-                }
-            })
-            .collect()
-    }
-
-    fn logs(&self, service: Option<&str>, tail: usize) -> Result<Vec<LogLine>, SupervisorError> {
-        if let Some(name) = service {
-            let entry = self
-                .entries
-                .get(name)
-                .ok_or_else(|| SupervisorError::UnknownService {
-                    service: name.to_owned(),
-                })?;
-            return Ok(entry.ring.tail(tail).cloned().collect());
-        }
-        Ok(self
-            .order
-            .iter()
-            .filter_map(|name| self.entries.get(name))
-            .flat_map(|e| e.ring.tail(tail).cloned())
-            .collect())
-    }
-}
-
-/// A selected service that checks health needs a probe.
-fn check_probe(
-    project: &ProjectSpec,
-    selected: &BTreeSet<String>,
-    have_probe: bool,
-) -> Result<(), SupervisorError> {
-    if have_probe {
-        return Ok(());
-    }
-    match selected.iter().find(|name| {
-        project
-            .services
-            .get(*name)
-            .is_some_and(|s| s.health.is_some())
-    }) {
-        Some(service) => Err(SupervisorError::NoProbe {
-            service: service.clone(),
-        }),
-        None => Ok(()),
     }
 }

@@ -172,6 +172,9 @@ impl std::fmt::Debug for Options {
 }
 
 enum Command {
+    Start {
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
     Ps {
         reply: oneshot::Sender<Vec<ServiceStatus>>,
     },
@@ -203,10 +206,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts supervising `project`: the selected services start in
-    /// dependency order at once. An error, and nothing started, when the
-    /// selection names an unknown service, the dependencies have a cycle or
-    /// a service checks health without a probe.
+    /// Takes charge of `project`; nothing starts before [`Supervisor::start`],
+    /// so that [`Supervisor::subscribe`] and [`Supervisor::follow`] miss
+    /// nothing. An error when the selection names an unknown service, the
+    /// dependencies have a cycle or a service checks health without a probe.
     pub fn spawn(project: ProjectSpec, options: Options) -> Result<Self, SupervisorError> {
         let (commands, rx) = mpsc::channel(COMMANDS);
         let (events, _) = broadcast::channel(EVENTS);
@@ -241,6 +244,11 @@ impl Supervisor {
             .await
             .map_err(|_| SupervisorError::Closed)?;
         answer.await.map_err(|_| SupervisorError::Closed)
+    }
+
+    /// Starts the selected services in dependency order; returns at once.
+    pub async fn start(&self) -> Result<(), SupervisorError> {
+        self.ask(|reply| Command::Start { reply }).await?
     }
 
     /// The rows of `devmesh ps`, in start order.
