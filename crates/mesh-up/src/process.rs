@@ -130,25 +130,21 @@ pub fn spawn(
             source,
         })?;
     let pid = child.id().unwrap_or_default();
+    let source = |stream| Lines {
+        service: spec.name.clone(),
+        stream,
+        run,
+        events: events.clone(),
+    };
     let readers = [
-        child.stdout.take().map(|out| {
-            tokio::spawn(read_lines(
-                out,
-                spec.name.clone(),
-                Stream::Stdout,
-                run,
-                events.clone(),
-            ))
-        }),
-        child.stderr.take().map(|err| {
-            tokio::spawn(read_lines(
-                err,
-                spec.name.clone(),
-                Stream::Stderr,
-                run,
-                events.clone(),
-            ))
-        }),
+        child
+            .stdout
+            .take()
+            .map(|out| tokio::spawn(source(Stream::Stdout).read(out))),
+        child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(source(Stream::Stderr).read(err))),
     ];
     let (stop, stopped) = oneshot::channel();
     let group = Pid::from_raw(i32::try_from(pid).unwrap_or_default());
@@ -239,39 +235,52 @@ async fn wait_group_gone(group: Pid) {
     }
 }
 
-/// Sends each line of `reader` to `events`; a line longer than
-/// [`MAX_LINE`] is cut there.
-async fn read_lines(
-    reader: impl AsyncRead + Unpin,
+/// One output of one run of a service, sent line by line.
+struct Lines {
     service: String,
     stream: Stream,
     run: u64,
     events: mpsc::Sender<ProcessEvent>,
-) {
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    let mut cut = false;
-    while let Ok(buf) = reader.fill_buf().await {
-        if buf.is_empty() {
-            break;
-        }
-        let newline = buf.iter().position(|b| *b == b'\n');
-        let chunk = &buf[..newline.unwrap_or(buf.len())];
-        let room = MAX_LINE.saturating_sub(line.len());
-        cut |= chunk.len() > room;
-        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let used = newline.map_or(buf.len(), |i| i + 1);
-        reader.consume(used);
-        if newline.is_some() {
-            let text = finish(&mut line, std::mem::take(&mut cut));
-            if !send_line(&events, &service, stream, run, text).await {
+}
+
+impl Lines {
+    /// Sends each line of `reader` to `events`; a line longer than
+    /// [`MAX_LINE`] is cut there.
+    async fn read(self, reader: impl AsyncRead + Unpin) {
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        let mut cut = false;
+        while let Ok(buf) = reader.fill_buf().await {
+            if buf.is_empty() {
+                break;
+            }
+            let newline = buf.iter().position(|b| *b == b'\n');
+            let chunk = &buf[..newline.unwrap_or(buf.len())];
+            let room = MAX_LINE.saturating_sub(line.len());
+            cut |= chunk.len() > room;
+            line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            let used = newline.map_or(buf.len(), |i| i + 1);
+            reader.consume(used);
+            if newline.is_some() && !self.send(finish(&mut line, std::mem::take(&mut cut))).await {
                 return;
             }
         }
+        if !line.is_empty() {
+            self.send(finish(&mut line, cut)).await;
+        }
     }
-    if !line.is_empty() {
-        let text = finish(&mut line, cut);
-        send_line(&events, &service, stream, run, text).await;
+
+    async fn send(&self, line: String) -> bool {
+        let line = LogLine {
+            service: self.service.clone(),
+            stream: self.stream,
+            line,
+        };
+        let event = ProcessEvent::Line {
+            run: self.run,
+            line,
+        };
+        self.events.send(event).await.is_ok()
     }
 }
 
@@ -287,28 +296,19 @@ fn finish(line: &mut Vec<u8>, cut: bool) -> String {
     text
 }
 
-async fn send_line(
-    events: &mpsc::Sender<ProcessEvent>,
-    service: &str,
-    stream: Stream,
-    run: u64,
-    line: String,
-) -> bool {
-    let line = LogLine {
-        service: service.to_owned(),
-        stream,
-        line,
-    };
-    events.send(ProcessEvent::Line { run, line }).await.is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     async fn lines_of(input: &'static [u8]) -> Vec<String> {
         let (tx, mut rx) = mpsc::channel(16);
-        read_lines(input, "api".into(), Stream::Stdout, 1, tx).await;
+        let lines = Lines {
+            service: "api".into(),
+            stream: Stream::Stdout,
+            run: 1,
+            events: tx,
+        };
+        lines.read(input).await;
         let mut out = Vec::new();
         while let Some(ProcessEvent::Line { line, .. }) = rx.recv().await {
             out.push(line.line);

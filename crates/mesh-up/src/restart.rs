@@ -22,6 +22,14 @@ pub struct Exit {
 }
 
 impl Exit {
+    /// Exited with status `code`.
+    pub const fn status(code: i32) -> Self {
+        Self {
+            code: Some(code),
+            signal: None,
+        }
+    }
+
     /// Exited with status 0.
     pub fn success(self) -> bool {
         self.code == Some(0)
@@ -164,14 +172,8 @@ impl Restarts {
 mod tests {
     use super::*;
 
-    const CRASH: Exit = Exit {
-        code: Some(1),
-        signal: None,
-    };
-    const CLEAN: Exit = Exit {
-        code: Some(0),
-        signal: None,
-    };
+    const CRASH: Exit = Exit::status(1);
+    const CLEAN: Exit = Exit::status(0);
     const QUICK: Duration = Duration::from_millis(100);
 
     fn secs(s: u64) -> Duration {

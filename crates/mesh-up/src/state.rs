@@ -63,8 +63,8 @@ impl fmt::Display for State {
 #[non_exhaustive]
 pub enum Failure {
     /// Its process could not be started.
-    #[error("cannot start: {0}")]
-    Spawn(#[source] Arc<SpawnError>),
+    #[error(transparent)]
+    Spawn(Arc<SpawnError>),
     /// It kept crashing: `max_restarts` restarts in a row did not help.
     #[error("{}", crash_loop(*restarts, *exit, last_lines))]
     CrashLoop {
@@ -89,6 +89,22 @@ pub enum Failure {
     NoProvider,
 }
 
+impl Failure {
+    /// The whole reason on one line, each cause after `: `, as `devmesh ps`
+    /// shows it: `cannot start `sh` in /p/web: No such file or directory (os
+    /// error 2)`.
+    pub fn reason(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
 fn crash_loop(restarts: u32, exit: Exit, last_lines: &[String]) -> String {
     let mut text = format!("gave up after {restarts} restarts in a row: exited with {exit}");
     if !last_lines.is_empty() {
@@ -106,7 +122,7 @@ fn crash_loop(restarts: u32, exit: Exit, last_lines: &[String]) -> String {
 #[non_exhaustive]
 pub enum Blocked {
     /// It failed.
-    #[error("failed: {0}")]
+    #[error("failed: {}", .0.reason())]
     Failed(Box<Failure>),
     /// It ended without meeting the condition.
     #[error("exited with {exit} before it was {}", wanted_text(*wanted))]

@@ -328,15 +328,18 @@ impl Resolver for FakeMesh {
 }
 
 fn mesh_project(dir: &std::path::Path, requirement: &str) -> ProjectSpec {
+    let dbinit = sh("dbinit", dir, "echo initialised");
     let mut db = sh("db", dir, "echo db ready; exec sleep 60");
     db.ready_log_line = Some("ready".into());
+    db.depends_on
+        .insert("dbinit".into(), Condition::CompletedSuccessfully);
     let mut api = sh("api", dir, "echo api up; exec sleep 60");
     api.depends_on.insert("db".into(), Condition::Healthy);
     api.requires.insert(
         "db".into(),
         VersionReq::parse(requirement).expect("requirement"),
     );
-    project([db, api])
+    project([dbinit, db, api])
 }
 
 #[tokio::test]
@@ -363,11 +366,15 @@ async fn a_dependency_from_the_mesh_is_not_started_until_its_provider_leaves() {
         (db.state, db.pid, db.provider.as_deref()),
         (State::Remote, None, Some("12D3KooWpeer"))
     );
+    // What only the remote db needs does not run either.
+    let dbinit = up.status("dbinit").await;
+    assert_eq!((dbinit.state, dbinit.pid), (State::Pending, None));
 
     // The provider leaves: db starts here.
     mesh.present.store(false, Ordering::SeqCst);
     up.supervisor.mesh_changed().await.unwrap();
     up.state("db", State::Ready).await;
+    assert!(up.position("dbinit", State::Exited) < up.position("db", State::Starting));
     assert!(up.status("db").await.pid.is_some());
     up.stop_all().await;
 }
@@ -455,12 +462,14 @@ async fn a_service_that_cannot_start_fails_its_dependents_with_the_reason() {
     api.depends_on.insert("broken".into(), Condition::Started);
     let mut up = Up::start(project([broken, api]), Options::default()).await;
     up.state("api", State::Failed).await;
+    let broken = up.status("broken").await.failure.unwrap();
+    assert!(matches!(broken, Failure::Spawn(_)), "{broken}");
     let reason = up.status("api").await.failure.unwrap();
     let missing = dir.join("missing");
     assert_eq!(
-        reason.to_string(),
+        reason.reason(),
         format!(
-            "dependency `broken` failed: cannot start: cannot start `sh` in {}",
+            "dependency `broken` failed: cannot start `sh` in {}: No such file or directory (os error 2)",
             missing.display()
         )
     );

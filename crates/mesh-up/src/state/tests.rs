@@ -5,14 +5,8 @@ use mesh_core::health::{HealthCheck, Probe};
 use super::*;
 use crate::{Launch, RestartPolicy};
 
-const CRASH: Exit = Exit {
-    code: Some(1),
-    signal: None,
-};
-const CLEAN: Exit = Exit {
-    code: Some(0),
-    signal: None,
-};
+const CRASH: Exit = Exit::status(1);
+const CLEAN: Exit = Exit::status(0);
 
 fn spec() -> ServiceSpec {
     ServiceSpec::new("api", Some(Launch::Shell("true".into())), "/")
@@ -185,8 +179,8 @@ fn spawn_failure_and_missing_launch_fail() {
     r.feed(Input::SpawnFailed(Arc::new(SpawnError::NoCommand)));
     assert_eq!(r.state(), State::Failed);
     assert_eq!(
-        r.machine.failure().unwrap().to_string(),
-        "cannot start: it has no `command` or `run` to start it with"
+        r.machine.failure().unwrap().reason(),
+        "it has no `command` or `run` to start it with"
     );
 
     let mut r = Run::new(&ServiceSpec::new("auth", None, "/"));

@@ -432,6 +432,29 @@ impl Actor {
             })
     }
 
+    /// Whether `name` must run here: it was named, or (with every service
+    /// selected) nothing depends on it, or a selected dependent that is not
+    /// on the mesh needs it. What only a remote service needs waits.
+    fn needed(&self, name: &str) -> bool {
+        let dependents: Vec<&String> = self
+            .graph
+            .dependents(name)
+            .iter()
+            .filter(|d| self.selected.contains(*d))
+            .collect();
+        if self.selection.services.iter().any(|s| s == name)
+            || (self.selection.services.is_empty() && dependents.is_empty())
+        {
+            return true;
+        }
+        dependents.into_iter().any(|d| {
+            self.entries
+                .get(d)
+                .is_some_and(|e| e.machine.state() != State::Remote)
+                && self.needed(d)
+        })
+    }
+
     /// Moves every waiting selected service on: to the mesh, started, or
     /// failed with its dependency's reason; until nothing changes.
     fn settle(&mut self) {
@@ -444,19 +467,23 @@ impl Actor {
             .filter(|n| self.selected.contains(*n))
             .cloned()
             .collect();
+        let pending = |actor: &Self, name: &str| {
+            actor.entries.get(name).map(|e| e.machine.state()) == Some(State::Pending)
+        };
+        // First what the mesh provides, so that nothing starts only for it.
+        for name in &order {
+            if pending(self, name) && self.may_be_remote(name) {
+                let requirement = self.project.requirement_for(name);
+                if let Some(peer) = self.resolver.provider_for(name, &requirement) {
+                    self.feed(name, Input::Provider(Some(peer)));
+                }
+            }
+        }
         loop {
             let mut changed = false;
             for name in &order {
-                if self.entries.get(name).map(|e| e.machine.state()) != Some(State::Pending) {
+                if !pending(self, name) || !self.needed(name) {
                     continue;
-                }
-                if self.may_be_remote(name) {
-                    let requirement = self.project.requirement_for(name);
-                    if let Some(peer) = self.resolver.provider_for(name, &requirement) {
-                        self.feed(name, Input::Provider(Some(peer)));
-                        changed = true;
-                        continue;
-                    }
                 }
                 let verdict = evaluate(self.graph.dependencies(name), |d| {
                     self.entries.get(d).map(|e| &e.machine)
