@@ -58,7 +58,8 @@ pub struct ServiceConfig {
     /// Semantic version. Default: `0.0.0`.
     #[serde(default = "default_version")]
     pub version: Spanned<String>,
-    /// Command that starts the service (for `devmesh up`).
+    /// Command that starts the service (for `devmesh up`), run through
+    /// `sh -c`. Not together with `run`.
     #[serde(default)]
     pub command: Option<String>,
     /// `http` (default).

@@ -5,8 +5,9 @@
 //! The pure parts are unit-tested without processes: [`graph`] (selection,
 //! start waves, cycles), [`restart`] (policy and back-off), [`state`] (the
 //! per-service state machine) and [`reload`] (what a new `devmesh.toml`
-//! changes). [`process`] spawns a service in its own process group and
-//! reads its output; [`Supervisor`] is the actor that runs it all. Sharing a
+//! changes). A private `process` module spawns each service in its own
+//! process group and reads its output; [`Supervisor`] is the actor that
+//! runs it all. Sharing a
 //! ready service with the mesh is the caller's: it turns
 //! [`Event::Ready`] and [`Event::Withdrawn`] into register and unregister.
 //!
@@ -29,10 +30,12 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 pub mod graph;
 pub mod logs;
-pub mod process;
+mod process;
 pub mod reload;
 pub mod restart;
 mod spec;

@@ -219,7 +219,16 @@ impl Supervised {
     }
 }
 
+/// Whether `group` can be a service's own group: `killpg(0)` would signal
+/// the supervisor's group and 1 is init's.
+fn is_service_group(group: Pid) -> bool {
+    group.as_raw() > 1
+}
+
 fn signal_group(group: Pid, signal: Signal) {
+    if !is_service_group(group) {
+        return;
+    }
     match killpg(group, signal) {
         Ok(()) | Err(Errno::ESRCH) => {}
         Err(e) => tracing::warn!(%group, %signal, error = %e, "cannot signal process group"),
@@ -230,7 +239,10 @@ fn signal_group(group: Pid, signal: Signal) {
 /// (a zombie nobody reaps would keep it forever).
 async fn wait_group_gone(group: Pid) {
     let deadline = tokio::time::Instant::now() + GROUP_GONE;
-    while killpg(group, None).is_ok() && tokio::time::Instant::now() < deadline {
+    while is_service_group(group)
+        && killpg(group, None).is_ok()
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -380,6 +380,36 @@ async fn a_dependency_from_the_mesh_is_not_started_until_its_provider_leaves() {
 }
 
 #[tokio::test]
+async fn a_mesh_only_dependency_fails_until_a_teammate_provides_it() {
+    let (_tmp, dir) = workdir();
+    let mesh = Arc::new(FakeMesh {
+        present: AtomicBool::new(false),
+    });
+    // `db` is not in the file: only the mesh can provide it.
+    let mut api = sh("api", &dir, "echo api up; exec sleep 60");
+    api.depends_on.insert("db".into(), Condition::Healthy);
+    let mut spec = project([api]);
+    spec.services
+        .insert("db".into(), mesh_up::ServiceSpec::new("db", None, &dir));
+    let options = Options {
+        resolver: mesh.clone(),
+        ..Options::default()
+    };
+    let mut up = Up::start(spec, options).await;
+    up.state("api", State::Failed).await;
+    assert_eq!(
+        up.status("api").await.failure.unwrap().reason(),
+        "dependency `db` failed: no teammate provides it and it has no `command` or `run` to start it here"
+    );
+
+    mesh.present.store(true, Ordering::SeqCst);
+    up.supervisor.mesh_changed().await.unwrap();
+    up.state("api", State::Ready).await;
+    assert_eq!(up.status("db").await.state, State::Remote);
+    up.stop_all().await;
+}
+
+#[tokio::test]
 async fn an_unsatisfying_version_or_prefer_local_starts_it_here() {
     for case in ["version", "prefer", "--local"] {
         let (_tmp, dir) = workdir();
@@ -473,6 +503,14 @@ async fn a_service_that_cannot_start_fails_its_dependents_with_the_reason() {
             missing.display()
         )
     );
+
+    // An edit that fixes it starts it, and its dependent after it.
+    let fixed = sh("broken", &dir, "echo fixed; exec sleep 60");
+    let mut api = sh("api", &dir, "true");
+    api.depends_on.insert("broken".into(), Condition::Started);
+    let diff = up.supervisor.apply(project([fixed, api])).await.unwrap();
+    assert_eq!(diff.changed.iter().collect::<Vec<_>>(), ["broken"]);
+    up.all(&["broken", "api"], State::Ready).await;
     up.stop_all().await;
 }
 

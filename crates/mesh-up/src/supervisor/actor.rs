@@ -550,5 +550,7 @@ impl Actor {
                 self.feed(&name, Input::Provider(peer));
             }
         }
+        // A teammate may now provide what nobody did.
+        self.retry_blocked();
     }
 }

@@ -8,8 +8,8 @@ use std::{
 
 use super::{Actor, Entry};
 use crate::{
-    Diff, Input, Machine, ProjectSpec, ServiceSpec, State, SupervisorError, logs::LogLine,
-    supervisor::ServiceStatus,
+    Diff, Failure, Input, Machine, ProjectSpec, ServiceSpec, State, SupervisorError, Verdict,
+    evaluate, logs::LogLine, supervisor::ServiceStatus,
 };
 
 impl Actor {
@@ -87,7 +87,41 @@ impl Actor {
             self.entries.insert(name.clone(), entry);
         }
         self.project = project;
+        // The edit may have fixed what blocked them.
+        self.retry_blocked();
         Ok(diff)
+    }
+
+    /// Puts back to `pending` each service that failed for want of a
+    /// provider when a teammate now has one, and each that failed for want
+    /// of a dependency that may now meet its condition.
+    pub(super) fn retry_blocked(&mut self) {
+        for name in self.order.clone() {
+            let Some(entry) = self.entries.get(&name) else {
+                continue;
+            };
+            if entry.machine.state() != State::Failed {
+                continue;
+            }
+            let retry = match entry.machine.failure() {
+                Some(Failure::NoProvider) => {
+                    let requirement = self.project.requirement_for(&name);
+                    self.may_be_remote(&name)
+                        && self.resolver.provider_for(&name, &requirement).is_some()
+                }
+                Some(Failure::Dependency { .. }) => !matches!(
+                    evaluate(self.graph.dependencies(&name), |d| {
+                        self.entries.get(d).map(|e| &e.machine)
+                    }),
+                    Verdict::Blocked { .. }
+                ),
+                _ => false,
+            };
+            if retry {
+                let spec = (*entry.spec).clone();
+                self.replace(&name, spec);
+            }
+        }
     }
 
     pub(super) fn ps(&self) -> Vec<ServiceStatus> {
@@ -105,7 +139,9 @@ impl Actor {
                     state: m.state(),
                     pid: m.pid(),
                     restarts: m.restarts(),
-                    since: wall - now.duration_since(m.since()),
+                    since: wall
+                        .checked_sub(now.duration_since(m.since()))
+                        .unwrap_or(wall),
                     uptime: m.started().map(|s| now.duration_since(s)),
                     provider: m.provider().map(str::to_owned),
                     failure: m.failure().cloned(),
