@@ -314,16 +314,32 @@ async fn reload_adds_changes_and_removes_services() {
     up.stop_all().await;
 }
 
-/// A mesh with one provider of `db`, that can leave.
+/// A mesh with one provider of `db` 15.2.0, that can leave or be replaced
+/// by another.
 struct FakeMesh {
     present: AtomicBool,
+    second: AtomicBool,
+}
+
+impl FakeMesh {
+    fn new(present: bool) -> Arc<Self> {
+        Arc::new(Self {
+            present: AtomicBool::new(present),
+            second: AtomicBool::new(false),
+        })
+    }
 }
 
 impl Resolver for FakeMesh {
     fn provider_for(&self, service: &str, requirement: &VersionReq) -> Option<String> {
         let satisfied = requirement.matches(&semver::Version::new(15, 2, 0));
+        let peer = if self.second.load(Ordering::SeqCst) {
+            "12D3KooWother"
+        } else {
+            "12D3KooWpeer"
+        };
         (service == "db" && satisfied && self.present.load(Ordering::SeqCst))
-            .then(|| "12D3KooWpeer".to_owned())
+            .then(|| peer.to_owned())
     }
 }
 
@@ -345,9 +361,7 @@ fn mesh_project(dir: &std::path::Path, requirement: &str) -> ProjectSpec {
 #[tokio::test]
 async fn a_dependency_from_the_mesh_is_not_started_until_its_provider_leaves() {
     let (_tmp, dir) = workdir();
-    let mesh = Arc::new(FakeMesh {
-        present: AtomicBool::new(true),
-    });
+    let mesh = FakeMesh::new(true);
     let options = Options {
         resolver: mesh.clone(),
         ..Options::default()
@@ -370,6 +384,18 @@ async fn a_dependency_from_the_mesh_is_not_started_until_its_provider_leaves() {
     let dbinit = up.status("dbinit").await;
     assert_eq!((dbinit.state, dbinit.pid), (State::Pending, None));
 
+    // Another teammate takes over: db fails over to it.
+    mesh.second.store(true, Ordering::SeqCst);
+    up.supervisor.mesh_changed().await.unwrap();
+    let provider = up
+        .until("db failed over", |e| match e {
+            Event::Remote { service, provider } if service == "db" => Some(provider.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(provider, "12D3KooWother");
+    assert_eq!(up.status("db").await.state, State::Remote);
+
     // The provider leaves: db starts here.
     mesh.present.store(false, Ordering::SeqCst);
     up.supervisor.mesh_changed().await.unwrap();
@@ -382,9 +408,7 @@ async fn a_dependency_from_the_mesh_is_not_started_until_its_provider_leaves() {
 #[tokio::test]
 async fn a_mesh_only_dependency_fails_until_a_teammate_provides_it() {
     let (_tmp, dir) = workdir();
-    let mesh = Arc::new(FakeMesh {
-        present: AtomicBool::new(false),
-    });
+    let mesh = FakeMesh::new(false);
     // `db` is not in the file: only the mesh can provide it.
     let mut api = sh("api", &dir, "echo api up; exec sleep 60");
     api.depends_on.insert("db".into(), Condition::Healthy);
@@ -413,9 +437,7 @@ async fn a_mesh_only_dependency_fails_until_a_teammate_provides_it() {
 async fn an_unsatisfying_version_or_prefer_local_starts_it_here() {
     for case in ["version", "prefer", "--local"] {
         let (_tmp, dir) = workdir();
-        let mesh = Arc::new(FakeMesh {
-            present: AtomicBool::new(true),
-        });
+        let mesh = FakeMesh::new(true);
         let mut project = mesh_project(&dir, if case == "version" { "^16" } else { "^15" });
         if case == "prefer"
             && let Some(db) = project.services.get_mut("db")

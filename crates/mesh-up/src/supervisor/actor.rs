@@ -265,11 +265,23 @@ impl Actor {
         let Some(entry) = self.entries.get_mut(name) else {
             return;
         };
-        let before = entry.machine.state();
+        let before = (
+            entry.machine.state(),
+            entry.machine.provider().map(str::to_owned),
+        );
         let actions = entry.machine.handle(input, now);
         let after = entry.machine.state();
-        if after != before {
+        let provider = entry.machine.provider().map(str::to_owned);
+        if after != before.0 {
             self.announce(name, after);
+        } else if let Some(provider) = provider
+            && before.1 != Some(provider.clone())
+        {
+            // Failed over to another teammate.
+            self.emit(Event::Remote {
+                service: name.to_owned(),
+                provider,
+            });
         }
         for action in actions {
             self.perform(name, action);
@@ -292,7 +304,7 @@ impl Actor {
         match state {
             State::Failed => {
                 if let Some(failure) = entry.machine.failure() {
-                    tracing::warn!(service = name, %failure, "service failed");
+                    tracing::warn!(service = name, reason = %failure.reason(), "service failed");
                     self.emit(Event::Failed {
                         service: name.to_owned(),
                         failure: failure.clone(),

@@ -92,7 +92,8 @@ pub enum Event {
         /// The service.
         service: String,
     },
-    /// A dependency is met by a teammate's node and not started here.
+    /// A dependency is met by a teammate's node and not started here (again
+    /// with the new peer when it fails over to another teammate).
     Remote {
         /// The service.
         service: String,
@@ -210,6 +211,7 @@ impl Supervisor {
     /// so that [`Supervisor::subscribe`] and [`Supervisor::follow`] miss
     /// nothing. An error when the selection names an unknown service, the
     /// dependencies have a cycle or a service checks health without a probe.
+    /// Call it within a tokio runtime.
     pub fn spawn(project: ProjectSpec, options: Options) -> Result<Self, SupervisorError> {
         let (commands, rx) = mpsc::channel(COMMANDS);
         let (events, _) = broadcast::channel(EVENTS);
