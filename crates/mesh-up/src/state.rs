@@ -127,7 +127,7 @@ pub enum Blocked {
     /// It ended without meeting the condition.
     #[error("exited with {exit} before it was {}", wanted_text(*wanted))]
     Exited {
-        /// How it ended (`None`: stopped before it ran).
+        /// How it ended.
         exit: Exit,
         /// The condition it did not meet.
         wanted: Condition,

@@ -29,6 +29,7 @@ impl Actor {
         }
     }
 
+    /// Gives `name` a fresh `pending` machine for `spec`.
     pub(super) fn replace(&mut self, name: &str, spec: ServiceSpec) {
         let now = Instant::now();
         if let Some(entry) = self.entries.get_mut(name) {
