@@ -11,6 +11,8 @@ use toml::Spanned;
 
 use crate::{ConfigError, read};
 
+pub(crate) mod up;
+
 /// File name of a project configuration.
 pub const PROJECT_FILE: &str = "devmesh.toml";
 
@@ -56,7 +58,8 @@ pub struct ServiceConfig {
     /// Semantic version. Default: `0.0.0`.
     #[serde(default = "default_version")]
     pub version: Spanned<String>,
-    /// Command that starts the service (for `devmesh up`).
+    /// Command that starts the service (for `devmesh up`), run through
+    /// `sh -c`. Not together with `run`.
     #[serde(default)]
     pub command: Option<String>,
     /// `http` (default).
@@ -95,6 +98,53 @@ pub struct ServiceConfig {
     /// backend with TLS.
     #[serde(default)]
     pub scheme: Option<Spanned<String>>,
+    /// Program and arguments that start the service without a shell, for
+    /// `devmesh up`: `["node", "server.js"]`. Not together with `command`.
+    #[serde(default)]
+    pub run: Option<Spanned<Vec<String>>>,
+    /// Directory the service starts in, relative to `devmesh.toml`.
+    /// Default: the directory of `devmesh.toml`.
+    #[serde(default)]
+    pub cwd: Option<Spanned<String>>,
+    /// Environment of the service, on top of the daemon's; `${port}` in a
+    /// value is the service's port. Default: none (`PORT` is not set).
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<String>>,
+    /// A dotenv file read when the service starts, relative to
+    /// `devmesh.toml`; `env` wins over it. Default: none.
+    #[serde(default)]
+    pub env_file: Option<Spanned<String>>,
+    /// The service is ready when a line of its output contains this text.
+    /// Default: none (ready once started, or once `health` passes).
+    #[serde(default)]
+    pub ready_log_line: Option<Spanned<String>>,
+    /// `no` (default), `on-failure` or `always`.
+    #[serde(default)]
+    pub restart: Option<Spanned<String>>,
+    /// Restarts in a row after which a crashing service is given up.
+    /// Default: no limit.
+    #[serde(default)]
+    pub max_restarts: Option<Spanned<u32>>,
+    /// Services started first, each with the condition to wait for:
+    /// `db = "healthy"`, `migrate = "completed_successfully"`,
+    /// `cache = "started"`.
+    #[serde(default)]
+    pub depends_on: BTreeMap<String, Spanned<String>>,
+    /// Signal that asks the service to stop. Default: `SIGTERM`.
+    #[serde(default)]
+    pub stop_signal: Option<Spanned<String>>,
+    /// Time between the stop signal and SIGKILL to the service's whole
+    /// process group. Default: 10s.
+    #[serde(default)]
+    pub stop_timeout: Option<Spanned<String>>,
+    /// `mesh` (default: a teammate's healthy provider in a satisfying
+    /// version is used instead of a local start) or `local`.
+    #[serde(default)]
+    pub prefer: Option<Spanned<String>>,
+    /// Files whose change restarts the service, as glob patterns relative
+    /// to `devmesh.toml`: `["src/**"]`. Default: none.
+    #[serde(default)]
+    pub watch: Vec<Spanned<String>>,
 }
 
 fn default_version() -> Spanned<String> {
@@ -281,6 +331,12 @@ impl Project {
                     format!("services.{name}.{}", e.setting.config_key()),
                     e.message,
                 );
+            }
+            if let Err(e) = service.validate_up(name, &self.services) {
+                let span = e
+                    .span
+                    .or_else(|| source.find(&format!("services.{name}")).map(|i| i..i));
+                return err(span, format!("services.{name}.{}", e.key), e.message);
             }
             for (dep, req) in &service.requires {
                 if let Err(e) = semver::VersionReq::parse(req.get_ref()) {
