@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
-            eprintln!("devmesh: {error:#}");
+            eprintln!("devmesh: {}", mesh_core::error::Chain(error.as_ref()));
             ExitCode::from(code)
         }
     }

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let settings = match Settings::resolve(args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("devmeshd: {e:#}");
+            eprintln!("devmeshd: {}", mesh_core::error::Chain(e.as_ref()));
             return ExitCode::from(2);
         }
     };
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("devmeshd: {e:#}");
+            eprintln!("devmeshd: {}", mesh_core::error::Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

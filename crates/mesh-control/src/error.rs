@@ -14,18 +14,10 @@ use mesh_core::{Multiaddr, PeerId};
 /// travel as a source.
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
-/// `error` with each of its sources, joined by `: `. A source whose text
-/// already ends the text (an error of another crate that repeats its
-/// source) is not added again.
+/// `error` with each of its sources, joined by `: `
+/// ([`mesh_core::error::Chain`]): the text an answer carries.
 pub fn chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    for source in std::iter::successors(error.source(), |&e| e.source()) {
-        let source = source.to_string();
-        if !text.ends_with(&source) {
-            text = format!("{text}: {source}");
-        }
-    }
-    text
+    mesh_core::error::Chain(error).to_string()
 }
 
 /// Errors of the control client.

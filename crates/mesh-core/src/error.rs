@@ -9,7 +9,7 @@
 //! admission handshake ([`Rejection`]). Their messages are the text users
 //! and logs read.
 
-use std::path::PathBuf;
+use std::{fmt, path::PathBuf};
 
 use libp2p::{PeerId, TransportError, gossipsub, identity::DecodingError, swarm::DialError};
 
@@ -19,6 +19,27 @@ pub use crate::{
     namespace::{InviteError, InviteProblem, NameError, OpenError, SecretError, SecretFormat},
     record::{Malformed, RecordError},
 };
+
+/// Writes an error with each of its sources, `error: source: source`: the
+/// whole text a person reads. A source whose text already ends what was
+/// written (an error that repeats its source in its own message, as some
+/// of this crate's and other crates' errors do) is not written again.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = self.0.to_string();
+        f.write_str(&last)?;
+        for source in std::iter::successors(self.0.source(), |&e| e.source()) {
+            let text = source.to_string();
+            if !last.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            last = text;
+        }
+        Ok(())
+    }
+}
 
 /// Errors returned by [`crate::Node`] and its handle.
 #[derive(Debug, thiserror::Error)]
@@ -94,4 +115,23 @@ pub enum RecordRejection {
         provider: Box<PeerId>,
         author: Box<PeerId>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("context")]
+    struct Context(#[source] Repeats);
+
+    #[test]
+    fn chain_writes_each_source_once() {
+        let e = Context(Repeats(std::io::Error::other("disk full")));
+        assert_eq!(Chain(&e).to_string(), "context: outer: disk full");
+    }
 }

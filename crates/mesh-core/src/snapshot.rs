@@ -212,8 +212,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The view of a node that has not started yet.
-    pub(crate) fn empty(local_peer: PeerId, role: Role) -> Self {
+    /// The view of a node that has not started yet: no namespace, no
+    /// addresses, peers or services (also what tests build theirs from).
+    pub fn empty(local_peer: PeerId, role: Role) -> Self {
         Snapshot {
             local_peer,
             role,

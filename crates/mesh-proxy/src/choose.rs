@@ -334,27 +334,13 @@ struct Rank {
 
 #[cfg(test)]
 pub(crate) mod tests_support {
-    use std::collections::BTreeMap;
 
     use mesh_core::{PeerId, Role, Snapshot};
 
     pub(crate) fn snapshot() -> Snapshot {
         Snapshot {
-            local_peer: PeerId::random(),
-            role: Role::Member,
             namespace: "team".into(),
-            has_secret: false,
-            listen_addrs: vec![],
-            external_addrs: vec![],
-            observed_addrs: vec![],
-            reachability: Default::default(),
-            relays: vec![],
-            bootstrap: vec![],
-            admission_failures: vec![],
-            local: BTreeMap::new(),
-            health_failures: BTreeMap::new(),
-            remote: vec![],
-            peers: BTreeMap::new(),
+            ..Snapshot::empty(PeerId::random(), Role::Member)
         }
     }
 }

@@ -253,20 +253,7 @@ pub enum ProbeError {
     },
 }
 
-/// Writes an error with its sources, `error: source: source`.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
+pub use mesh_core::error::Chain;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Tests of the server: the drain on shutdown with a real node, and the
 //! pure parts of each request against a snapshot made by hand.
 
-use std::{collections::BTreeMap, time::Instant};
+use std::time::Instant;
 
 use mesh_core::{
     LocalService, PeerId, RemoteService, Role, Snapshot,
@@ -15,21 +15,8 @@ use crate::{Client, ControlError, ServiceSpec};
 /// An empty snapshot of a member in namespace `team`.
 pub(super) fn snapshot() -> Snapshot {
     Snapshot {
-        local_peer: PeerId::random(),
-        role: Role::Member,
         namespace: "team".into(),
-        has_secret: false,
-        listen_addrs: vec![],
-        external_addrs: vec![],
-        observed_addrs: vec![],
-        reachability: Default::default(),
-        relays: vec![],
-        bootstrap: vec![],
-        admission_failures: vec![],
-        local: BTreeMap::new(),
-        health_failures: BTreeMap::new(),
-        remote: vec![],
-        peers: BTreeMap::new(),
+        ..Snapshot::empty(PeerId::random(), Role::Member)
     }
 }
 
