@@ -3,7 +3,7 @@
 
 mod settings;
 
-use std::{os::unix::fs::PermissionsExt, process::ExitCode, time::Duration};
+use std::{os::unix::fs::PermissionsExt, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -129,23 +129,16 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let routing = mesh_proxy::policy::Routing::new(settings.routing);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut tasks = ServerTasks::new();
     let proxy = match proxy_listener {
-        Some(listener) => {
-            // HTTPS on the same port, with certificates from the CA that
-            // `devmesh cert install` makes (picked up whenever it appears).
-            let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
-            let tls = mesh_tls::server_config(resolver)?;
-            let proxy = Proxy::with_tls(node.clone(), routing.clone(), Some(tls));
-            tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
-            let (checked, stop_checks) = (node.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                mesh_proxy::health::run(checked, stop_checks).await;
-                Ok(())
-            });
-            tasks.spawn(proxy.clone().serve(listener, shutdown.clone()));
-            Some(proxy)
-        }
+        Some(listener) => Some(start_proxy(
+            &settings,
+            &node,
+            routing.clone(),
+            listener,
+            &shutdown,
+            &mut tasks,
+        )?),
         None => None,
     };
     let server = Server::new(
@@ -189,15 +182,39 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the front door on `listener`, the tunnel server and the health
+/// checks of local services, as tasks that end when `shutdown` is cancelled.
+fn start_proxy(
+    settings: &Settings,
+    node: &NodeHandle,
+    routing: Arc<mesh_proxy::policy::Routing>,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+    tasks: &mut ServerTasks,
+) -> anyhow::Result<Arc<Proxy>> {
+    // HTTPS on the same port, with certificates from the CA that
+    // `devmesh cert install` makes (picked up whenever it appears).
+    let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
+    let tls = mesh_tls::server_config(resolver)?;
+    let proxy = Proxy::with_tls(node.clone(), routing, Some(tls));
+    tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
+    let (checked, stop_checks) = (node.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        mesh_proxy::health::run(checked, stop_checks).await;
+        Ok(())
+    });
+    tasks.spawn(proxy.clone().serve(listener, shutdown.clone()));
+    Ok(proxy)
+}
+
+/// The daemon's server tasks: front door, tunnels, health checks, control.
+type ServerTasks = tokio::task::JoinSet<Result<(), mesh_proxy::Error>>;
+
 /// Lets what is in flight finish, within `grace`: front-door requests and
 /// upgraded connections, tunnel streams this node serves, and control
 /// requests (whose connections then close, ending `devmesh run` shares).
 /// What is left after the grace is cut.
-async fn drain(
-    proxy: Option<&Proxy>,
-    tasks: &mut tokio::task::JoinSet<Result<(), mesh_proxy::Error>>,
-    grace: Duration,
-) {
+async fn drain(proxy: Option<&Proxy>, tasks: &mut ServerTasks, grace: Duration) {
     info!(?grace, "draining connections in flight");
     let server_tasks = async {
         while let Some(result) = tasks.join_next().await {
