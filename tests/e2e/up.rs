@@ -238,6 +238,14 @@ async fn a_dependency_comes_from_the_mesh_when_a_teammate_satisfies_it() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", db)).is_err());
     assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
 
+    // --local: every dependency starts here.
+    let project = tempfile::tempdir().unwrap();
+    let db = project_needing_db(project.path(), "^1.2");
+    let mut up = Up::start(&b, project.path(), &["--local"]);
+    up.wait_for(&format!("devmesh: db ready on :{db} (shared)"))
+        .await;
+    assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
+
     let project = tempfile::tempdir().unwrap();
     let db = project_needing_db(project.path(), "^2");
     let mut up = Up::start(&b, project.path(), &[]);
@@ -250,4 +258,39 @@ async fn a_dependency_comes_from_the_mesh_when_a_teammate_satisfies_it() {
         up.lines()
     );
     assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
+}
+
+/// A service that cannot start makes `devmesh up` stop the others and exit
+/// 1 with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_service_ends_up_with_its_reason() {
+    let a = Daemon::start().await;
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("devmesh.toml"),
+        format!(
+            "[services.side]\nport = {}\ncommand = \"echo side-up; exec sleep 600\"\n\n\
+             [services.api]\nport = {}\nrun = [\"/nonexistent/api-server\"]\n",
+            free_port(),
+            free_port(),
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        STEP,
+        a.devmesh().arg("up").current_dir(project.path()).output(),
+    )
+    .await
+    .expect("devmesh up did not exit")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("devmesh: api failed: cannot start `/nonexistent/api-server`"),
+        "{stderr}"
+    );
+    eventually(STEP, "no process of the project left", || async {
+        processes_in(project.path()).is_empty().then_some(())
+    })
+    .await;
 }
