@@ -294,3 +294,60 @@ async fn a_failed_service_ends_up_with_its_reason() {
     })
     .await;
 }
+
+/// A service that ignores SIGTERM and forks a child is killed with its
+/// child after `stop_timeout`; a crashing one is restarted and, at
+/// `max_restarts`, ends `devmesh up` with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn stubborn_and_crashing_services_leave_nothing_behind() {
+    let a = Daemon::start().await;
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("devmesh.toml"),
+        format!(
+            r#"
+[services.stubborn]
+port = {stubborn}
+command = "trap '' TERM; sleep 600 & echo forked; wait"
+ready_log_line = "forked"
+stop_timeout = "1s"
+"#,
+            stubborn = free_port(),
+        ),
+    )
+    .unwrap();
+    let mut up = Up::start(&a, project.path(), &[]);
+    up.wait_for("stubborn | forked").await;
+    assert_eq!(processes_in(project.path()).len(), 3, "up, sh and sleep");
+    assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
+    eventually(STEP, "no process of the project left", || async {
+        processes_in(project.path()).is_empty().then_some(())
+    })
+    .await;
+
+    std::fs::write(
+        project.path().join("devmesh.toml"),
+        format!(
+            "[services.crasher]\nport = {}\ncommand = \"echo crashing; exit 3\"\n\
+             restart = \"on-failure\"\nmax_restarts = 2\n",
+            free_port(),
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        STEP,
+        a.devmesh().arg("up").current_dir(project.path()).output(),
+    )
+    .await
+    .expect("devmesh up did not exit")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout.matches("crasher | crashing").count(), 3, "{stdout}");
+    assert!(stdout.contains("devmesh: crasher exited with"), "{stdout}");
+    assert!(
+        stderr.starts_with("devmesh: crasher failed: gave up after 2 restarts in a row"),
+        "{stderr}"
+    );
+}
