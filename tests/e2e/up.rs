@@ -351,3 +351,27 @@ stop_timeout = "1s"
         "{stderr}"
     );
 }
+
+/// When the teammate's provider goes away while `devmesh up` runs, the
+/// dependency starts here.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dependency_starts_here_when_its_provider_leaves() {
+    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
+    b.join(&a).await;
+    let remote = devmesh_tests::backend::Backend::start("db-a").await;
+    let health = ["--health", "/healthz", "--health-interval", "200ms"];
+    let mut run = a
+        .run_service_with("db", remote.port(), "1.4.0", &health)
+        .await;
+    b.wait_for_health("db", &a.peer_id, "healthy").await;
+
+    let project = tempfile::tempdir().unwrap();
+    let db = project_needing_db(project.path(), "^1");
+    let mut up = Up::start(&b, project.path(), &[]);
+    up.wait_for(&format!("devmesh: db from {} (mesh)", a.peer_id))
+        .await;
+    run.kill().await.unwrap();
+    up.wait_for(&format!("devmesh: db ready on :{db} (shared)"))
+        .await;
+    assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
+}
