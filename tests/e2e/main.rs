@@ -17,4 +17,5 @@ mod mesh;
 mod namespace;
 mod natlab;
 mod routing;
+mod up;
 mod websocket;

@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Share a local service until Ctrl-C (or until stopped with --detach)
     Run(RunArgs),
+    /// Start the services of devmesh.toml in dependency order, in the
+    /// foreground, sharing each once it is ready; Ctrl-C stops them all
+    Up(UpArgs),
     /// Stop sharing a service
     Stop { name: String },
     /// Show where requests go, or change it: pin a provider, require a version, stickiness, retries
@@ -74,7 +77,7 @@ pub enum Command {
 }
 
 /// `devmesh run`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
     /// Service name; its defaults come from [services.<name>] of devmesh.toml
     pub name: String,
@@ -105,6 +108,16 @@ pub struct RunArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+}
+
+/// `devmesh up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Services to start, with their dependencies [default: all of devmesh.toml]
+    pub services: Vec<String>,
+    /// Start every dependency here, never take it from a teammate
+    #[arg(long)]
+    pub local: bool,
 }
 
 /// `devmesh route`.
@@ -170,7 +183,7 @@ pub enum CertAction {
 }
 
 /// Health-check flags of `devmesh run`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Default, clap::Args)]
 pub struct HealthFlags {
     /// Health check: a path on the backend (/healthz), an http:// URL, or tcp
     #[arg(long, value_name = "PATH|URL|tcp")]

@@ -89,6 +89,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let home = home.as_path();
     match cli.command {
         Command::Run(args) => commands::run::run(home, args).await,
+        Command::Up(args) => commands::up::up(home, args).await,
         Command::Stop { name } => commands::run::stop(home, name).await,
         Command::Route(args) => commands::route::route(home, args).await,
         Command::Status { json } => commands::status::status(home, json).await,

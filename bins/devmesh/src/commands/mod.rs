@@ -8,3 +8,4 @@ pub mod join;
 pub mod route;
 pub mod run;
 pub mod status;
+pub mod up;
