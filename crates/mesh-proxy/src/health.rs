@@ -165,8 +165,9 @@ fn describe(probe: &Probe) -> String {
 
 /// Runs one check of the backend on `port` that serves `scheme`: `Ok` with
 /// what passed. A path is fetched the way the proxy reaches the backend
-/// (TLS for https); a URL as it says (plain HTTP).
-async fn probe(port: u16, scheme: Scheme, probe: &Probe) -> Result<String, ProbeError> {
+/// (TLS for https); a URL as it says (plain HTTP). `devmesh up` checks the
+/// services it starts with it too.
+pub async fn probe(port: u16, scheme: Scheme, probe: &Probe) -> Result<String, ProbeError> {
     let what = describe(probe);
     match probe {
         Probe::Tcp => {

@@ -17,12 +17,10 @@ use anyhow::Context as _;
 use futures::future::BoxFuture;
 use mesh_config::Project;
 use mesh_control::{Client, Request, RunResult, Status};
-use mesh_core::health::{HealthCheck, Probe};
+use mesh_core::{Scheme, health::HealthCheck};
 use mesh_up::{Event, HealthProbe, LogLine, Options, ProjectSpec, Resolver, Selection, Supervisor};
 use semver::{Version, VersionReq};
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
     signal::unix::{SignalKind, signal},
     sync::broadcast::{Receiver, error::RecvError},
 };
@@ -63,7 +61,7 @@ pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
             services: args.services,
             local: args.local,
         },
-        probe: Some(Arc::new(Loopback)),
+        probe: Some(Arc::new(Loopback::new(&project))),
         resolver: mesh.clone(),
     };
     let supervisor = Supervisor::spawn(spec, options).map_err(Failure::usage)?;
@@ -328,75 +326,40 @@ fn offers(status: &Status) -> Vec<Offer> {
     offers
 }
 
-/// Health checks over loopback: a TCP connect, or an HTTP/1.1 `GET` that
-/// passes on a 2xx or 3xx answer (as the daemon's checker does).
-struct Loopback;
+/// Health checks of the services `up` starts: the daemon's own probe
+/// (`mesh_proxy::health::probe`), with each service's scheme.
+struct Loopback {
+    schemes: BTreeMap<String, Scheme>,
+}
+
+impl Loopback {
+    fn new(project: &Project) -> Self {
+        let schemes = project
+            .services
+            .iter()
+            .map(|(name, service)| {
+                let scheme = service.scheme().parse().unwrap_or(Scheme::Http);
+                (name.clone(), scheme)
+            })
+            .collect();
+        Loopback { schemes }
+    }
+}
 
 impl HealthProbe for Loopback {
     fn check<'a>(
         &'a self,
-        _service: &'a str,
+        service: &'a str,
         port: u16,
         check: &'a HealthCheck,
     ) -> BoxFuture<'a, bool> {
+        let scheme = self.schemes.get(service).copied().unwrap_or(Scheme::Http);
         Box::pin(async move {
-            match &check.probe {
-                Probe::Tcp => TcpStream::connect(("127.0.0.1", port)).await.is_ok(),
-                Probe::Path(path) => {
-                    http_passes("127.0.0.1", port, path, &format!("localhost:{port}")).await
-                }
-                Probe::Url(uri) => {
-                    let Some(authority) = uri.authority() else {
-                        return false;
-                    };
-                    let host = authority.host().trim_matches(['[', ']']);
-                    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-                    let port = authority.port_u16().unwrap_or(80);
-                    http_passes(host, port, path, authority.as_str()).await
-                }
-            }
+            mesh_proxy::health::probe(port, scheme, &check.probe)
+                .await
+                .is_ok()
         })
     }
-}
-
-/// Longest status line read from a health check answer.
-const MAX_STATUS_LINE: usize = 4096;
-
-async fn http_passes(host: &str, port: u16, path: &str, authority: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect((host, port)).await else {
-        return false;
-    };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: devmesh-up\r\nConnection: close\r\n\r\n"
-    );
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    while !head.contains(&b'\n') && head.len() < MAX_STATUS_LINE {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    }
-    status_passes(&head)
-}
-
-/// Whether an HTTP answer that begins with `head` has a whole status line
-/// with a 2xx or 3xx code.
-fn status_passes(head: &[u8]) -> bool {
-    let Some(end) = head.iter().position(|&b| b == b'\n') else {
-        return false;
-    };
-    let Ok(line) = std::str::from_utf8(&head[..end]) else {
-        return false;
-    };
-    let mut parts = line.trim_end().split(' ');
-    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    version.starts_with("HTTP/") && matches!(code.parse::<u16>(), Ok(200..=399))
 }
 
 #[cfg(test)]
@@ -483,17 +446,6 @@ mod tests {
         assert_eq!(coloured.colours.unwrap()["migrate"], PALETTE[1]);
     }
 
-    #[test]
-    fn a_check_passes_on_a_whole_2xx_or_3xx_status_line_only() {
-        assert!(status_passes(b"HTTP/1.1 200 OK\r\n"));
-        assert!(status_passes(b"HTTP/1.0 302 Found\r\nLocation: /\r\n"));
-        assert!(!status_passes(b"HTTP/1.1 500 Internal Server Error\r\n"));
-        assert!(!status_passes(b"HTTP/1.1 404 Not Found\r\n"));
-        assert!(!status_passes(b"HTTP/1.1 200"), "cut short");
-        assert!(!status_passes(b"SSH-2.0-OpenSSH\r\n"));
-        assert!(!status_passes(b""));
-    }
-
     #[tokio::test]
     async fn the_probe_checks_a_loopback_server() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -509,14 +461,19 @@ mod tests {
                 conn.write_all(answer.as_bytes()).await.unwrap();
             }
         });
+        use mesh_core::health::Probe;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let check = HealthCheck::new(Probe::Path("/healthz".into()));
-        assert!(Loopback.check("api", port, &check).await);
-        assert!(!Loopback.check("api", port, &check).await);
+        let probe = Loopback {
+            schemes: BTreeMap::new(),
+        };
+        assert!(probe.check("api", port, &check).await);
+        assert!(!probe.check("api", port, &check).await);
         let tcp = HealthCheck::new(Probe::Tcp);
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        assert!(!Loopback.check("api", closed, &tcp).await);
+        assert!(!probe.check("api", closed, &tcp).await);
     }
 }
