@@ -126,7 +126,6 @@ async fn a_chain_starts_in_order_is_shared_and_stops_on_ctrl_c() {
         format!(
             r#"
 [services.migrate]
-port = {migrate}
 command = "echo migrated"
 
 [services.worker]
@@ -143,7 +142,6 @@ health = "/healthz"
 health_interval = "200ms"
 depends_on = {{ worker = "healthy" }}
 "#,
-            migrate = free_port(),
             worker = free_port(),
             backend = backend.display(),
         ),
@@ -159,6 +157,12 @@ depends_on = {{ worker = "healthy" }}
     let migrated = at("migrate | migrated").expect("the job's output, prefixed");
     let worker = at("worker  | worker-started").expect("the worker's output, aligned");
     assert!(migrated < worker && worker < ready, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "devmesh: migrate ready (not shared)"),
+        "a job without a port is not shared: {lines:#?}"
+    );
 
     let reply = eventually(STEP, "api through the other node", || async {
         let r = get(b.proxy, "api.localhost", "/hello").await;

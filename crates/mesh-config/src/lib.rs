@@ -7,7 +7,10 @@
 //! ```no_run
 //! let project = mesh_config::Project::load(std::path::Path::new("devmesh.toml"))?;
 //! for (name, service) in &project.services {
-//!     println!("{name} on port {}", service.port);
+//!     match service.port {
+//!         Some(port) => println!("{name} on port {port}"),
+//!         None => println!("{name}: started by `devmesh up`, not shared"),
+//!     }
 //! }
 //! # Ok::<(), mesh_config::ConfigError>(())
 //! ```

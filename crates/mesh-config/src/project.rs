@@ -53,8 +53,10 @@ pub struct ProxySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Local port the service listens on. Required.
-    pub port: u16,
+    /// Local port the service listens on. A service without one (a job,
+    /// a worker) is started by `devmesh up` but not shared.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Semantic version. Default: `0.0.0`.
     #[serde(default = "default_version")]
     pub version: Spanned<String>,
@@ -276,7 +278,7 @@ impl Project {
                     ),
                 );
             }
-            if service.port == 0 {
+            if service.port == Some(0) {
                 let span = source.find(&format!("services.{name}")).map(|i| i..i);
                 return err(
                     span,

@@ -134,7 +134,7 @@ impl ServiceSpec {
             .filter_map(|(dep, req)| Some((dep.clone(), VersionReq::parse(req.get_ref()).ok()?)))
             .collect();
         Ok(Self {
-            port: Some(config.port),
+            port: config.port,
             version: config.version(),
             env: config.env(),
             env_file: config.env_file_path(project_dir),

@@ -87,7 +87,7 @@ pub(crate) fn spec_from(
     let name = args.name;
     let port = args
         .port
-        .or(from_file.map(|s| s.port))
+        .or(from_file.and_then(|s| s.port))
         .ok_or_else(|| Failure::usage(anyhow::anyhow!(
             "no port for service {name:?}: pass --port <port>, or add [services.{name}] with port = <port> to devmesh.toml"
         )))?;

@@ -117,11 +117,16 @@ fn invalid<T>(span: Range<usize>, key: impl Into<String>, message: String) -> Re
     })
 }
 
-/// An unknown `${...}` placeholder (or an unclosed `${`) in an `env` value.
-struct BadPlaceholder(String);
+/// What is wrong with a `$` in an `env` value.
+enum BadPlaceholder {
+    /// An unknown `${...}` placeholder, or an unclosed `${`.
+    Unknown(String),
+    /// `${port}` in a service without `port`.
+    NoPort,
+}
 
 /// Replaces `${port}` with `port` and `$$` with `$`; any other `$` stays.
-fn expand(value: &str, port: u16) -> Result<String, BadPlaceholder> {
+fn expand(value: &str, port: Option<u16>) -> Result<String, BadPlaceholder> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(i) = rest.find('$') {
@@ -132,11 +137,11 @@ fn expand(value: &str, port: u16) -> Result<String, BadPlaceholder> {
             rest = tail;
         } else if let Some(inner) = after.strip_prefix('{') {
             let Some(end) = inner.find('}') else {
-                return Err(BadPlaceholder(format!("${{{inner}")));
+                return Err(BadPlaceholder::Unknown(format!("${{{inner}")));
             };
             match &inner[..end] {
-                "port" => out.push_str(&port.to_string()),
-                other => return Err(BadPlaceholder(format!("${{{other}}}"))),
+                "port" => out.push_str(&port.ok_or(BadPlaceholder::NoPort)?.to_string()),
+                other => return Err(BadPlaceholder::Unknown(format!("${{{other}}}"))),
             }
             rest = &inner[end + 1..];
         } else {
@@ -235,6 +240,7 @@ impl ServiceConfig {
         services: &BTreeMap<String, ServiceConfig>,
     ) -> Result<(), Invalid> {
         self.validate_launch()?;
+        self.validate_portless()?;
         self.validate_env()?;
         self.validate_restart()?;
         self.validate_stop()?;
@@ -309,6 +315,40 @@ impl ServiceConfig {
         Ok(())
     }
 
+    /// A service without `port` is not shared: it must be something `up`
+    /// starts, and nothing may need a port (a health check of a path or
+    /// `tcp`, `${port}`, routes).
+    fn validate_portless(&self) -> Result<(), Invalid> {
+        if self.port.is_some() {
+            return Ok(());
+        }
+        if self.command.is_none() && self.run.is_none() {
+            return Err(Invalid {
+                span: None,
+                key: "port".to_owned(),
+                message: "no `port` to share and no `command` or `run` to start: add `port = <port>` (the local port the service listens on)".to_owned(),
+            });
+        }
+        if let Some(health) = &self.health
+            && !health.get_ref().starts_with("http://")
+        {
+            return invalid(
+                health.span(),
+                "health".to_owned(),
+                "a health check of a path or `tcp` needs a `port` for this service: add `port = <port>`, or check an http:// URL".to_owned(),
+            );
+        }
+        if let Some(route) = self.routes.first() {
+            return invalid(
+                route.span(),
+                "routes".to_owned(),
+                "routes need a `port` for this service: a service without one is not shared"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+
     fn validate_env(&self) -> Result<(), Invalid> {
         for (key, value) in &self.env {
             if key.is_empty() || key.contains(['=', '\0']) {
@@ -318,15 +358,16 @@ impl ServiceConfig {
                     format!("{key:?} is not an environment variable name"),
                 );
             }
-            if let Err(BadPlaceholder(p)) = expand(value.get_ref(), self.port) {
-                return invalid(
-                    value.span(),
-                    format!("env.{key}"),
-                    format!(
-                        "unknown placeholder `{p}`: the only one is `${{port}}` (write `$$` for a `$`)"
-                    ),
-                );
-            }
+            let message = match expand(value.get_ref(), self.port) {
+                Ok(_) => continue,
+                Err(BadPlaceholder::Unknown(p)) => format!(
+                    "unknown placeholder `{p}`: the only one is `${{port}}` (write `$$` for a `$`)"
+                ),
+                Err(BadPlaceholder::NoPort) => {
+                    "`${port}` needs a `port` for this service: add `port = <port>`".to_owned()
+                }
+            };
+            return invalid(value.span(), format!("env.{key}"), message);
         }
         if let Some(file) = &self.env_file
             && file.get_ref().is_empty()

@@ -220,3 +220,34 @@ fn satisfiable_dependencies_pass() {
     .unwrap();
     assert_eq!(p.services["api"].depends_on().len(), 3);
 }
+
+#[test]
+fn a_service_without_port_is_a_job_and_may_not_need_one() {
+    let p = parse("[services.migrate]\ncommand = \"./migrate.sh\"\n").unwrap();
+    assert_eq!(p.services["migrate"].port, None);
+
+    for (text, key, needle) in [
+        (
+            "[services.w]\ncommand = \"w\"\nenv = { PORT = \"${port}\" }\n",
+            "services.w.env.PORT",
+            "needs a `port`",
+        ),
+        (
+            "[services.w]\ncommand = \"w\"\nhealth = \"/healthz\"\n",
+            "services.w.health",
+            "needs a `port`",
+        ),
+        (
+            "[services.w]\ncommand = \"w\"\nroutes = [\"/w/\"]\n",
+            "services.w.routes",
+            "need a `port`",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        assert!(e.message.contains(needle), "{e}");
+    }
+    // A health URL names its own port.
+    parse("[services.w]\ncommand = \"w\"\nhealth = \"http://127.0.0.1:9/ok\"\n").unwrap();
+}
