@@ -111,6 +111,22 @@ fn processes_in(dir: &Path) -> Vec<String> {
     found
 }
 
+/// Waits until no process of the project in `dir` is left.
+async fn nothing_left_in(dir: &Path) {
+    eventually(STEP, "no process of the project left", || async {
+        processes_in(dir).is_empty().then_some(())
+    })
+    .await;
+}
+
+/// Runs `devmesh up` in `dir` on `node` until it exits by itself.
+async fn up_to_exit(node: &Daemon, dir: &Path) -> std::process::Output {
+    tokio::time::timeout(STEP, node.devmesh().arg("up").current_dir(dir).output())
+        .await
+        .expect("devmesh up did not exit")
+        .unwrap()
+}
+
 /// A job, a service ready on a log line and an HTTP api start in that
 /// order; the api is reachable from another node; Ctrl-C withdraws it and
 /// leaves no process behind.
@@ -178,10 +194,7 @@ depends_on = {{ worker = "healthy" }}
         (!services.iter().any(|s| s["name"] == "api")).then_some(())
     })
     .await;
-    eventually(STEP, "no process of the project left", || async {
-        processes_in(project.path()).is_empty().then_some(())
-    })
-    .await;
+    nothing_left_in(project.path()).await;
 }
 
 /// Writes a project where `api` needs `db` in `requirement`; `db` can
@@ -280,23 +293,14 @@ async fn a_failed_service_ends_up_with_its_reason() {
         ),
     )
     .unwrap();
-    let out = tokio::time::timeout(
-        STEP,
-        a.devmesh().arg("up").current_dir(project.path()).output(),
-    )
-    .await
-    .expect("devmesh up did not exit")
-    .unwrap();
+    let out = up_to_exit(&a, project.path()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.starts_with("devmesh: api failed: cannot start `/nonexistent/api-server`"),
         "{stderr}"
     );
-    eventually(STEP, "no process of the project left", || async {
-        processes_in(project.path()).is_empty().then_some(())
-    })
-    .await;
+    nothing_left_in(project.path()).await;
 }
 
 /// A service that ignores SIGTERM and forks a child is killed with its
@@ -324,10 +328,7 @@ stop_timeout = "1s"
     up.wait_for("stubborn | forked").await;
     assert_eq!(processes_in(project.path()).len(), 3, "up, sh and sleep");
     assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
-    eventually(STEP, "no process of the project left", || async {
-        processes_in(project.path()).is_empty().then_some(())
-    })
-    .await;
+    nothing_left_in(project.path()).await;
 
     std::fs::write(
         project.path().join("devmesh.toml"),
@@ -338,13 +339,7 @@ stop_timeout = "1s"
         ),
     )
     .unwrap();
-    let out = tokio::time::timeout(
-        STEP,
-        a.devmesh().arg("up").current_dir(project.path()).output(),
-    )
-    .await
-    .expect("devmesh up did not exit")
-    .unwrap();
+    let out = up_to_exit(&a, project.path()).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
