@@ -219,7 +219,10 @@ async fn drain(proxy: Option<&Proxy>, tasks: &mut ServerTasks, grace: Duration) 
     let server_tasks = async {
         while let Some(result) = tasks.join_next().await {
             match result {
-                Ok(Err(e)) => warn!(error = %e, "a server task failed while stopping"),
+                Ok(Err(e)) => warn!(
+                    error = %mesh_core::error::Chain(&e),
+                    "a server task failed while stopping"
+                ),
                 Err(e) if e.is_panic() => {
                     warn!(error = %e, "a server task panicked while stopping")
                 }
