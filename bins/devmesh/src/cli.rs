@@ -19,9 +19,18 @@ pub struct Cli {
 pub enum Command {
     /// Share a local service until Ctrl-C (or until stopped with --detach)
     Run(RunArgs),
-    /// Start the services of devmesh.toml in dependency order, in the
-    /// foreground, sharing each once it is ready; Ctrl-C stops them all
+    /// Start the services of devmesh.toml in dependency order, sharing each
+    /// once it is ready; Ctrl-C stops them all (or -d leaves them to the daemon)
     Up(UpArgs),
+    /// The services `devmesh up` runs for the devmesh.toml here
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The output of the services `devmesh up` runs for the devmesh.toml here
+    Logs(LogsArgs),
+    /// Stop the services `devmesh up` runs for the devmesh.toml here
+    Down,
     /// Stop sharing a service
     Stop { name: String },
     /// Show where requests go, or change it: pin a provider, require a version, stickiness, retries
@@ -118,6 +127,26 @@ pub struct UpArgs {
     /// Start every dependency here, never take it from a teammate
     #[arg(long)]
     pub local: bool,
+    /// Leave the services to the daemon and return once they are up
+    /// (`devmesh ps`, `devmesh logs`, `devmesh down`)
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Restart a service when a file below its directory changes
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// `devmesh logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Only this service [default: every service]
+    pub service: Option<String>,
+    /// Keep printing new lines until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Lines of each service to print first [default: all the daemon kept]
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
 }
 
 /// `devmesh route`.

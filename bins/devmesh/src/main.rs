@@ -90,6 +90,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run(args) => commands::run::run(home, args).await,
         Command::Up(args) => commands::up::up(home, args).await,
+        Command::Ps { json } => commands::project::ps(home, json).await,
+        Command::Logs(args) => commands::project::logs(home, args).await,
+        Command::Down => commands::project::down(home).await,
         Command::Stop { name } => commands::run::stop(home, name).await,
         Command::Route(args) => commands::route::route(home, args).await,
         Command::Status { json } => commands::status::status(home, json).await,

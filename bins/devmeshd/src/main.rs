@@ -152,6 +152,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     );
+    let projects = server.clone();
     tasks.spawn(async move {
         server.serve(control_listener).await;
         Ok(())
@@ -173,7 +174,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     // close, tunnel streams are no longer accepted.
     shutdown.cancel();
     let _ = std::fs::remove_file(&socket_path);
-    drain(proxy.as_deref(), &mut tasks, settings.shutdown_grace).await;
+    // The services of `devmesh up` stop meanwhile, each within its own
+    // `stop_timeout`, not the grace: none is left running.
+    tokio::join!(
+        drain(proxy.as_deref(), &mut tasks, settings.shutdown_grace),
+        projects.stop_projects(),
+    );
     // Only now, with nothing in flight that needs the mesh, withdraw the
     // records and leave.
     node.shutdown().await;

@@ -48,6 +48,18 @@ impl Client {
         serde_json::from_value(value).map_err(ControlError::Protocol)
     }
 
+    /// Sends a request without waiting for an answer: `down` on the
+    /// connection of a `devmesh up`, whose answer is the end of the stream.
+    pub async fn send(&mut self, request: &Request) -> Result<(), ControlError> {
+        write_line(self.stream.get_mut(), request).await
+    }
+
+    /// The next event the daemon streams after `up` or `logs --follow`;
+    /// `None` once it closes the connection.
+    pub async fn event(&mut self) -> Result<Option<crate::ProjectEvent>, ControlError> {
+        read_line(&mut self.stream).await
+    }
+
     /// Waits until the daemon closes the connection.
     pub async fn closed(&mut self) {
         let mut buf = Vec::new();

@@ -145,6 +145,26 @@ pub enum RequestError {
     },
     #[error("{text:?} is not a version requirement ({error}); write it like ^2.1")]
     BadRequirement { text: String, error: semver::Error },
+    /// A devmesh.toml that cannot be used; the message names the file,
+    /// line and key.
+    #[error(transparent)]
+    Project(mesh_config::ConfigError),
+    /// Services of a devmesh.toml that cannot be supervised.
+    #[error(transparent)]
+    ProjectSpec(#[from] mesh_up::SpecError),
+    #[error(transparent)]
+    Graph(#[from] mesh_up::GraphError),
+    #[error(transparent)]
+    Supervisor(#[from] mesh_up::SupervisorError),
+    #[error(transparent)]
+    Watch(#[from] mesh_up::WatchError),
+    #[error(
+        "{} is already up: `devmesh ps` shows its services, `devmesh down` stops them; edits to it are applied while it runs",
+        project.display()
+    )]
+    AlreadyUp { project: std::path::PathBuf },
+    #[error("nothing of {} is up; start it with `devmesh up -d`", project.display())]
+    NotUp { project: std::path::PathBuf },
 }
 
 #[cfg(test)]

@@ -17,12 +17,16 @@
 
 mod client;
 mod error;
+mod project;
 mod server;
 
 use serde::{Deserialize, Serialize};
 
 pub use client::{Client, read_line, write_line};
 pub use error::{Cause, ControlError, DialFailure, RequestError, chain};
+pub use project::{
+    DownResult, LogLine, LogsRequest, ProjectEvent, PsResult, PsRow, UpRequest, UpResult,
+};
 pub use server::{Server, ServerInfo, secret_path};
 
 /// The default home directory of a node, `~/.devmesh`; `None` without `HOME`.
@@ -74,6 +78,15 @@ pub enum Request {
     /// Show or change how the front door routes. Without a service, changes
     /// the node-wide defaults (`versions`, `retry`).
     Route(RouteSpec),
+    /// Run a project's services (`devmesh up`); the answer is followed
+    /// by [`ProjectEvent`]s.
+    Up(UpRequest),
+    /// The services of a running project.
+    Ps { project: std::path::PathBuf },
+    /// The log of a running project's services.
+    Logs(LogsRequest),
+    /// Stop a running project's services.
+    Down { project: std::path::PathBuf },
     /// Stop the daemon.
     Shutdown,
 }

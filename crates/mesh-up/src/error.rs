@@ -113,3 +113,30 @@ pub enum SupervisorError {
     #[error(transparent)]
     Graph(#[from] GraphError),
 }
+
+/// Files of a project that cannot be watched.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// A `watch` pattern is not a glob.
+    #[error("service `{service}`: watch pattern {pattern:?} is not a glob")]
+    Pattern {
+        /// The service.
+        service: String,
+        /// The pattern.
+        pattern: String,
+        /// Why.
+        #[source]
+        source: globset::Error,
+    },
+    /// The system refused to watch a file or directory (too many watches:
+    /// raise `fs.inotify.max_user_watches`).
+    #[error("cannot watch {}", path.display())]
+    Watch {
+        /// What was to be watched.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: notify::Error,
+    },
+}

@@ -4,11 +4,12 @@
 //!
 //! The pure parts are unit-tested without processes: [`graph`] (selection,
 //! start waves, cycles), [`restart`] (policy and back-off), [`state`] (the
-//! per-service state machine) and [`reload`] (what a new `devmesh.toml`
-//! changes). A private `process` module spawns each service in its own
-//! process group and reads its output; [`Supervisor`] is the actor that
-//! runs it all. Sharing a
-//! ready service with the mesh is the caller's: it turns
+//! per-service state machine), [`reload`] (what a new `devmesh.toml`
+//! changes) and [`watch`] (which file changes restart which service).
+//! [`files`] watches devmesh.toml and the sources; a private `process`
+//! module spawns each service in its own process group and reads its
+//! output; [`Supervisor`] is the actor that runs it all. Sharing a ready
+//! service with the mesh is the caller's: it turns
 //! [`Event::Ready`] and [`Event::Withdrawn`] into register and unregister.
 //!
 //! ```no_run
@@ -33,6 +34,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod files;
 pub mod graph;
 pub mod logs;
 mod process;
@@ -41,8 +43,10 @@ pub mod restart;
 mod spec;
 pub mod state;
 mod supervisor;
+pub mod watch;
 
-pub use error::{GraphError, SpawnError, SpecError, SupervisorError};
+pub use error::{GraphError, SpawnError, SpecError, SupervisorError, WatchError};
+pub use files::{Change, Watcher};
 pub use graph::Graph;
 pub use logs::{LogLine, Stream};
 pub use mesh_config::{Condition, Prefer, RestartPolicy};

@@ -6,7 +6,7 @@
 //! process ends, by itself or stopped, whatever it left in its group is
 //! killed too, so no service leaves an orphan behind.
 
-use std::{process::Stdio, time::Duration};
+use std::{collections::BTreeMap, process::Stdio, time::Duration};
 
 use nix::{
     errno::Errno,
@@ -78,7 +78,11 @@ impl RunHandle {
     }
 }
 
-fn command(spec: &ServiceSpec, launch: &Launch) -> Result<Command, SpawnError> {
+fn command(
+    spec: &ServiceSpec,
+    environment: Option<&BTreeMap<String, String>>,
+    launch: &Launch,
+) -> Result<Command, SpawnError> {
     let mut cmd = match launch {
         Launch::Shell(line) => {
             let mut cmd = Command::new("sh");
@@ -92,6 +96,9 @@ fn command(spec: &ServiceSpec, launch: &Launch) -> Result<Command, SpawnError> {
             cmd
         }
     };
+    if let Some(environment) = environment {
+        cmd.env_clear().envs(environment);
+    }
     if let Some(path) = &spec.env_file {
         let env_error = |source| SpawnError::EnvFile {
             path: path.clone(),
@@ -114,15 +121,17 @@ fn command(spec: &ServiceSpec, launch: &Launch) -> Result<Command, SpawnError> {
     Ok(cmd)
 }
 
-/// Starts `spec`'s process as run number `run`; its output lines and its
-/// end are sent to `events`.
+/// Starts `spec`'s process as run number `run`, in `environment` (this
+/// process's when `None`) with the service's own on top; its output lines
+/// and its end are sent to `events`.
 pub fn spawn(
     spec: &ServiceSpec,
+    environment: Option<&BTreeMap<String, String>>,
     run: u64,
     events: mpsc::Sender<ProcessEvent>,
 ) -> Result<RunHandle, SpawnError> {
     let launch = spec.launch.as_ref().ok_or(SpawnError::NoCommand)?;
-    let mut child = command(spec, launch)?
+    let mut child = command(spec, environment, launch)?
         .spawn()
         .map_err(|source| SpawnError::Exec {
             program: launch.program().to_owned(),

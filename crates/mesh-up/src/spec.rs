@@ -80,7 +80,8 @@ pub struct ServiceSpec {
     pub stop_timeout: Duration,
     /// Whether a teammate's provider may stand in for it.
     pub prefer: Prefer,
-    /// Glob patterns of files that restart it (not watched yet).
+    /// Glob patterns of files that restart it when they change, absolute
+    /// (the file's are relative to devmesh.toml).
     pub watch: Vec<String>,
 }
 
@@ -147,7 +148,11 @@ impl ServiceSpec {
             stop_signal,
             stop_timeout: config.stop_timeout(),
             prefer: config.prefer(),
-            watch: config.watch.iter().map(|w| w.get_ref().clone()).collect(),
+            watch: config
+                .watch
+                .iter()
+                .map(|w| project_dir.join(w.get_ref()).to_string_lossy().into_owned())
+                .collect(),
             ..Self::new(name, launch, config.working_dir(project_dir))
         })
     }

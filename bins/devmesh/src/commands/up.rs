@@ -1,48 +1,35 @@
-//! `devmesh up`: runs the services of the nearest devmesh.toml in the
-//! foreground with a [`mesh_up::Supervisor`], shares each one with the
-//! daemon once it is ready (over its own held control connection, like
-//! `devmesh run`) and takes a dependency from a teammate when the daemon
-//! lists a healthy remote provider in a satisfying version.
+//! `devmesh up`: gives the services of the nearest devmesh.toml to the
+//! daemon, which starts, supervises and shares them
+//! (`mesh_control::Request::Up`), and prints what they do. In the
+//! foreground it holds the project: Ctrl-C, SIGTERM or the end of this
+//! process stops every service. With `-d` it returns once the services are
+//! up and the daemon keeps them.
 
 use std::{
     collections::BTreeMap,
     fmt::Display,
     io::IsTerminal as _,
-    path::Path,
-    sync::{Arc, Mutex, PoisonError},
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::Context as _;
-use futures::future::BoxFuture;
 use mesh_config::Project;
-use mesh_control::{Client, Request, RunResult, Status};
-use mesh_core::{Scheme, health::HealthCheck};
-use mesh_up::{Event, HealthProbe, LogLine, Options, ProjectSpec, Resolver, Selection, Supervisor};
-use semver::{Version, VersionReq};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::broadcast::{Receiver, error::RecvError},
-};
+use mesh_control::{Client, LogLine, ProjectEvent, PsResult, Request, UpRequest, UpResult};
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
-    Failure,
-    cli::{RunArgs, UpArgs},
-    commands::run::spec_from,
-    daemon,
-};
-
-/// Time between two reads of the daemon's status, to follow what the mesh
-/// provides.
-const MESH_POLL: Duration = Duration::from_secs(1);
+use crate::{Failure, cli::UpArgs, daemon};
 
 /// Colours of the `name | ` prefixes (ANSI foreground codes), one per
-/// service in name order, round robin.
+/// service in start order, round robin.
 const PALETTE: [u8; 6] = [36, 33, 32, 35, 34, 31];
 
-/// `devmesh up`: runs until Ctrl-C or SIGTERM (exit 0) or until a service
-/// fails (exit 1 with its reason), then stops every service.
-pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
+/// Time between two looks at `devmesh ps` while `up -d` waits for the
+/// services to come up.
+const SETTLE_POLL: Duration = Duration::from_millis(200);
+
+/// The devmesh.toml of the current directory or a parent, absolute.
+pub(crate) fn project_path() -> Result<PathBuf, Failure> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let path = Project::find(&cwd).ok_or_else(|| {
         Failure::usage(anyhow::anyhow!(
@@ -50,191 +37,148 @@ pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
             cwd.display()
         ))
     })?;
-    let project = Project::load(&path)?;
-    let spec = ProjectSpec::from_project(&project).map_err(Failure::usage)?;
-    let mut status = daemon::connect_or_start(home).await?;
-    let mesh = Arc::new(Mesh::default());
-    mesh.update(&status.call_as(&Request::Status).await?);
-    let printer = Printer::new(spec.services.keys(), colour());
-    let options = Options {
-        selection: Selection {
-            services: args.services,
-            local: args.local,
-        },
-        probe: Some(Arc::new(Loopback::new(&project))),
-        resolver: mesh.clone(),
-    };
-    let supervisor = Supervisor::spawn(spec, options).map_err(Failure::usage)?;
-    let mut session = Session {
-        home,
-        logs: supervisor.follow(),
-        project,
-        supervisor,
-        shares: BTreeMap::new(),
-        printer,
-    };
-    let outcome = session.watch(&mut status, &mesh).await;
-    session.shutdown().await;
-    outcome
+    Ok(path.canonicalize().unwrap_or(path))
+}
+
+/// `devmesh up`: in the foreground, runs until Ctrl-C or SIGTERM (exit 0)
+/// or until a service fails (exit 1 with its reason); with `-d`, until
+/// every service is up (exit 1 when one failed).
+pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
+    let project = project_path()?;
+    // Read here first, so that a bad file is reported as a usage error
+    // with its file, line and key, before any daemon is started.
+    Project::load(&project)?;
+    let mut client = daemon::connect_or_start(home).await?;
+    let request = Request::Up(UpRequest {
+        project: project.clone(),
+        services: args.services,
+        local: args.local,
+        watch: args.watch,
+        hold: !args.detach,
+        env: std::env::vars().collect(),
+    });
+    let result: UpResult = client.call_as(&request).await?;
+    let printer = Printer::new(result.services.iter(), colour());
+    if args.detach {
+        detached(home, &project, &mut client, &printer).await
+    } else {
+        foreground(&mut client, &printer).await
+    }
 }
 
 /// Whether the prefixes are coloured: stdout is a terminal and `NO_COLOR`
 /// is unset or empty.
-fn colour() -> bool {
+pub(crate) fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// One run of `devmesh up`.
-struct Session<'a> {
-    home: &'a Path,
-    project: Project,
-    supervisor: Supervisor,
-    logs: Receiver<LogLine>,
-    /// The held control connection of each shared service; closing it
-    /// withdraws the service.
-    shares: BTreeMap<String, Client>,
-    printer: Printer,
+/// Prints the project's output and events until every service is down;
+/// Ctrl-C or SIGTERM asks the daemon to stop them.
+async fn foreground(client: &mut Client, printer: &Printer) -> Result<(), Failure> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut stopping = false;
+    loop {
+        let event = tokio::select! {
+            _ = sigint.recv(), if !stopping => None,
+            _ = sigterm.recv(), if !stopping => None,
+            event = client.event() => Some(event),
+        };
+        let Some(event) = event else {
+            stopping = true;
+            client.send(&down()).await?;
+            continue;
+        };
+        let event = event?
+            .context("devmeshd stopped; the services of devmesh.toml were stopped with it")?;
+        match event {
+            ProjectEvent::Stopped => break,
+            ProjectEvent::Failed { service, reason } if failure.is_none() => {
+                failure = Some(anyhow::anyhow!("{service} failed: {reason}"));
+                if !stopping {
+                    stopping = true;
+                    client.send(&down()).await?;
+                }
+            }
+            event => printer.event(&event),
+        }
+    }
+    printer.note("stopped");
+    match failure {
+        Some(error) => Err(Failure::failed(error)),
+        None => Ok(()),
+    }
 }
 
-impl Session<'_> {
-    /// Starts the services and prints their output and events until a
-    /// signal (`Ok`) or a failure.
-    async fn watch(&mut self, status: &mut Client, mesh: &Mesh) -> Result<(), Failure> {
-        let mut events = self.supervisor.subscribe();
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        self.supervisor.start().await?;
-        let mut poll = tokio::time::interval(MESH_POLL);
-        loop {
-            tokio::select! {
-                _ = sigint.recv() => return Ok(()),
-                _ = sigterm.recv() => return Ok(()),
-                line = self.logs.recv() => match line {
-                    Ok(line) => self.printer.line(&line),
-                    Err(RecvError::Lagged(n)) => self.printer.note(format_args!("{n} lines of output skipped")),
-                    Err(RecvError::Closed) => return Ok(()),
-                },
-                event = events.recv() => match event {
-                    Ok(event) => self.on_event(event).await?,
-                    Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return Ok(()),
-                },
-                _ = poll.tick() => {
-                    let now: Status = status.call_as(&Request::Status).await.context(
-                        "devmeshd stopped; the services of devmesh.toml are no longer shared",
-                    )?;
-                    if mesh.update(&now) {
-                        self.supervisor.mesh_changed().await?;
-                    }
+/// `down` for the project of the connection.
+fn down() -> Request {
+    Request::Down {
+        project: PathBuf::new(),
+    }
+}
+
+/// Prints the project's events (not its output) until no service is
+/// starting any more, then says how to follow it.
+async fn detached(
+    home: &Path,
+    project: &Path,
+    client: &mut Client,
+    printer: &Printer,
+) -> Result<(), Failure> {
+    let mut ps_client = daemon::connect(home).await?;
+    let ps_request = Request::Ps {
+        project: project.to_owned(),
+    };
+    let mut poll = tokio::time::interval(SETTLE_POLL);
+    let mut failures = Vec::new();
+    loop {
+        tokio::select! {
+            event = client.event() => match event? {
+                Some(ProjectEvent::Line(_)) => {}
+                Some(ProjectEvent::Failed { service, reason }) => {
+                    failures.push(format!("{service} failed: {reason}"));
+                }
+                Some(ProjectEvent::Stopped) | None => {
+                    return Err(Failure::failed(anyhow::anyhow!(
+                        "the services of {} were stopped", project.display()
+                    )));
+                }
+                Some(event) => printer.event(&event),
+            },
+            _ = poll.tick() => {
+                let ps: PsResult = ps_client.call_as(&ps_request).await?;
+                if settled(&ps) {
+                    break;
                 }
             }
         }
     }
-
-    async fn on_event(&mut self, event: Event) -> Result<(), Failure> {
-        match event {
-            Event::Ready {
-                service,
-                port: Some(port),
-            } => match self.share(&service).await {
-                Ok(()) => self
-                    .printer
-                    .note(format_args!("{service} ready on :{port} (shared)")),
-                Err(e) => self.printer.note(format_args!(
-                    "{service} ready on :{port} (not shared: {})",
-                    mesh_core::error::Chain(e.error.as_ref())
-                )),
-            },
-            Event::Ready {
-                service,
-                port: None,
-            } => self
-                .printer
-                .note(format_args!("{service} ready (not shared)")),
-            Event::Withdrawn { service } => self.withdraw(&service).await,
-            Event::Remote { service, provider } => self
-                .printer
-                .note(format_args!("{service} from {provider} (mesh)")),
-            Event::Restarting {
-                service,
-                exit,
-                delay,
-            } => self.printer.note(format_args!(
-                "{service} exited with {exit}; restarting in {delay:.1?}"
-            )),
-            Event::Failed { service, failure } => {
-                return Err(Failure::failed(anyhow::anyhow!(
-                    "{service} failed: {}",
-                    failure.reason()
-                )));
-            }
-            _ => {}
-        }
-        Ok(())
+    if !failures.is_empty() {
+        return Err(Failure::failed(anyhow::anyhow!("{}", failures.join("\n"))));
     }
-
-    /// Registers `service` with the daemon over a connection of its own,
-    /// held until [`Session::withdraw`].
-    async fn share(&mut self, service: &str) -> Result<(), Failure> {
-        let config = self
-            .project
-            .services
-            .get(service)
-            .with_context(|| format!("{service} is not in devmesh.toml"))?;
-        let args = RunArgs {
-            name: service.to_owned(),
-            ..RunArgs::default()
-        };
-        let spec = spec_from(args, Some(config))?;
-        let mut client = daemon::connect(self.home).await?;
-        let _: RunResult = client
-            .call_as(&Request::Run {
-                service: spec,
-                hold: true,
-            })
-            .await?;
-        self.shares.insert(service.to_owned(), client);
-        Ok(())
-    }
-
-    /// Withdraws `service` from the mesh when it is shared; stops it
-    /// explicitly so that the withdrawal is done when this returns.
-    async fn withdraw(&mut self, service: &str) {
-        if let Some(mut client) = self.shares.remove(service) {
-            let _ = client
-                .call(&Request::Stop {
-                    name: service.to_owned(),
-                })
-                .await;
-        }
-    }
-
-    /// Withdraws every share, then stops every service (dependents first)
-    /// and prints the last lines they wrote.
-    async fn shutdown(&mut self) {
-        let shared: Vec<String> = self.shares.keys().cloned().collect();
-        for service in shared {
-            self.withdraw(&service).await;
-        }
-        if let Err(e) = self.supervisor.stop_all().await {
-            self.printer
-                .note(format_args!("stopping the services: {e}"));
-        }
-        while let Ok(line) = self.logs.try_recv() {
-            self.printer.line(&line);
-        }
-        self.printer.note("stopped");
-    }
+    printer.note(format_args!(
+        "{} is up; `devmesh ps` lists its services, `devmesh logs -f` follows them, `devmesh down` stops them",
+        project.display()
+    ));
+    Ok(())
 }
 
-/// Prints the one output stream of `devmesh up`.
-struct Printer {
+/// No service is waiting or starting any more.
+fn settled(ps: &PsResult) -> bool {
+    ps.services
+        .iter()
+        .all(|s| !matches!(s.state.as_str(), "pending" | "starting"))
+}
+
+/// Prints the one output stream of `devmesh up` and `devmesh logs`.
+pub(crate) struct Printer {
     width: usize,
     colours: Option<BTreeMap<String, u8>>,
 }
 
 impl Printer {
-    fn new<'a>(names: impl Iterator<Item = &'a String>, colour: bool) -> Self {
+    pub(crate) fn new<'a>(names: impl Iterator<Item = &'a String>, colour: bool) -> Self {
         let names: Vec<&String> = names.collect();
         let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
         let colours = colour.then(|| {
@@ -247,7 +191,7 @@ impl Printer {
         Self { width, colours }
     }
 
-    fn line(&self, line: &LogLine) {
+    pub(crate) fn line(&self, line: &LogLine) {
         let colour = self
             .colours
             .as_ref()
@@ -255,8 +199,77 @@ impl Printer {
         println!("{}{}", prefix(&line.service, self.width, colour), line.line);
     }
 
-    fn note(&self, text: impl Display) {
+    pub(crate) fn note(&self, text: impl Display) {
         println!("devmesh: {text}");
+    }
+
+    /// A line of output as it is, any other event as a `devmesh:` line.
+    fn event(&self, event: &ProjectEvent) {
+        match event {
+            ProjectEvent::Line(line) => self.line(line),
+            other => {
+                if let Some(text) = describe(other) {
+                    self.note(text);
+                }
+            }
+        }
+    }
+}
+
+/// What `devmesh up` says about `event` (editors match the ready line).
+fn describe(event: &ProjectEvent) -> Option<String> {
+    Some(match event {
+        ProjectEvent::Ready {
+            service,
+            port: Some(port),
+            shared: true,
+            ..
+        } => format!("{service} ready on :{port} (shared)"),
+        ProjectEvent::Ready {
+            service,
+            port: Some(port),
+            error,
+            ..
+        } => format!(
+            "{service} ready on :{port} (not shared: {})",
+            error.as_deref().unwrap_or("unknown reason")
+        ),
+        ProjectEvent::Ready { service, .. } => format!("{service} ready (not shared)"),
+        ProjectEvent::Remote { service, provider } => format!("{service} from {provider} (mesh)"),
+        ProjectEvent::Restarting {
+            service,
+            exit,
+            delay_ms,
+        } => format!(
+            "{service} exited with {exit}; restarting in {:.1?}",
+            Duration::from_millis(*delay_ms)
+        ),
+        ProjectEvent::Changed { service, path } => {
+            format!("{service} restarting: {} changed", path.display())
+        }
+        ProjectEvent::Failed { service, reason } => format!("{service} failed: {reason}"),
+        ProjectEvent::Reloaded {
+            added,
+            changed,
+            removed,
+        } => reloaded(added, changed, removed),
+        ProjectEvent::ReloadFailed { error } => {
+            format!("devmesh.toml not applied; the services keep running as they were: {error}")
+        }
+        _ => return None,
+    })
+}
+
+fn reloaded(added: &[String], changed: &[String], removed: &[String]) -> String {
+    let parts: Vec<String> = [("added", added), ("changed", changed), ("removed", removed)]
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(what, names)| format!("{what} {}", names.join(", ")))
+        .collect();
+    if parts.is_empty() {
+        "devmesh.toml reloaded: no service changed".to_owned()
+    } else {
+        format!("devmesh.toml reloaded: {}", parts.join("; "))
     }
 }
 
@@ -269,169 +282,9 @@ fn prefix(name: &str, width: usize, colour: Option<u8>) -> String {
     }
 }
 
-/// A service a teammate's node provides healthy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Offer {
-    service: String,
-    version: Version,
-    peer: String,
-}
-
-/// What the mesh provides, as the daemon's status said it last; the
-/// supervisor's [`Resolver`].
-#[derive(Debug, Default)]
-struct Mesh {
-    offers: Mutex<Vec<Offer>>,
-}
-
-impl Mesh {
-    /// Takes the offers of `status`; `true` when they changed.
-    fn update(&self, status: &Status) -> bool {
-        let offers = offers(status);
-        let mut held = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
-        if *held == offers {
-            return false;
-        }
-        *held = offers;
-        true
-    }
-}
-
-impl Resolver for Mesh {
-    fn provider_for(&self, service: &str, requirement: &VersionReq) -> Option<String> {
-        let offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
-        offers
-            .iter()
-            .filter(|o| o.service == service && requirement.matches(&o.version))
-            .max_by(|a, b| a.version.cmp(&b.version).then(b.peer.cmp(&a.peer)))
-            .map(|o| o.peer.clone())
-    }
-}
-
-/// The healthy services of other nodes in `status`, in a stable order.
-fn offers(status: &Status) -> Vec<Offer> {
-    let mut offers: Vec<Offer> = status
-        .services
-        .iter()
-        .filter(|s| s.provider != status.peer_id && s.health == "healthy")
-        .filter_map(|s| {
-            Some(Offer {
-                service: s.name.clone(),
-                version: Version::parse(&s.version).ok()?,
-                peer: s.provider.clone(),
-            })
-        })
-        .collect();
-    offers.sort_by(|a, b| (&a.service, &a.peer).cmp(&(&b.service, &b.peer)));
-    offers
-}
-
-/// Health checks of the services `up` starts: the daemon's own probe
-/// (`mesh_proxy::health::probe`), with each service's scheme.
-struct Loopback {
-    schemes: BTreeMap<String, Scheme>,
-}
-
-impl Loopback {
-    fn new(project: &Project) -> Self {
-        let schemes = project
-            .services
-            .iter()
-            .map(|(name, service)| {
-                let scheme = service.scheme().parse().unwrap_or(Scheme::Http);
-                (name.clone(), scheme)
-            })
-            .collect();
-        Loopback { schemes }
-    }
-}
-
-impl HealthProbe for Loopback {
-    fn check<'a>(
-        &'a self,
-        service: &'a str,
-        port: u16,
-        check: &'a HealthCheck,
-    ) -> BoxFuture<'a, bool> {
-        let scheme = self.schemes.get(service).copied().unwrap_or(Scheme::Http);
-        Box::pin(async move {
-            mesh_proxy::health::probe(port, scheme, &check.probe)
-                .await
-                .is_ok()
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(name: &str, version: &str, provider: &str, health: &str) -> mesh_control::ServiceStatus {
-        mesh_control::ServiceStatus {
-            name: name.into(),
-            version: version.into(),
-            provider: provider.into(),
-            route: String::new(),
-            h2: false,
-            scheme: None,
-            connection: None,
-            port: None,
-            protocol: "http".into(),
-            health: health.into(),
-            health_failure: None,
-            expires_in_ms: None,
-            url: String::new(),
-        }
-    }
-
-    fn status(services: Vec<mesh_control::ServiceStatus>) -> Status {
-        Status {
-            peer_id: "me".into(),
-            role: String::new(),
-            namespace: String::new(),
-            has_secret: false,
-            listen_addrs: vec![],
-            external_addrs: vec![],
-            observed_addrs: vec![],
-            reachability: String::new(),
-            relays: vec![],
-            bootstrap: vec![],
-            admission_failures: vec![],
-            proxy_addr: None,
-            daemon_version: String::new(),
-            services,
-            conflicts: vec![],
-        }
-    }
-
-    #[test]
-    fn only_healthy_remote_providers_in_a_satisfying_version_resolve() {
-        let mesh = Mesh::default();
-        let now = status(vec![
-            row("db", "1.2.0", "peer-a", "healthy"),
-            row("db", "1.5.0", "peer-b", "healthy"),
-            row("db", "9.0.0", "me", "healthy"),
-            row("cache", "1.0.0", "peer-a", "unhealthy"),
-            row("queue", "1.0.0", "peer-a", "unknown"),
-        ]);
-        assert!(mesh.update(&now));
-        assert!(!mesh.update(&now), "the same status is no change");
-        let req = |r: &str| VersionReq::parse(r).unwrap();
-        assert_eq!(
-            mesh.provider_for("db", &req("^1.2")).as_deref(),
-            Some("peer-b")
-        );
-        assert_eq!(
-            mesh.provider_for("db", &req("~1.2")).as_deref(),
-            Some("peer-a")
-        );
-        assert_eq!(mesh.provider_for("db", &req("^9")), None, "never this node");
-        assert_eq!(mesh.provider_for("cache", &req("*")), None);
-        assert_eq!(mesh.provider_for("queue", &req("*")), None);
-        assert_eq!(mesh.provider_for("web", &req("*")), None);
-        assert!(mesh.update(&status(vec![])));
-        assert_eq!(mesh.provider_for("db", &req("^1.2")), None);
-    }
 
     #[test]
     fn prefixes_are_aligned_and_coloured_on_request() {
@@ -446,34 +299,42 @@ mod tests {
         assert_eq!(coloured.colours.unwrap()["migrate"], PALETTE[1]);
     }
 
-    #[tokio::test]
-    async fn the_probe_checks_a_loopback_server() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            for answer in [
-                "HTTP/1.1 204 No Content\r\n\r\n",
-                "HTTP/1.1 503 Busy\r\n\r\n",
-            ] {
-                let (mut conn, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = conn.read(&mut buf).await;
-                conn.write_all(answer.as_bytes()).await.unwrap();
-            }
-        });
-        use mesh_core::health::Probe;
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let check = HealthCheck::new(Probe::Path("/healthz".into()));
-        let probe = Loopback {
-            schemes: BTreeMap::new(),
+    #[test]
+    fn events_read_as_editors_match_them() {
+        let ready = ProjectEvent::Ready {
+            service: "api".into(),
+            port: Some(3000),
+            shared: true,
+            error: None,
         };
-        assert!(probe.check("api", port, &check).await);
-        assert!(!probe.check("api", port, &check).await);
-        let tcp = HealthCheck::new(Probe::Tcp);
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
+        assert_eq!(describe(&ready).unwrap(), "api ready on :3000 (shared)");
+        let restarting = ProjectEvent::Restarting {
+            service: "api".into(),
+            exit: "exit status 1".into(),
+            delay_ms: 2000,
         };
-        assert!(!probe.check("api", closed, &tcp).await);
+        assert_eq!(
+            describe(&restarting).unwrap(),
+            "api exited with exit status 1; restarting in 2.0s"
+        );
+        let none = ProjectEvent::Reloaded {
+            added: vec![],
+            changed: vec![],
+            removed: vec![],
+        };
+        assert_eq!(
+            describe(&none).unwrap(),
+            "devmesh.toml reloaded: no service changed"
+        );
+        let some = ProjectEvent::Reloaded {
+            added: vec!["web".into()],
+            changed: vec![],
+            removed: vec!["old".into(), "x".into()],
+        };
+        assert_eq!(
+            describe(&some).unwrap(),
+            "devmesh.toml reloaded: added web; removed old, x"
+        );
+        assert_eq!(describe(&ProjectEvent::Stopped), None);
     }
 }

@@ -6,9 +6,12 @@
 //!   service;
 //! - `membership`: `join` and `invite` (secrets, config.toml, dials);
 //! - `routing`: `route`, the front door's routing settings and preview;
-//! - `status`: `status` and `peers`, views of the node's snapshot.
+//! - `status`: `status` and `peers`, views of the node's snapshot;
+//! - `projects`: `up`, `ps`, `logs` and `down`, the projects whose
+//!   services this daemon supervises.
 
 mod membership;
+mod projects;
 mod routing;
 mod services;
 mod status;
@@ -59,6 +62,8 @@ pub struct Server {
     shutdown: CancellationToken,
     /// Which held connection registered each service.
     owners: services::Owners,
+    /// The projects `devmesh up` gave this daemon.
+    projects: projects::Projects,
     next_conn: AtomicU64,
     /// The open control connections, drained by [`Server::serve`].
     connections: TaskTracker,
@@ -74,6 +79,7 @@ impl Server {
             info,
             shutdown,
             owners: services::Owners::default(),
+            projects: projects::Projects::default(),
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
         })
@@ -121,7 +127,7 @@ impl Server {
                     }
                 },
             };
-            let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+            let conn = self.new_owner();
             let span = tracing::debug_span!("control connection", conn);
             self.connections
                 .spawn(self.clone().connection(stream, conn).instrument(span));
@@ -135,8 +141,14 @@ impl Server {
         self.connections.wait().await;
     }
 
+    /// A new id for a connection or a project, which may own services.
+    fn new_owner(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Answers the requests of one connection until it closes or the
-    /// shutdown token is cancelled between two requests.
+    /// shutdown token is cancelled between two requests. `up` and
+    /// `logs --follow` turn the connection into a stream of events.
     async fn connection(self: Arc<Self>, stream: UnixStream, conn: u64) {
         let mut stream = BufReader::new(stream);
         loop {
@@ -155,12 +167,19 @@ impl Server {
                     break;
                 }
             };
+            let request = match request {
+                Request::Up(up) => {
+                    self.up_stream(&mut stream, up).await;
+                    break;
+                }
+                Request::Logs(logs) if logs.follow => {
+                    self.follow_stream(&mut stream, logs).await;
+                    break;
+                }
+                other => other,
+            };
             let reply = match self.handle(request, conn).await {
-                Ok(result) => Reply {
-                    ok: true,
-                    result,
-                    error: None,
-                },
+                Ok(result) => accepted(result),
                 Err(error) => refusal(&error),
             };
             if write_line(stream.get_mut(), &reply).await.is_err() {
@@ -197,6 +216,13 @@ impl Server {
                 bootstrap,
             } => answer(&self.invite(namespace, bootstrap).await?),
             Request::Route(spec) => answer(&self.route(spec)?),
+            Request::Ps { project } => answer(&self.ps(&project).await?),
+            Request::Logs(logs) => answer(&self.logs(&logs).await?),
+            Request::Down { project } => answer(&self.down(&project).await?),
+            // A stream, answered by `connection` before it gets here.
+            Request::Up(_) => Err(RequestError::BadRequest(crate::ControlError::Refused(
+                "`up` is answered with a stream of events".into(),
+            ))),
             Request::Shutdown => {
                 info!("shutdown requested over the control socket");
                 self.shutdown.cancel();
@@ -209,6 +235,15 @@ impl Server {
     /// a relay).
     fn url(&self, name: &str) -> String {
         status::url(self.info.proxy_addr, name)
+    }
+}
+
+/// A successful answer.
+fn accepted(result: serde_json::Value) -> Reply {
+    Reply {
+        ok: true,
+        result,
+        error: None,
     }
 }
 
@@ -225,5 +260,6 @@ fn answer<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RequestEr
     serde_json::to_value(value).map_err(RequestError::Encode)
 }
 
+mod streams;
 #[cfg(test)]
 mod tests;

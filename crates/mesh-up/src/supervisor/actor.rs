@@ -98,6 +98,7 @@ pub(super) struct Actor {
     entries: BTreeMap<String, Entry>,
     probe: Option<Arc<dyn HealthProbe>>,
     resolver: Arc<dyn Resolver>,
+    environment: Option<Arc<BTreeMap<String, String>>>,
     events: broadcast::Sender<Event>,
     logs: broadcast::Sender<LogLine>,
     process_tx: mpsc::Sender<ProcessEvent>,
@@ -138,6 +139,7 @@ impl Actor {
             entries,
             probe: options.probe,
             resolver: options.resolver,
+            environment: options.environment,
             events,
             logs,
             process_tx,
@@ -198,6 +200,9 @@ impl Actor {
             Command::MeshChanged { reply } => {
                 self.mesh_changed();
                 let _ = reply.send(());
+            }
+            Command::Restart { service, reply } => {
+                let _ = reply.send(self.restart(&service));
             }
             Command::StopAll { reply } => {
                 if self.stopped {
@@ -368,7 +373,8 @@ impl Actor {
         };
         entry.run_id = run;
         let spec = Arc::clone(&entry.spec);
-        match process::spawn(&spec, run, self.process_tx.clone()) {
+        let environment = self.environment.as_deref();
+        match process::spawn(&spec, environment, run, self.process_tx.clone()) {
             Ok(handle) => {
                 let pid = handle.pid();
                 let health = self.spawn_health(&spec, run);

@@ -5,6 +5,7 @@
 mod actor;
 
 use std::{
+    collections::BTreeMap,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -151,6 +152,9 @@ pub struct Options {
     pub probe: Option<Arc<dyn HealthProbe>>,
     /// Finds dependencies on the mesh.
     pub resolver: Arc<dyn Resolver>,
+    /// The environment every service starts from (a daemon passes the
+    /// one of the `devmesh up` that asked); `None` inherits this process's.
+    pub environment: Option<Arc<BTreeMap<String, String>>>,
 }
 
 impl Default for Options {
@@ -159,6 +163,7 @@ impl Default for Options {
             selection: Selection::default(),
             probe: None,
             resolver: Arc::new(NoMesh),
+            environment: None,
         }
     }
 }
@@ -190,6 +195,10 @@ enum Command {
     },
     MeshChanged {
         reply: oneshot::Sender<()>,
+    },
+    Restart {
+        service: String,
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
     },
     StopAll {
         reply: oneshot::Sender<()>,
@@ -286,6 +295,15 @@ impl Supervisor {
     /// to another one, or start locally.
     pub async fn mesh_changed(&self) -> Result<(), SupervisorError> {
         self.ask(|reply| Command::MeshChanged { reply }).await
+    }
+
+    /// Restarts `service` (its files changed): a running one is stopped
+    /// and started again with the same settings, one that ended starts
+    /// again; a remote or waiting one is left as it is.
+    pub async fn restart(&self, service: &str) -> Result<(), SupervisorError> {
+        let service = service.to_owned();
+        self.ask(|reply| Command::Restart { service, reply })
+            .await?
     }
 
     /// Stops every service, dependents before their dependencies, and

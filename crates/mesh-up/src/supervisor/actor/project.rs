@@ -93,6 +93,32 @@ impl Actor {
         Ok(diff)
     }
 
+    /// Restarts `name` with its current spec: a running one once it is down,
+    /// one that ended at once; one that waits or is remote is left alone.
+    pub(super) fn restart(&mut self, name: &str) -> Result<(), SupervisorError> {
+        if self.stopped || self.stopping.is_some() {
+            return Err(SupervisorError::Stopped);
+        }
+        let entry = self
+            .entries
+            .get_mut(name)
+            .ok_or_else(|| SupervisorError::UnknownService {
+                service: name.to_owned(),
+            })?;
+        if entry.removed {
+            return Ok(());
+        }
+        let spec = entry.next.take().unwrap_or_else(|| (*entry.spec).clone());
+        if entry.run.is_some() || entry.machine.state() == State::Restarting {
+            entry.next = Some(spec);
+            self.feed(name, Input::Stop);
+            self.after_down(name);
+        } else if entry.is_down() {
+            self.replace(name, spec);
+        }
+        Ok(())
+    }
+
     /// Puts back to `pending` each service that failed for want of a
     /// provider when a teammate now has one, and each that failed for want
     /// of a dependency that may now meet its condition.
@@ -130,8 +156,11 @@ impl Actor {
         self.order
             .iter()
             .filter_map(|name| Some((name, self.entries.get(name)?)))
+            // A waiting service shows while it will start: not one that
+            // only a dependency taken from the mesh would need.
             .filter(|(name, e)| {
-                self.selected.contains(*name) || e.machine.state() != State::Pending
+                e.machine.state() != State::Pending
+                    || (self.selected.contains(*name) && self.needed(name))
             })
             .map(|(name, e)| {
                 let m = &e.machine;
