@@ -148,6 +148,10 @@ pub struct PsRow {
     /// How its latest run ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit: Option<String>,
+    /// It is `pending` but will not start: only dependencies taken from
+    /// the mesh depend on it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unneeded: bool,
 }
 
 /// Answer to [`Request::Down`](crate::Request::Down).

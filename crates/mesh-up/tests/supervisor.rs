@@ -383,6 +383,8 @@ async fn a_dependency_from_the_mesh_is_not_started_until_its_provider_leaves() {
     // What only the remote db needs does not run either.
     let dbinit = up.status("dbinit").await;
     assert_eq!((dbinit.state, dbinit.pid), (State::Pending, None));
+    assert!(dbinit.unneeded, "only the remote db needs dbinit");
+    assert!(!up.status("api").await.unneeded);
 
     // Another teammate takes over: db fails over to it.
     mesh.second.store(true, Ordering::SeqCst);

@@ -57,7 +57,11 @@ fn row(s: &PsRow) -> [String; 7] {
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
     [
         s.name.clone(),
-        s.state.clone(),
+        if s.unneeded {
+            format!("{} (not needed)", s.state)
+        } else {
+            s.state.clone()
+        },
         or_dash(s.pid.map(|p| p.to_string())),
         s.restarts.to_string(),
         or_dash(s.uptime_ms.map(|ms| uptime(Duration::from_millis(ms)))),
@@ -148,6 +152,7 @@ mod tests {
                     port: Some(5432),
                     failure: None,
                     last_exit: None,
+                    unneeded: false,
                 },
                 PsRow {
                     name: "api".into(),
@@ -159,6 +164,7 @@ mod tests {
                     port: None,
                     failure: Some("gave up after 3 restarts in a row".into()),
                     last_exit: Some("exit status 1".into()),
+                    unneeded: false,
                 },
             ],
             reload_error: Some("devmesh.toml:3: key `port`: expected a number".into()),

@@ -164,11 +164,13 @@ async fn detached(
     Ok(())
 }
 
-/// No service is waiting or starting any more.
+/// No service is starting or waiting to start any more.
 fn settled(ps: &PsResult) -> bool {
-    ps.services
-        .iter()
-        .all(|s| !matches!(s.state.as_str(), "pending" | "starting"))
+    ps.services.iter().all(|s| match s.state.as_str() {
+        "starting" => false,
+        "pending" => s.unneeded,
+        _ => true,
+    })
 }
 
 /// Prints the one output stream of `devmesh up` and `devmesh logs`.

@@ -141,6 +141,9 @@ pub struct ServiceStatus {
     pub failure: Option<Failure>,
     /// How its latest run ended.
     pub last_exit: Option<Exit>,
+    /// It waits, but will not start: only dependencies taken from the mesh
+    /// depend on it.
+    pub unneeded: bool,
 }
 
 /// What to give a supervisor besides the project.

@@ -205,6 +205,7 @@ impl Server {
                 provider: s.provider,
                 failure: s.failure.map(|f| f.reason()),
                 last_exit: s.last_exit.map(|e| e.to_string()),
+                unneeded: s.unneeded,
                 name: s.name,
             })
             .collect();

@@ -156,11 +156,8 @@ impl Actor {
         self.order
             .iter()
             .filter_map(|name| Some((name, self.entries.get(name)?)))
-            // A waiting service shows while it will start: not one that
-            // only a dependency taken from the mesh would need.
             .filter(|(name, e)| {
-                e.machine.state() != State::Pending
-                    || (self.selected.contains(*name) && self.needed(name))
+                self.selected.contains(*name) || e.machine.state() != State::Pending
             })
             .map(|(name, e)| {
                 let m = &e.machine;
@@ -176,6 +173,7 @@ impl Actor {
                     provider: m.provider().map(str::to_owned),
                     failure: m.failure().cloned(),
                     last_exit: m.last_exit(),
+                    unneeded: m.state() == State::Pending && !self.needed(name),
                 }
             })
             .collect()
