@@ -194,6 +194,11 @@ mod tests {
         let err = DaemonFile::parse(p, "mdns = \"yes\"\n").unwrap_err();
         assert_eq!(err.line, Some(1));
         assert!(err.message.contains("bool"), "{}", err.message);
+        assert_eq!(
+            err.key.as_deref(),
+            Some("mdns"),
+            "a wrong type names its key"
+        );
     }
 
     #[test]

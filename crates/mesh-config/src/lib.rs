@@ -116,13 +116,17 @@ impl ConfigError {
         let span = e.span();
         // For unknown keys and wrong types the span covers the key or value;
         // name the key when the span is a bare key.
+        // For a value of the wrong type, the key is what precedes it on its
+        // line (`port = "soon"`).
         let key = span.clone().and_then(|s| {
-            let text = source.get(s)?.trim();
-            let bare = !text.is_empty()
-                && text
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            (bare && e.message().contains("unknown field")).then(|| text.to_owned())
+            let text = source.get(s.clone())?.trim();
+            if e.message().contains("unknown field") {
+                return bare_key(text).then(|| text.to_owned());
+            }
+            let line_start = source.get(..s.start)?.rfind('\n').map_or(0, |i| i + 1);
+            let (key, rest) = source.get(line_start..s.start)?.split_once('=')?;
+            let key = key.trim();
+            (rest.trim().is_empty() && bare_key(key)).then(|| key.to_owned())
         });
         let message = e.message().trim().to_owned();
         Self::at(path, source, span, key, message)
@@ -146,6 +150,14 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         text: text.to_owned(),
         source,
     })
+}
+
+/// A TOML bare key: letters, digits, `_` and `-`.
+fn bare_key(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn line_of(source: &str, offset: usize) -> usize {

@@ -58,11 +58,11 @@ pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
         env: std::env::vars().collect(),
     });
     let result: UpResult = client.call_as(&request).await?;
-    let printer = Printer::new(result.services.iter(), colour());
+    let mut printer = Printer::new(result.services.iter(), colour());
     if args.detach {
         detached(home, &project, &mut client, &printer).await
     } else {
-        foreground(&mut client, &printer).await
+        foreground(&mut client, &mut printer).await
     }
 }
 
@@ -74,7 +74,7 @@ pub(crate) fn colour() -> bool {
 
 /// Prints the project's output and events until every service is down;
 /// Ctrl-C or SIGTERM asks the daemon to stop them.
-async fn foreground(client: &mut Client, printer: &Printer) -> Result<(), Failure> {
+async fn foreground(client: &mut Client, printer: &mut Printer) -> Result<(), Failure> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut failure: Option<anyhow::Error> = None;
@@ -101,7 +101,12 @@ async fn foreground(client: &mut Client, printer: &Printer) -> Result<(), Failur
                     client.send(&down()).await?;
                 }
             }
-            event => printer.event(&event),
+            event => {
+                if let ProjectEvent::Reloaded { added, .. } = &event {
+                    printer.add(added);
+                }
+                printer.event(&event);
+            }
         }
     }
     printer.note("stopped");
@@ -191,6 +196,17 @@ impl Printer {
                 .collect()
         });
         Self { width, colours }
+    }
+
+    /// Makes room for the services a reload added.
+    fn add(&mut self, names: &[String]) {
+        for name in names {
+            self.width = self.width.max(name.chars().count());
+            if let Some(colours) = &mut self.colours {
+                let next = PALETTE[colours.len() % PALETTE.len()];
+                colours.entry(name.clone()).or_insert(next);
+            }
+        }
     }
 
     pub(crate) fn line(&self, line: &LogLine) {
@@ -297,8 +313,13 @@ mod tests {
         assert_eq!(prefix("api", 7, None), "api     | ");
         assert_eq!(prefix("migrate", 7, None), "migrate | ");
         assert_eq!(prefix("api", 3, Some(36)), "\x1b[36mapi | \x1b[0m");
-        let coloured = Printer::new(names.iter(), true);
-        assert_eq!(coloured.colours.unwrap()["migrate"], PALETTE[1]);
+        let mut coloured = Printer::new(names.iter(), true);
+        coloured.add(&["background-jobs".to_owned(), "api".to_owned()]);
+        assert_eq!(coloured.width, 15);
+        let colours = coloured.colours.unwrap();
+        assert_eq!(colours["migrate"], PALETTE[1]);
+        assert_eq!(colours["background-jobs"], PALETTE[2]);
+        assert_eq!(colours["api"], PALETTE[0]);
     }
 
     #[test]

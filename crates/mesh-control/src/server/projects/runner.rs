@@ -80,12 +80,14 @@ impl Runner {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                // Lines first: the line that made a service ready comes
+                // before its ready event.
+                line = self.logs.recv() => self.forward(line),
                 event = self.events.recv() => match event {
                     Ok(event) => self.on_event(event).await,
                     Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => break,
                 },
-                line = self.logs.recv() => self.forward(line),
                 change = self.watcher.next() => self.on_change(change).await,
                 changed = mesh.changed() => {
                     if changed.is_err() {

@@ -374,3 +374,6 @@ async fn a_dependency_starts_here_when_its_provider_leaves() {
         .await;
     assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
 }
+
+mod detached;
+mod reload;
