@@ -162,3 +162,24 @@ async fn detached_services_outlive_the_cli_and_answer_ps_logs_and_down() {
     assert!(exit.success(), "{exit:?}");
     nothing_left_in(dir).await;
 }
+
+/// A `devmesh up` in the foreground that is killed outright (a closed
+/// terminal, `kill -9`) leaves nothing running: the daemon stops its
+/// project when its connection ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_foreground_up_leaves_nothing_running() {
+    let a = Daemon::start().await;
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    let api = ticker_and_api(dir);
+    let mut up = super::Up::start(&a, dir, &[]);
+    up.wait_for(&format!("devmesh: api ready on :{api} (shared)"))
+        .await;
+    up.child.kill().await.unwrap();
+    nothing_left_in(dir).await;
+    eventually(STEP, "the project down", || async {
+        let ps = cli_in(&a, dir, &["ps"]).await;
+        (ps.status.code() == Some(1)).then_some(())
+    })
+    .await;
+}

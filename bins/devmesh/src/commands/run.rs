@@ -80,10 +80,7 @@ fn service_spec(args: RunArgs) -> Result<ServiceSpec, Failure> {
 
 /// The service of `args`, each flag overriding the same setting of
 /// `from_file`.
-pub(crate) fn spec_from(
-    args: RunArgs,
-    from_file: Option<&ServiceConfig>,
-) -> Result<ServiceSpec, Failure> {
+fn spec_from(args: RunArgs, from_file: Option<&ServiceConfig>) -> Result<ServiceSpec, Failure> {
     let name = args.name;
     let port = args
         .port
