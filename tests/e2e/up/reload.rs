@@ -114,6 +114,25 @@ async fn edits_of_devmesh_toml_add_change_and_remove_services_and_a_broken_one_c
     nothing_left_in(dir).await;
 }
 
+/// How often `up` printed `line`.
+fn count(up: &Up, line: &str) -> usize {
+    up.lines().iter().filter(|l| *l == line).count()
+}
+
+/// Waits until `up` said that `service` restarts because `path` changed,
+/// and printed its `started` line a second time.
+async fn restarted(up: &Up, service: &str, path: &Path, started: &str) {
+    up.wait_for(&format!(
+        "devmesh: {service} restarting: {} changed",
+        path.display()
+    ))
+    .await;
+    eventually(STEP, &format!("{service} started again"), || async {
+        (count(up, started) == 2).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn services_restart_when_the_files_they_watch_change() {
     let a = Daemon::start().await;
@@ -140,31 +159,20 @@ ready_log_line = "worker-started"
     let mut up = Up::start(&a, &dir, &["--watch"]);
     up.wait_for("devmesh: api ready (not shared)").await;
     up.wait_for("devmesh: worker ready (not shared)").await;
-    let count = |up: &Up, line: &str| up.lines().iter().filter(|l| *l == line).count();
 
     std::fs::write(dir.join("src/main.rs"), "fn main() {}\n").unwrap();
-    up.wait_for(&format!(
-        "devmesh: api restarting: {} changed",
-        dir.join("src/main.rs").display()
-    ))
-    .await;
-    eventually(STEP, "api started again", || async {
-        (count(&up, "api    | api-started") == 2).then_some(())
-    })
-    .await;
+    restarted(&up, "api", &dir.join("src/main.rs"), "api    | api-started").await;
 
     // Outside its patterns, and in ignored directories, nothing restarts.
     std::fs::write(dir.join("src/notes.txt"), "x").unwrap();
     std::fs::write(dir.join("worker/node_modules/dep.js"), "x").unwrap();
     std::fs::write(dir.join("worker/job.py"), "print(1)\n").unwrap();
-    up.wait_for(&format!(
-        "devmesh: worker restarting: {} changed",
-        dir.join("worker/job.py").display()
-    ))
-    .await;
-    eventually(STEP, "worker started again", || async {
-        (count(&up, "worker | worker-started") == 2).then_some(())
-    })
+    restarted(
+        &up,
+        "worker",
+        &dir.join("worker/job.py"),
+        "worker | worker-started",
+    )
     .await;
     assert_eq!(count(&up, "api    | api-started"), 2, "{:#?}", up.lines());
     assert_eq!(
