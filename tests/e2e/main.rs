@@ -16,6 +16,7 @@ mod mdns;
 mod mesh;
 mod namespace;
 mod natlab;
+mod plugin;
 mod routing;
 mod up;
 mod websocket;

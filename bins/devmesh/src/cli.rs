@@ -1,6 +1,6 @@
 //! The command line: every command and its flags (clap).
 
-use std::path::PathBuf;
+use std::{ffi::OsString, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -82,6 +82,24 @@ pub enum Command {
     Cert {
         #[command(subcommand)]
         action: CertAction,
+    },
+    /// Plugins: `devmesh <name> ...` runs `devmesh-<name>` from PATH
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
+    /// `devmesh <name> ...`: the plugin `devmesh-<name>` on PATH
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
+}
+
+/// `devmesh plugin`.
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// The plugins found on PATH
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -17,7 +17,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use mesh_control::ControlError;
 
-use crate::cli::{CertAction, Cli, Command, DaemonAction};
+use crate::cli::{CertAction, Cli, Command, DaemonAction, PluginAction};
 
 /// An error with the exit code it maps to.
 pub struct Failure {
@@ -93,6 +93,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Ps { json } => commands::project::ps(home, json).await,
         Command::Logs(args) => commands::project::logs(home, args).await,
         Command::Down => commands::project::down(home).await,
+        Command::Plugin {
+            action: PluginAction::List { json },
+        } => commands::plugin::list(json),
+        Command::External(args) => commands::plugin::run(home, args).await,
         Command::Stop { name } => commands::run::stop(home, name).await,
         Command::Route(args) => commands::route::route(home, args).await,
         Command::Status { json } => commands::status::status(home, json).await,

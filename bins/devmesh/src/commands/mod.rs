@@ -5,6 +5,7 @@ pub mod cert;
 pub mod daemon;
 pub mod install;
 pub mod join;
+pub mod plugin;
 pub mod project;
 pub mod route;
 pub mod run;
