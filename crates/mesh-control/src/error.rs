@@ -158,11 +158,6 @@ pub enum RequestError {
     Supervisor(#[from] mesh_up::SupervisorError),
     #[error(transparent)]
     Watch(#[from] mesh_up::WatchError),
-    #[error(
-        "{} is already up: `devmesh ps` shows its services, `devmesh down` stops them; edits to it are applied while it runs",
-        project.display()
-    )]
-    AlreadyUp { project: std::path::PathBuf },
     #[error("nothing of {} is up; start it with `devmesh up -d`", project.display())]
     NotUp { project: std::path::PathBuf },
 }

@@ -87,6 +87,10 @@ pub enum ProjectEvent {
     /// Every service is down (`devmesh down`, or the daemon stops): the
     /// last event of the stream.
     Stopped,
+    /// The answer to `down` from a `devmesh up` that another `devmesh up`
+    /// (or an `up -d`) shares the project with: it keeps running, and this
+    /// is the last event of the stream.
+    Released,
 }
 
 /// One line of a service's output.

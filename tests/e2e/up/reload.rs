@@ -187,3 +187,47 @@ ready_log_line = "worker-started"
     assert_eq!(up.interrupt().await, Some(0), "{:#?}", up.lines());
     nothing_left_in(&dir).await;
 }
+
+/// Two `devmesh up`s of one project, as two editor tasks start them: the
+/// second starts only what does not run yet and hears where the rest
+/// stands; the project stops when the last lets go.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_up_joins_the_running_project_and_the_last_one_stops_it() {
+    let a = Daemon::start().await;
+    let project = tempfile::tempdir().unwrap();
+    let dir = project.path();
+    std::fs::write(
+        dir.join("devmesh.toml"),
+        "[services.api]\ncommand = \"echo api-up; exec sleep 621\"\nready_log_line = \"api-up\"\n\n\
+         [services.web]\ncommand = \"echo web-up; exec sleep 622\"\nready_log_line = \"web-up\"\n",
+    )
+    .unwrap();
+    let mut first = Up::start(&a, dir, &["api"]);
+    first.wait_for("devmesh: api ready (not shared)").await;
+    assert!(!sleeping(dir, 622), "web is not selected");
+    let mut second = Up::start(&a, dir, &["web"]);
+    second.wait_for("devmesh: api ready (not shared)").await;
+    second.wait_for("devmesh: web ready (not shared)").await;
+    first.wait_for("devmesh: web ready (not shared)").await;
+    assert_eq!(
+        processes_in(dir)
+            .iter()
+            .filter(|p| p.trim_end() == "sleep 621")
+            .count(),
+        1,
+        "api runs once"
+    );
+
+    assert_eq!(first.interrupt().await, Some(0), "{:#?}", first.lines());
+    assert!(
+        first
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("devmesh: the services keep running for another `devmesh up`")),
+        "{:#?}",
+        first.lines()
+    );
+    assert!(sleeping(dir, 621) && sleeping(dir, 622));
+    assert_eq!(second.interrupt().await, Some(0), "{:#?}", second.lines());
+    nothing_left_in(dir).await;
+}

@@ -73,7 +73,8 @@ pub(crate) fn colour() -> bool {
 }
 
 /// Prints the project's output and events until every service is down;
-/// Ctrl-C or SIGTERM asks the daemon to stop them.
+/// Ctrl-C or SIGTERM lets go of the project, which the daemon then stops
+/// unless another `devmesh up` holds it or an `up -d` left it there.
 async fn foreground(client: &mut Client, printer: &mut Printer) -> Result<(), Failure> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -94,6 +95,12 @@ async fn foreground(client: &mut Client, printer: &mut Printer) -> Result<(), Fa
             .context("devmeshd stopped; the services of devmesh.toml were stopped with it")?;
         match event {
             ProjectEvent::Stopped => break,
+            ProjectEvent::Released => {
+                printer.note(
+                    "the services keep running for another `devmesh up` (or `up -d`); `devmesh down` stops them",
+                );
+                return failure.map_or(Ok(()), |e| Err(Failure::failed(e)));
+            }
             ProjectEvent::Failed { service, reason } if failure.is_none() => {
                 failure = Some(anyhow::anyhow!("{service} failed: {reason}"));
                 if !stopping {
@@ -144,7 +151,7 @@ async fn detached(
                 Some(ProjectEvent::Failed { service, reason }) => {
                     failures.push(format!("{service} failed: {reason}"));
                 }
-                Some(ProjectEvent::Stopped) | None => {
+                Some(ProjectEvent::Stopped | ProjectEvent::Released) | None => {
                     return Err(Failure::failed(anyhow::anyhow!(
                         "the services of {} were stopped", project.display()
                     )));

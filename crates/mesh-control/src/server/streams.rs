@@ -16,7 +16,8 @@ use crate::{LogsRequest, ProjectEvent, Request, UpRequest, write_line};
 
 /// What the CLI sent on a stream connection.
 enum FromCli {
-    /// `down` (Ctrl-C in `devmesh up`): stop the project, keep streaming.
+    /// `down` (Ctrl-C in `devmesh up`): this `up` lets go of the project,
+    /// which stops unless another holds it.
     Down,
     /// It closed the connection.
     Gone,
@@ -43,9 +44,12 @@ async fn from_cli(stream: &mut BufReader<UnixStream>, line: &mut Vec<u8>) -> Fro
 }
 
 impl Server {
-    /// `up`: starts the project, answers, then streams its events until
-    /// every service is down. With `hold`, the project stops when the CLI
-    /// goes away; `down` on the connection stops it too.
+    /// `up`: starts the project (or attaches to it), answers, replays where
+    /// each service stands, then streams its events until every service is
+    /// down. With `hold`, the CLI holds the project: when it goes away or
+    /// sends `down`, the project stops if no other `devmesh up` holds it
+    /// and no `up -d` left it to the daemon (then `down` is answered with
+    /// [`ProjectEvent::Released`]).
     pub(super) async fn up_stream(
         self: &Arc<Self>,
         stream: &mut BufReader<UnixStream>,
@@ -63,9 +67,15 @@ impl Server {
             Ok(result) => accepted(result),
             Err(e) => refusal(&e),
         };
-        if write_line(stream.get_mut(), &reply).await.is_err() {
+        let mut written = write_line(stream.get_mut(), &reply).await;
+        for event in running.replay() {
+            if written.is_ok() {
+                written = write_line(stream.get_mut(), &event).await;
+            }
+        }
+        if written.is_err() {
             if hold {
-                running.down().await;
+                running.release();
             }
             return;
         }
@@ -119,14 +129,25 @@ async fn stream_events(
         let event = tokio::select! {
             event = events.recv() => event,
             said = from_cli(stream, &mut line), if cli_open => {
-                match said {
-                    FromCli::Down => info!("`devmesh up` asked to stop the project"),
-                    FromCli::Gone if hold => info!("`devmesh up` ended; stopping its project"),
-                    FromCli::Gone => return,
-                }
                 cli_open = false;
-                running.stop_soon();
-                continue;
+                let stops = hold && running.release();
+                match said {
+                    FromCli::Down if stops => {
+                        info!("the last `devmesh up` of the project asked to stop it");
+                        continue;
+                    }
+                    FromCli::Down => {
+                        // Others hold it, or `up -d` left it to the daemon.
+                        let _ = write_line(stream.get_mut(), &ProjectEvent::Released).await;
+                        return;
+                    }
+                    FromCli::Gone => {
+                        if stops {
+                            info!("the last `devmesh up` of the project ended; stopping it");
+                        }
+                        return;
+                    }
+                }
             }
         };
         let event = match event {

@@ -201,6 +201,9 @@ impl Actor {
                 self.mesh_changed();
                 let _ = reply.send(());
             }
+            Command::Select { services, reply } => {
+                let _ = reply.send(self.select(services));
+            }
             Command::Restart { service, reply } => {
                 let _ = reply.send(self.restart(&service));
             }

@@ -199,6 +199,10 @@ enum Command {
     MeshChanged {
         reply: oneshot::Sender<()>,
     },
+    Select {
+        services: Vec<String>,
+        reply: oneshot::Sender<Result<(), SupervisorError>>,
+    },
     Restart {
         service: String,
         reply: oneshot::Sender<Result<(), SupervisorError>>,
@@ -298,6 +302,14 @@ impl Supervisor {
     /// to another one, or start locally.
     pub async fn mesh_changed(&self) -> Result<(), SupervisorError> {
         self.ask(|reply| Command::MeshChanged { reply }).await
+    }
+
+    /// Also runs `services` (every service when empty) and what they
+    /// depend on: a second `devmesh up web` for a project that runs `api`.
+    /// An unknown name is an error and changes nothing.
+    pub async fn select(&self, services: Vec<String>) -> Result<(), SupervisorError> {
+        self.ask(|reply| Command::Select { services, reply })
+            .await?
     }
 
     /// Restarts `service` (its files changed): a running one is stopped

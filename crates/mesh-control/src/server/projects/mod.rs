@@ -65,21 +65,83 @@ pub(super) struct Running {
     ports: Mutex<BTreeMap<String, u16>>,
     /// The last edit of devmesh.toml that could not be applied.
     reload_error: Mutex<Option<String>>,
+    /// Every service in start order, for the CLI's prefixes.
+    order: Mutex<Vec<String>>,
+    /// The foreground `devmesh up`s that hold the project: it stops when
+    /// the last goes, unless an `up -d` left it to the daemon.
+    holders: Mutex<Holders>,
+    /// The latest `ready` or `remote` event of each service, for a `devmesh
+    /// up` that attaches to the running project (its editor waits for the
+    /// ready line).
+    replay: Mutex<BTreeMap<String, ProjectEvent>>,
     /// Asks the runner to stop every service.
     stop: CancellationToken,
     /// Cancelled once every service is down.
     stopped: CancellationToken,
 }
 
+/// Who keeps a project running.
+#[derive(Debug, Default)]
+struct Holders {
+    held: usize,
+    detached: bool,
+}
+
 impl Running {
+    /// One more `devmesh up` wants the project: in the foreground (`hold`)
+    /// or detached.
+    fn hold(&self, hold: bool) {
+        let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+        if hold {
+            holders.held += 1;
+        } else {
+            holders.detached = true;
+        }
+    }
+
+    /// A foreground `devmesh up` lets go: the project stops when it was the
+    /// last and no `up -d` wants it; `true` when it stops.
+    pub(super) fn release(&self) -> bool {
+        let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+        holders.held = holders.held.saturating_sub(1);
+        let stops = holders.held == 0 && !holders.detached;
+        if stops {
+            self.stop.cancel();
+        }
+        stops
+    }
+
+    /// The events that tell an attaching `devmesh up` where each service
+    /// stands.
+    pub(super) fn replay(&self) -> Vec<ProjectEvent> {
+        let replay = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
+        replay.values().cloned().collect()
+    }
+
+    /// Keeps `event` for [`Running::replay`] when it says where `service`
+    /// stands, forgets the last one when the service moved on.
+    pub(super) fn remember(&self, service: &str, event: Option<&ProjectEvent>) {
+        let mut replay = self.replay.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Some(event) => replay.insert(service.to_owned(), event.clone()),
+            None => replay.remove(service),
+        };
+    }
+
     /// Events from now on.
     pub(super) fn subscribe(&self) -> broadcast::Receiver<ProjectEvent> {
         self.events.subscribe()
     }
 
-    /// Asks the runner to stop every service; returns at once.
-    pub(super) fn stop_soon(&self) {
-        self.stop.cancel();
+    fn result(&self) -> UpResult {
+        UpResult {
+            project: self.path.clone(),
+            services: self
+                .order
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        }
     }
 
     /// Stops every service and returns once all are down.
@@ -88,13 +150,17 @@ impl Running {
         self.stopped.cancelled().await;
     }
 
-    fn set_ports(&self, spec: &ProjectSpec) {
+    fn set_spec(&self, spec: &ProjectSpec) -> Result<(), RequestError> {
+        let graph = spec.graph()?;
+        *self.order.lock().unwrap_or_else(PoisonError::into_inner) =
+            graph.start_order(&graph.select(&[])?);
         let ports = spec
             .services
             .iter()
             .filter_map(|(name, s)| Some((name.clone(), s.port?)))
             .collect();
         *self.ports.lock().unwrap_or_else(PoisonError::into_inner) = ports;
+        Ok(())
     }
 
     fn set_reload_error(&self, error: Option<String>) {
@@ -105,58 +171,81 @@ impl Running {
     }
 }
 
+/// `devmesh up` for a project that runs already: also runs the services it
+/// names (all when none).
+async fn attach(
+    running: Arc<Running>,
+    request: UpRequest,
+) -> Result<(UpResult, Arc<Running>, broadcast::Receiver<ProjectEvent>), RequestError> {
+    let events = running.subscribe();
+    running.supervisor.select(request.services).await?;
+    running.hold(request.hold);
+    info!(project = %running.path.display(), "another devmesh up for the project");
+    Ok((running.result(), running, events))
+}
+
 /// The path a project is known by: its devmesh.toml with links resolved.
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_owned())
 }
 
 impl Server {
-    /// Starts the services of `request.project`; the answer, the project
-    /// and its events from before the first service started.
+    /// Starts the services of `request.project`, or, when it runs already,
+    /// those of them that do not run yet; the answer, the project and its
+    /// events from before the first service started.
     pub(super) async fn up(
         self: &Arc<Self>,
         request: UpRequest,
     ) -> Result<(UpResult, Arc<Running>, broadcast::Receiver<ProjectEvent>), RequestError> {
         let path = canonical(&request.project);
-        if self.projects.get(&path).is_ok() {
-            return Err(RequestError::AlreadyUp { project: path });
+        if let Ok(running) = self.projects.get(&path) {
+            return attach(running, request).await;
         }
         let project = Project::load(&path).map_err(RequestError::Project)?;
         let spec = ProjectSpec::from_project(&project)?;
         let watcher = Watcher::new(&path, WatchSet::new(&spec, &path, request.watch)?)?;
         let options = Options {
             selection: Selection {
-                services: request.services,
+                services: request.services.clone(),
                 local: request.local,
             },
             probe: Some(Arc::new(mesh::Loopback::new(&project))),
             resolver: Arc::new(mesh::Mesh(self.node.clone())),
-            environment: Some(Arc::new(request.env)),
+            environment: Some(Arc::new(request.env.clone())),
         };
-        let services: Vec<String> = spec.graph()?.start_order(&spec.graph()?.select(&[])?);
         let supervisor = Supervisor::spawn(spec.clone(), options)?;
-        let (events, first) = broadcast::channel(EVENTS);
+        let (events, _) = broadcast::channel(EVENTS);
         let running = Arc::new(Running {
             path: path.clone(),
             supervisor: supervisor.clone(),
             events,
             ports: Mutex::default(),
             reload_error: Mutex::default(),
+            order: Mutex::default(),
+            holders: Mutex::default(),
+            replay: Mutex::default(),
             stop: CancellationToken::new(),
             stopped: CancellationToken::new(),
         });
-        running.set_ports(&spec);
-        {
+        running.set_spec(&spec)?;
+        let raced = {
             let mut table = self
                 .projects
                 .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if table.contains_key(&path) {
-                return Err(RequestError::AlreadyUp { project: path });
+            let raced = table.get(&path).cloned();
+            if raced.is_none() {
+                table.insert(path.clone(), running.clone());
             }
-            table.insert(path.clone(), running.clone());
+            raced
+        };
+        if let Some(running) = raced {
+            // Another `devmesh up` of the project came first.
+            return attach(running, request).await;
         }
+        running.hold(request.hold);
+        let first = running.subscribe();
         let runner = runner::Runner::new(
             self.clone(),
             running.clone(),
@@ -170,14 +259,7 @@ impl Server {
             return Err(e.into());
         }
         info!(project = %path.display(), "project up");
-        Ok((
-            UpResult {
-                project: path,
-                services,
-            },
-            running,
-            first,
-        ))
+        Ok((running.result(), running, first))
     }
 
     /// The project of `project`, for a stream of its events.

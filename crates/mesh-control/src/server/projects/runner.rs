@@ -67,7 +67,23 @@ impl Runner {
         }
     }
 
+    /// Tells every `devmesh up` and `logs -f` of the project, and keeps
+    /// where each service stands for those that attach later.
     fn send(&self, event: ProjectEvent) {
+        match &event {
+            ProjectEvent::Ready { service, .. } | ProjectEvent::Remote { service, .. } => {
+                self.running.remember(service, Some(&event));
+            }
+            ProjectEvent::Restarting { service, .. }
+            | ProjectEvent::Failed { service, .. }
+            | ProjectEvent::Changed { service, .. } => self.running.remember(service, None),
+            ProjectEvent::Reloaded { removed, .. } => {
+                for service in removed {
+                    self.running.remember(service, None);
+                }
+            }
+            _ => {}
+        }
         let _ = self.running.events.send(event);
     }
 
@@ -140,6 +156,7 @@ impl Runner {
         let event = match event {
             Event::Ready { service, port } => self.share(service, port).await,
             Event::Withdrawn { service } => {
+                self.running.remember(&service, None);
                 if self.shares.remove(&service).is_some() {
                     let _ = self.server.stop(&service).await;
                 }
@@ -260,7 +277,7 @@ impl Runner {
         let set = WatchSet::new(&spec, path, self.watch_all)?;
         let diff = self.running.supervisor.apply(spec.clone()).await?;
         self.watcher.rewatch(set)?;
-        self.running.set_ports(&spec);
+        self.running.set_spec(&spec)?;
         self.project = project;
         self.reshare().await;
         let names = |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect();

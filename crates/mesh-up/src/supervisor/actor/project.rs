@@ -39,6 +39,32 @@ impl Actor {
         }
     }
 
+    /// Runs `services` (every service when empty) on top of those already
+    /// selected, with what they depend on.
+    pub(super) fn select(&mut self, services: Vec<String>) -> Result<(), SupervisorError> {
+        if self.stopped || self.stopping.is_some() {
+            return Err(SupervisorError::Stopped);
+        }
+        // Unknown names are an error, even when everything runs already.
+        self.graph.select(&services)?;
+        if self.selection.services.is_empty() {
+            return Ok(());
+        }
+        let mut named = self.selection.services.clone();
+        if services.is_empty() {
+            named.clear();
+        } else {
+            named.extend(services);
+            named.sort();
+            named.dedup();
+        }
+        let selected = self.graph.select(&named)?;
+        check_probe(&self.project, &selected, self.probe.is_some())?;
+        self.selection.services = named;
+        self.selected = selected;
+        Ok(())
+    }
+
     pub(super) fn apply(&mut self, project: ProjectSpec) -> Result<Diff, SupervisorError> {
         if self.stopped || self.stopping.is_some() {
             return Err(SupervisorError::Stopped);
