@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod cli;
+mod editor;
 mod health;
 mod http;
 mod http2;
@@ -18,5 +19,5 @@ mod namespace;
 mod natlab;
 mod plugin;
 mod routing;
-mod up;
+pub(crate) mod up;
 mod websocket;

@@ -83,6 +83,13 @@ pub enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// VS Code tasks for the services of devmesh.toml (.vscode/tasks.json;
+    /// shows it unless --write)
+    Vscode {
+        /// Write .vscode/tasks.json, keeping its other tasks
+        #[arg(long)]
+        write: bool,
+    },
     /// Plugins: `devmesh <name> ...` runs `devmesh-<name>` from PATH
     Plugin {
         #[command(subcommand)]

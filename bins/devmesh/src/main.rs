@@ -96,6 +96,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Plugin {
             action: PluginAction::List { json },
         } => commands::plugin::list(json),
+        Command::Vscode { write } => commands::vscode::vscode(write),
         Command::External(args) => commands::plugin::run(home, args).await,
         Command::Stop { name } => commands::run::stop(home, name).await,
         Command::Route(args) => commands::route::route(home, args).await,

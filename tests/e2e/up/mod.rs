@@ -30,7 +30,7 @@ fn free_port() -> u16 {
 }
 
 /// A running `devmesh up` and every line it printed so far.
-struct Up {
+pub(crate) struct Up {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     /// Its stdout was closed: it exited.
@@ -38,7 +38,7 @@ struct Up {
 }
 
 impl Up {
-    fn start(node: &Daemon, project: &Path, args: &[&str]) -> Up {
+    pub(crate) fn start(node: &Daemon, project: &Path, args: &[&str]) -> Up {
         let mut child = node
             .devmesh()
             .arg("up")
@@ -71,7 +71,7 @@ impl Up {
     }
 
     /// Waits until a line equal to `line` was printed; its index.
-    async fn wait_for(&self, line: &str) -> usize {
+    pub(crate) async fn wait_for(&self, line: &str) -> usize {
         eventually(STEP, &format!("devmesh up printing {line:?}"), || async {
             let ended = self.ended.load(Ordering::SeqCst);
             let found = self.lines().iter().position(|l| l == line);
@@ -86,7 +86,7 @@ impl Up {
     }
 
     /// Sends SIGINT (Ctrl-C) and returns the exit code.
-    async fn interrupt(&mut self) -> Option<i32> {
+    pub(crate) async fn interrupt(&mut self) -> Option<i32> {
         let pid = Pid::from_raw(self.child.id().expect("running devmesh up") as i32);
         nix::sys::signal::kill(pid, Signal::SIGINT).unwrap();
         tokio::time::timeout(STEP, self.child.wait())

@@ -11,3 +11,4 @@ pub mod route;
 pub mod run;
 pub mod status;
 pub mod up;
+pub mod vscode;

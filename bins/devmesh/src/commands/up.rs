@@ -24,9 +24,13 @@ use crate::{Failure, cli::UpArgs, daemon};
 /// service in start order, round robin.
 const PALETTE: [u8; 6] = [36, 33, 32, 35, 34, 31];
 
-/// Time between two looks at `devmesh ps` while `up -d` waits for the
+/// Time between two looks at `devmesh ps` while `devmesh up` waits for the
 /// services to come up.
 const SETTLE_POLL: Duration = Duration::from_millis(200);
+
+/// What `devmesh up` says once no service is starting any more (an
+/// editor's task for the whole project waits for it).
+pub(crate) const ALL_UP: &str = "all services are up";
 
 /// The devmesh.toml of the current directory or a parent, absolute.
 pub(crate) fn project_path() -> Result<PathBuf, Failure> {
@@ -59,10 +63,11 @@ pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
     });
     let result: UpResult = client.call_as(&request).await?;
     let mut printer = Printer::new(result.services.iter(), colour());
+    let ps = Settle::new(home, &project).await?;
     if args.detach {
-        detached(home, &project, &mut client, &printer).await
+        detached(&project, &mut client, &printer, ps).await
     } else {
-        foreground(&mut client, &mut printer).await
+        foreground(&mut client, &mut printer, ps).await
     }
 }
 
@@ -75,16 +80,29 @@ pub(crate) fn colour() -> bool {
 /// Prints the project's output and events until every service is down;
 /// Ctrl-C or SIGTERM lets go of the project, which the daemon then stops
 /// unless another `devmesh up` holds it or an `up -d` left it there.
-async fn foreground(client: &mut Client, printer: &mut Printer) -> Result<(), Failure> {
+async fn foreground(
+    client: &mut Client,
+    printer: &mut Printer,
+    mut ps: Settle,
+) -> Result<(), Failure> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut failure: Option<anyhow::Error> = None;
     let mut stopping = false;
+    let mut settled = false;
+    let mut poll = tokio::time::interval(SETTLE_POLL);
     loop {
         let event = tokio::select! {
             _ = sigint.recv(), if !stopping => None,
             _ = sigterm.recv(), if !stopping => None,
             event = client.event() => Some(event),
+            _ = poll.tick(), if !settled && !stopping => {
+                if ps.settled().await? {
+                    settled = true;
+                    printer.note(ALL_UP);
+                }
+                continue;
+            }
         };
         let Some(event) = event else {
             stopping = true;
@@ -133,15 +151,11 @@ fn down() -> Request {
 /// Prints the project's events (not its output) until no service is
 /// starting any more, then says how to follow it.
 async fn detached(
-    home: &Path,
     project: &Path,
     client: &mut Client,
     printer: &Printer,
+    mut ps: Settle,
 ) -> Result<(), Failure> {
-    let mut ps_client = daemon::connect(home).await?;
-    let ps_request = Request::Ps {
-        project: project.to_owned(),
-    };
     let mut poll = tokio::time::interval(SETTLE_POLL);
     let mut failures = Vec::new();
     loop {
@@ -159,8 +173,7 @@ async fn detached(
                 Some(event) => printer.event(&event),
             },
             _ = poll.tick() => {
-                let ps: PsResult = ps_client.call_as(&ps_request).await?;
-                if settled(&ps) {
+                if ps.settled().await? {
                     break;
                 }
             }
@@ -176,13 +189,31 @@ async fn detached(
     Ok(())
 }
 
-/// No service is starting or waiting to start any more.
-fn settled(ps: &PsResult) -> bool {
-    ps.services.iter().all(|s| match s.state.as_str() {
-        "starting" => false,
-        "pending" => s.unneeded,
-        _ => true,
-    })
+/// Looks at `devmesh ps` of the project, on a connection of its own.
+struct Settle {
+    client: Client,
+    request: Request,
+}
+
+impl Settle {
+    async fn new(home: &Path, project: &Path) -> Result<Self, Failure> {
+        Ok(Self {
+            client: daemon::connect(home).await?,
+            request: Request::Ps {
+                project: project.to_owned(),
+            },
+        })
+    }
+
+    /// No service is starting or waiting to start any more.
+    async fn settled(&mut self) -> Result<bool, Failure> {
+        let ps: PsResult = self.client.call_as(&self.request).await?;
+        Ok(ps.services.iter().all(|s| match s.state.as_str() {
+            "starting" => false,
+            "pending" => s.unneeded,
+            _ => true,
+        }))
+    }
 }
 
 /// Prints the one output stream of `devmesh up` and `devmesh logs`.
