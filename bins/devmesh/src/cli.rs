@@ -83,6 +83,31 @@ pub enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// The running containers with published TCP ports (Docker Engine API),
+    /// as services; --write adds them to devmesh.toml
+    FromDocker {
+        #[arg(long)]
+        json: bool,
+        /// Add them to devmesh.toml as [services.<name>] with port, version and docker
+        #[arg(long)]
+        write: bool,
+        /// With --write: replace the port, version and docker of entries that exist
+        #[arg(long, requires = "write")]
+        force: bool,
+        /// With --write: write without showing the diff first
+        #[arg(long, requires = "write")]
+        yes: bool,
+    },
+    /// Share every running container with a published port, following the
+    /// engine (started: shared; stopped: withdrawn) until Ctrl-C
+    Share {
+        /// Share the containers of the Docker Engine API (required)
+        #[arg(long)]
+        docker: bool,
+        /// Only containers with this label, such as devmesh.share=true
+        #[arg(long, value_name = "KEY=VALUE")]
+        label: Option<String>,
+    },
     /// VS Code tasks for the services of devmesh.toml (.vscode/tasks.json;
     /// shows it unless --write)
     Vscode {

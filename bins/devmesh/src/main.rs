@@ -97,6 +97,19 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             action: PluginAction::List { json },
         } => commands::plugin::list(json),
         Command::Vscode { write } => commands::vscode::vscode(write),
+        Command::FromDocker {
+            json,
+            write,
+            force,
+            yes,
+        } => commands::docker::from_docker(json, write, force, yes).await,
+        Command::Share {
+            docker: true,
+            label,
+        } => commands::docker::share(home, label).await,
+        Command::Share { docker: false, .. } => Err(Failure::usage(anyhow::anyhow!(
+            "devmesh share shares containers: pass --docker (to share a local port, use devmesh run)"
+        ))),
         Command::External(args) => commands::plugin::run(home, args).await,
         Command::Stop { name } => commands::run::stop(home, name).await,
         Command::Route(args) => commands::route::route(home, args).await,

@@ -28,7 +28,13 @@ fn short(peer: &str) -> String {
     }
 }
 
+/// Prints `rows` as aligned columns.
 fn table(rows: &[Vec<String>]) {
+    print!("{}", aligned(rows));
+}
+
+/// `rows` as aligned columns, two spaces apart, one line each.
+pub fn aligned(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -39,14 +45,17 @@ fn table(rows: &[Vec<String>]) {
                 .unwrap_or(0)
         })
         .collect();
+    let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
             .iter()
             .enumerate()
             .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
+    out
 }
 
 /// `devmesh status`.

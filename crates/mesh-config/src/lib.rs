@@ -26,6 +26,7 @@ use std::{
 };
 
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
+pub use project::edit;
 pub use project::up::{Condition, DEFAULT_STOP_TIMEOUT, Prefer, RestartPolicy, STOP_SIGNALS};
 pub use project::{MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 
@@ -82,7 +83,7 @@ impl fmt::Display for ConfigError {
 impl ConfigError {
     /// An error of the whole file at `path`: `message` (may be empty) and
     /// the error underneath.
-    fn of_file(path: &Path, message: &str, cause: impl Into<ConfigCause>) -> Self {
+    pub(crate) fn of_file(path: &Path, message: &str, cause: impl Into<ConfigCause>) -> Self {
         Self {
             path: path.to_owned(),
             line: None,

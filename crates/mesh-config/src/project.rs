@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use crate::{ConfigError, read};
 
+pub mod edit;
 pub(crate) mod up;
 
 /// File name of a project configuration.
@@ -104,6 +105,11 @@ pub struct ServiceConfig {
     /// `devmesh up`: `["node", "server.js"]`. Not together with `command`.
     #[serde(default)]
     pub run: Option<Spanned<Vec<String>>>,
+    /// The container that runs the service (`devmesh from-docker --write`
+    /// writes it): `devmesh up` does not start it, `devmesh share
+    /// --docker` shares it while the container runs.
+    #[serde(default)]
+    pub docker: Option<String>,
     /// Directory the service starts in, relative to `devmesh.toml`.
     /// Default: the directory of `devmesh.toml`.
     #[serde(default)]

@@ -44,6 +44,20 @@ pub enum SpecError {
         #[source]
         source: nix::Error,
     },
+    /// A service depends on one that a container runs, which `devmesh up`
+    /// does not start or watch.
+    #[error(
+        "{}: service `{service}` depends on `{dependency}`, which runs in a container (docker = ...); devmesh up does not start or wait for containers: remove `{dependency}` from its depends_on and share the container with `devmesh share --docker`",
+        path.display()
+    )]
+    InContainer {
+        /// The `devmesh.toml`.
+        path: PathBuf,
+        /// The dependent.
+        service: String,
+        /// The service in a container.
+        dependency: String,
+    },
     /// The dependencies of the project cannot be ordered.
     #[error("{}: {source}", path.display())]
     Graph {

@@ -173,8 +173,28 @@ impl ProjectSpec {
     pub fn from_project(project: &Project) -> Result<Self, SpecError> {
         let dir = project.path.parent().unwrap_or(Path::new("."));
         let mut services = BTreeMap::new();
+        // A service its container runs (`docker = ...` without a command)
+        // is not supervised here.
+        let in_container = |config: &ServiceConfig| {
+            config.docker.is_some() && config.command.is_none() && config.run.is_none()
+        };
         for (name, config) in &project.services {
-            services.insert(name.clone(), ServiceSpec::from_config(name, config, dir)?);
+            if in_container(config) {
+                continue;
+            }
+            let spec = ServiceSpec::from_config(name, config, dir)?;
+            if let Some(dependency) = spec
+                .depends_on
+                .keys()
+                .find(|d| project.services.get(*d).is_some_and(in_container))
+            {
+                return Err(SpecError::InContainer {
+                    path: project.path.clone(),
+                    service: name.clone(),
+                    dependency: dependency.clone(),
+                });
+            }
+            services.insert(name.clone(), spec);
         }
         let external: Vec<String> = services
             .values()
@@ -286,6 +306,25 @@ auth = "<3"
         assert!(!req.matches(&semver::Version::new(3, 0, 0)));
         assert!(!req.matches(&semver::Version::new(2, 0, 0)));
         assert_eq!(spec.requirement_for("db"), VersionReq::STAR);
+    }
+
+    #[test]
+    fn a_service_in_a_container_is_not_supervised_and_cannot_be_waited_for() {
+        let p = project(
+            "[services.db]\nport = 5432\ndocker = \"shop_db_1\"\n[services.api]\nport = 1\ncommand = \"serve\"\n",
+        );
+        let spec = ProjectSpec::from_project(&p).unwrap();
+        assert_eq!(spec.services.keys().collect::<Vec<_>>(), ["api"]);
+        let p = project(
+            "[services.db]\nport = 5432\ndocker = \"shop_db_1\"\n[services.api]\nport = 1\ncommand = \"serve\"\ndepends_on = { db = \"started\" }\n",
+        );
+        let e = ProjectSpec::from_project(&p).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "/p/devmesh.toml: service `api` depends on `db`, which runs in a container"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

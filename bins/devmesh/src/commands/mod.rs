@@ -3,6 +3,7 @@
 
 pub mod cert;
 pub mod daemon;
+pub mod docker;
 pub mod install;
 pub mod join;
 pub mod plugin;

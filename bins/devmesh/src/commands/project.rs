@@ -21,27 +21,13 @@ pub async fn ps(home: &Path, json: bool) -> Result<(), Failure> {
 /// The table of `devmesh ps`: one row per service, then the reason of each
 /// failed one and a pending reload error.
 fn table(ps: &PsResult) -> String {
-    let rows: Vec<[String; 7]> = ps.services.iter().map(row).collect();
     let header = [
         "NAME", "STATE", "PID", "RESTARTS", "UPTIME", "PORT", "PROVIDER",
-    ]
-    .map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    ];
+    let rows: Vec<Vec<String>> = std::iter::once(header.map(String::from).to_vec())
+        .chain(ps.services.iter().map(|s| row(s).to_vec()))
+        .collect();
+    let mut out = output::aligned(&rows);
     for s in &ps.services {
         if let Some(failure) = &s.failure {
             out.push_str(&format!("{}: {failure}\n", s.name));
