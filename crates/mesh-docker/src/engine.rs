@@ -124,17 +124,11 @@ impl Engine {
     /// The starts and stops of containers from now on; the stream ends
     /// with an error when the engine goes away.
     pub fn changes(&self) -> Pin<Box<dyn Stream<Item = Result<Change, EngineError>> + Send>> {
-        let filters = [
-            ("type".to_owned(), vec!["container".to_owned()]),
-            (
-                "event".to_owned(),
-                ["start", "die", "stop", "kill", "destroy"]
-                    .map(String::from)
-                    .to_vec(),
-            ),
-        ]
-        .into_iter()
-        .collect();
+        // Every container event: Docker and Podman name some differently
+        // (`die` and `died`), and a caller looks at the list again anyway.
+        let filters = [("type".to_owned(), vec!["container".to_owned()])]
+            .into_iter()
+            .collect();
         let options = EventsOptions {
             filters: Some(filters),
             ..Default::default()
@@ -149,8 +143,10 @@ impl Engine {
                 };
                 let id = event.actor.and_then(|a| a.id)?;
                 match event.action.as_deref()? {
-                    "start" => Some(Ok(Change::Started { id })),
-                    _ => Some(Ok(Change::Gone { id })),
+                    "start" | "restart" | "unpause" => Some(Ok(Change::Started { id })),
+                    "die" | "died" | "stop" | "kill" | "destroy" | "remove" | "pause"
+                    | "cleanup" => Some(Ok(Change::Gone { id })),
+                    _ => None,
                 }
             }
         }))

@@ -15,6 +15,10 @@ use mesh_docker::{Change, Engine, Offer, offers};
 
 use crate::{Failure, daemon, output};
 
+/// Time after a container event until `share --docker` lists the
+/// containers once more.
+const SECOND_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `devmesh from-docker [--json] [--write [--force] [--yes]]`.
 pub async fn from_docker(json: bool, write: bool, force: bool, yes: bool) -> Result<(), Failure> {
     let engine = Engine::connect().await?;
@@ -143,13 +147,27 @@ pub async fn share(home: &Path, label: Option<String>) -> Result<(), Failure> {
         engine.socket().display()
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // A second look a moment after an event: an engine may report a
+    // container's end before its list says so.
+    let mut again: Option<tokio::time::Instant> = None;
     loop {
+        let second_look = async {
+            match again {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
+            () = second_look => {
+                again = None;
+                shares.sync(home, &engine, only).await?;
+            }
             change = changes.next() => match change {
                 Some(Ok(Change::Started { .. } | Change::Gone { .. })) => {
                     shares.sync(home, &engine, only).await?;
+                    again = Some(tokio::time::Instant::now() + SECOND_LOOK);
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(anyhow::Error::new(e).context("the container engine went away").into()),
