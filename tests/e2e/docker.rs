@@ -308,14 +308,53 @@ async fn containers_are_listed_written_to_devmesh_toml_and_shared_while_they_run
         "an unlabelled container is not shared: {status:#}"
     );
     engine.podman(&["stop", "-t", "0", "web-1"]).await;
-    eventually(STEP, "web withdrawn when its container stopped", || async {
-        let status = b.status().await;
-        (!status["services"]
-            .as_array()?
-            .iter()
-            .any(|s| s["name"] == "web"))
-        .then_some(())
+    let gone = |name: &'static str| {
+        let b = &b;
+        async move {
+            let status = b.status().await;
+            let services = status["services"].as_array()?;
+            (!services.iter().any(|s| s["name"] == name)).then_some(())
+        }
+    };
+    eventually(STEP, "web withdrawn when its container stopped", || {
+        gone("web")
     })
     .await;
     share.kill().await.unwrap();
+
+    // `[docker] share = true`: the project's up shares the containers
+    // while it runs, and `down` withdraws them.
+    std::fs::write(
+        &file,
+        "[docker]\nshare = true\nlabel = \"devmesh.up=true\"\n\n[services.job]\ncommand = \"echo job-up; exec sleep 641\"\nready_log_line = \"job-up\"\n",
+    )
+    .unwrap();
+    let cli = |args: &'static [&'static str]| {
+        let mut c = a.devmesh();
+        c.args(args)
+            .current_dir(project.path())
+            .env("DOCKER_HOST", engine.docker_host());
+        c
+    };
+    let up = cli(&["up", "-d"]).output().await.unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let cache = free_port();
+    engine
+        .run(
+            "cache-1",
+            cache,
+            &["devmesh.up=true", "devmesh.service=cache"],
+        )
+        .await;
+    eventually(STEP, "cache shared by the project", || async {
+        let r = get(b.proxy, "cache.localhost", "/").await;
+        (r.status.as_u16() == 200).then_some(())
+    })
+    .await;
+    assert!(cli(&["down"]).status().await.unwrap().success());
+    eventually(STEP, "cache withdrawn by down", || gone("cache")).await;
 }

@@ -28,7 +28,7 @@ use std::{
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
 pub use project::edit;
 pub use project::up::{Condition, DEFAULT_STOP_TIMEOUT, Prefer, RestartPolicy, STOP_SIGNALS};
-pub use project::{MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
+pub use project::{DockerSection, MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]

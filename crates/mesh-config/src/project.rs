@@ -30,6 +30,19 @@ pub struct Project {
     pub proxy: ProxySection,
     /// `[services.<name>]`: the services of the project.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// `[docker]`: containers shared while `devmesh up` runs.
+    pub docker: DockerSection,
+}
+
+/// `[docker]` of `devmesh.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerSection {
+    /// While `devmesh up` runs the project, share the local engine's
+    /// containers that publish ports, as `devmesh share --docker` does.
+    pub share: bool,
+    /// Only the containers with this label, `KEY=VALUE`.
+    pub label: Option<Spanned<String>>,
 }
 
 /// `[mesh]` of `devmesh.toml`.
@@ -273,6 +286,18 @@ impl Project {
                 message,
             ))
         };
+        if let Some(label) = &self.docker.label
+            && !label.get_ref().contains('=')
+        {
+            return err(
+                Some(label.span()),
+                "docker.label".into(),
+                format!(
+                    "{:?} is not KEY=VALUE, such as \"devmesh.share=true\"",
+                    label.get_ref()
+                ),
+            );
+        }
         for (name, service) in &self.services {
             if !valid_name(name) {
                 let span = source.find(&format!("services.{name}")).map(|i| i..i);
@@ -379,6 +404,17 @@ mod tests {
 
     fn parse(s: &str) -> Result<Project, ConfigError> {
         Project::parse(Path::new("/p/devmesh.toml"), s)
+    }
+
+    #[test]
+    fn a_docker_label_is_key_equals_value() {
+        let p = parse("[docker]\nshare = true\nlabel = \"devmesh.share=true\"\n").unwrap();
+        assert!(p.docker.share);
+        let e = parse("[docker]\nshare = true\nlabel = \"shared\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/p/devmesh.toml:3: key `docker.label`: \"shared\" is not KEY=VALUE, such as \"devmesh.share=true\""
+        );
     }
 
     #[test]

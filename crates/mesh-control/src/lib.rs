@@ -26,6 +26,7 @@ pub use client::{Client, read_line, write_line};
 pub use error::{Cause, ControlError, DialFailure, RequestError, chain};
 pub use project::{
     DownResult, LogLine, LogsRequest, ProjectEvent, PsResult, PsRow, UpRequest, UpResult,
+    container_service,
 };
 pub use server::{Server, ServerInfo, secret_path};
 

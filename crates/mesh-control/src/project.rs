@@ -82,6 +82,9 @@ pub enum ProjectEvent {
         changed: Vec<String>,
         removed: Vec<String>,
     },
+    /// Something the user should know that is not about one service
+    /// (`[docker] share = true` without a container engine).
+    Notice { text: String },
     /// devmesh.toml was edited but cannot be used; nothing changed.
     ReloadFailed { error: String },
     /// Every service is down (`devmesh down`, or the daemon stops): the
@@ -164,4 +167,29 @@ pub struct DownResult {
     pub project: PathBuf,
     /// The services that were stopped.
     pub stopped: Vec<String>,
+}
+
+/// The service a container's published port is shared as (`devmesh share
+/// --docker`, `[docker] share = true`); an error when its `devmesh.health`
+/// label is not a health check.
+pub fn container_service(
+    offer: &mesh_docker::Offer,
+) -> Result<crate::ServiceSpec, mesh_core::health::HealthError> {
+    use mesh_core::health::{HealthCheck, Probe};
+    let health = offer
+        .health
+        .as_deref()
+        .map(|h| Probe::parse(h).map(|p| crate::HealthSpec::from_check(&HealthCheck::new(p))))
+        .transpose()?;
+    Ok(crate::ServiceSpec {
+        name: offer.service.clone(),
+        port: offer.port,
+        version: offer.version.clone(),
+        routes: Vec::new(),
+        tags: vec!["docker".into()],
+        requires: BTreeMap::new(),
+        health,
+        h2: false,
+        scheme: mesh_core::Scheme::Http,
+    })
 }

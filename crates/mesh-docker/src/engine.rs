@@ -41,30 +41,47 @@ pub struct Engine {
     socket: PathBuf,
 }
 
-/// The sockets to try, in order: `DOCKER_HOST`, Docker's, then Podman's
-/// (the user's, then the system's).
-fn candidates() -> Result<Vec<PathBuf>, EngineError> {
-    if let Some(host) = std::env::var_os("DOCKER_HOST").filter(|h| !h.is_empty()) {
-        let host = host.to_string_lossy().into_owned();
-        let path = host
-            .strip_prefix("unix://")
-            .ok_or_else(|| EngineError::NotUnix(host.clone()))?;
-        return Ok(vec![PathBuf::from(path)]);
+/// Where to look for the engine: the `DOCKER_HOST` and `XDG_RUNTIME_DIR`
+/// of the user's environment (which a daemon does not share).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub docker_host: Option<String>,
+    pub xdg_runtime_dir: Option<PathBuf>,
+}
+
+impl Env {
+    /// This process's environment.
+    pub fn current() -> Self {
+        Self {
+            docker_host: std::env::var("DOCKER_HOST").ok(),
+            xdg_runtime_dir: std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+        }
     }
-    let mut found = vec![PathBuf::from("/var/run/docker.sock")];
-    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR") {
-        found.push(Path::new(&runtime).join("podman/podman.sock"));
+
+    /// The sockets to try, in order: `DOCKER_HOST`, Docker's, then Podman's
+    /// (the user's, then the system's).
+    fn candidates(&self) -> Result<Vec<PathBuf>, EngineError> {
+        if let Some(host) = self.docker_host.as_deref().filter(|h| !h.is_empty()) {
+            let path = host
+                .strip_prefix("unix://")
+                .ok_or_else(|| EngineError::NotUnix(host.to_owned()))?;
+            return Ok(vec![PathBuf::from(path)]);
+        }
+        let mut found = vec![PathBuf::from("/var/run/docker.sock")];
+        if let Some(runtime) = &self.xdg_runtime_dir {
+            found.push(runtime.join("podman/podman.sock"));
+        }
+        found.push(PathBuf::from("/run/podman/podman.sock"));
+        Ok(found)
     }
-    found.push(PathBuf::from("/run/podman/podman.sock"));
-    Ok(found)
 }
 
 impl Engine {
-    /// The first engine that answers a ping; the error names every socket
-    /// tried and why each did not do.
-    pub async fn connect() -> Result<Self, EngineError> {
+    /// The first engine of `env` that answers a ping; the error names every
+    /// socket tried and why each did not do.
+    pub async fn connect(env: &Env) -> Result<Self, EngineError> {
         let mut tried = Vec::new();
-        for socket in candidates()? {
+        for socket in env.candidates()? {
             let reason = match Docker::connect_with_unix(&socket.to_string_lossy(), TIMEOUT, &API) {
                 Ok(docker) => match docker.ping().await {
                     Ok(_) => return Ok(Self { docker, socket }),
@@ -150,5 +167,39 @@ impl Engine {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_host_wins_then_docker_then_podman() {
+        let env = Env {
+            docker_host: Some("unix:///tmp/x/docker.sock".into()),
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+        };
+        assert_eq!(
+            env.candidates().unwrap(),
+            [PathBuf::from("/tmp/x/docker.sock")]
+        );
+        let env = Env {
+            docker_host: None,
+            xdg_runtime_dir: Some("/run/user/1000".into()),
+        };
+        assert_eq!(
+            env.candidates().unwrap(),
+            [
+                PathBuf::from("/var/run/docker.sock"),
+                PathBuf::from("/run/user/1000/podman/podman.sock"),
+                PathBuf::from("/run/podman/podman.sock"),
+            ]
+        );
+        let tcp = Env {
+            docker_host: Some("tcp://127.0.0.1:2375".into()),
+            xdg_runtime_dir: None,
+        };
+        assert!(matches!(tcp.candidates(), Err(EngineError::NotUnix(_))));
     }
 }

@@ -24,6 +24,9 @@ pub enum EngineError {
         "DOCKER_HOST={0:?}: only unix:// sockets are supported, such as unix:///var/run/docker.sock"
     )]
     NotUnix(String),
+    /// The engine ended its event stream.
+    #[error("the container engine at {} closed its event stream", socket.display())]
+    Closed { socket: PathBuf },
     /// The engine refused a request or answered what was not expected.
     #[error("the container engine at {}", socket.display())]
     Api {

@@ -6,12 +6,14 @@
 //! service each proposes (name, version, health path from its labels and
 //! image). [`engine`] finds the engine's socket and talks to it with
 //! `bollard`: the running containers, and the stream of their starts and
-//! stops.
+//! stops. [`follow`] shares containers while they run, through a
+//! [`follow::Sink`] that registers them.
 
 pub mod container;
 pub mod engine;
 mod error;
+pub mod follow;
 
 pub use container::{Container, Offer, offers};
-pub use engine::{Change, Engine};
+pub use engine::{Change, Engine, Env};
 pub use error::{EngineError, Tried};

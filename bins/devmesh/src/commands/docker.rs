@@ -4,24 +4,18 @@
 use std::{collections::BTreeMap, path::Path};
 
 use anyhow::Context as _;
-use futures::StreamExt as _;
 use mesh_config::{
     Project,
     edit::{NewService, Outcome, add_services},
 };
-use mesh_control::{Client, HealthSpec, Request, RunResult, ServiceSpec};
-use mesh_core::health::{HealthCheck, Probe};
-use mesh_docker::{Change, Engine, Offer, offers};
+use mesh_control::{Client, Request, RunResult};
+use mesh_docker::{Engine, Offer, follow::Sink, offers};
 
 use crate::{Failure, daemon, output};
 
-/// Time after a container event until `share --docker` lists the
-/// containers once more.
-const SECOND_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// `devmesh from-docker [--json] [--write [--force] [--yes]]`.
 pub async fn from_docker(json: bool, write: bool, force: bool, yes: bool) -> Result<(), Failure> {
-    let engine = Engine::connect().await?;
+    let engine = Engine::connect(&mesh_docker::Env::current()).await?;
     let found = offers(&engine.containers().await?, None);
     if !write {
         output::emit(json, &found, |found| print!("{}", listing(found)));
@@ -131,149 +125,89 @@ fn diff(path: &Path, old: &str, new: &str) -> String {
 /// Ctrl-C.
 pub async fn share(home: &Path, label: Option<String>) -> Result<(), Failure> {
     let only = match label.as_deref() {
-        Some(l) => Some(l.split_once('=').ok_or_else(|| {
+        Some(l) => Some(mesh_docker::follow::label(l).ok_or_else(|| {
             Failure::usage(anyhow::anyhow!(
                 "--label {l:?}: write it as KEY=VALUE, such as devmesh.share=true"
             ))
         })?),
         None => None,
     };
-    let engine = Engine::connect().await?;
-    let mut changes = engine.changes();
-    let mut shares = Shares::default();
-    shares.sync(home, &engine, only).await?;
+    let engine = Engine::connect(&mesh_docker::Env::current()).await?;
+    let mut sink = Held {
+        home,
+        clients: BTreeMap::new(),
+    };
+    let mut shared = BTreeMap::new();
     eprintln!(
         "devmesh: following the containers of {} (Ctrl-C to stop sharing them)",
         engine.socket().display()
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    // A second look a moment after an event: an engine may report a
-    // container's end before its list says so.
-    let mut again: Option<tokio::time::Instant> = None;
-    loop {
-        let second_look = async {
-            match again {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = sigterm.recv() => break,
-            () = second_look => {
-                again = None;
-                shares.sync(home, &engine, only).await?;
-            }
-            change = changes.next() => match change {
-                Some(Ok(Change::Started { .. } | Change::Gone { .. })) => {
-                    shares.sync(home, &engine, only).await?;
-                    again = Some(tokio::time::Instant::now() + SECOND_LOOK);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(anyhow::Error::new(e).context("the container engine went away").into()),
-                None => return Err(anyhow::anyhow!("the container engine closed its event stream").into()),
-            },
-        }
+    let ended = tokio::select! {
+        _ = tokio::signal::ctrl_c() => None,
+        _ = sigterm.recv() => None,
+        e = mesh_docker::follow::follow(&engine, only, &mut sink, &mut shared) => Some(e),
+    };
+    for offer in shared.values() {
+        sink.withdraw(offer).await;
     }
-    shares.withdraw_all().await;
-    Ok(())
+    match ended {
+        Some(e) => Err(anyhow::Error::new(e)
+            .context("no longer sharing containers")
+            .into()),
+        None => Ok(()),
+    }
 }
 
-/// The containers shared, each over a held control connection (closing
-/// it withdraws the service).
-#[derive(Default)]
-struct Shares(BTreeMap<String, (Offer, Client)>);
+/// Shares each container over a held control connection of its own
+/// (closing it withdraws the service).
+struct Held<'a> {
+    home: &'a Path,
+    clients: BTreeMap<String, Client>,
+}
 
-impl Shares {
-    /// Shares what runs now and is not shared, withdraws what is shared and
-    /// no longer runs (or changed).
-    async fn sync(
-        &mut self,
-        home: &Path,
-        engine: &Engine,
-        only: Option<(&str, &str)>,
-    ) -> Result<(), Failure> {
-        let now: BTreeMap<String, Offer> = offers(&engine.containers().await?, only)
-            .into_iter()
-            .map(|o| (o.service.clone(), o))
-            .collect();
-        let gone: Vec<String> = self
-            .0
-            .iter()
-            .filter(|(name, (offer, _))| now.get(*name) != Some(offer))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            self.withdraw(&name).await;
-        }
-        for (name, offer) in now {
-            if self.0.contains_key(&name) {
-                continue;
+impl Sink for Held<'_> {
+    async fn share(&mut self, offer: &Offer) -> bool {
+        match share_one(self.home, offer).await {
+            Ok((client, result)) => {
+                eprintln!(
+                    "devmesh: sharing {}@{} from container {} as {}",
+                    result.name, result.version, offer.container, result.url
+                );
+                self.clients.insert(offer.service.clone(), client);
+                true
             }
-            match share_one(home, &offer).await {
-                Ok((client, result)) => {
-                    eprintln!(
-                        "devmesh: sharing {}@{} from container {} as {}",
-                        result.name, result.version, offer.container, result.url
-                    );
-                    self.0.insert(name, (offer, client));
-                }
-                Err(e) => eprintln!(
-                    "devmesh: cannot share container {} as {name}: {}",
+            Err(e) => {
+                eprintln!(
+                    "devmesh: cannot share container {} as {}: {}",
                     offer.container,
+                    offer.service,
                     mesh_core::error::Chain(e.as_ref())
-                ),
+                );
+                false
             }
         }
-        Ok(())
     }
 
-    async fn withdraw(&mut self, name: &str) {
-        if let Some((offer, mut client)) = self.0.remove(name) {
+    async fn withdraw(&mut self, offer: &Offer) {
+        if let Some(mut client) = self.clients.remove(&offer.service) {
             let _ = client
                 .call(&Request::Stop {
-                    name: name.to_owned(),
+                    name: offer.service.clone(),
                 })
                 .await;
             eprintln!(
-                "devmesh: container {} stopped; withdrew {name}",
-                offer.container
+                "devmesh: container {} stopped; withdrew {}",
+                offer.container, offer.service
             );
-        }
-    }
-
-    async fn withdraw_all(&mut self) {
-        let names: Vec<String> = self.0.keys().cloned().collect();
-        for name in names {
-            self.withdraw(&name).await;
         }
     }
 }
 
 /// Shares `offer` over a connection of its own.
 async fn share_one(home: &Path, offer: &Offer) -> anyhow::Result<(Client, RunResult)> {
-    let health = match &offer.health {
-        Some(h) => Some(HealthSpec::from_check(&HealthCheck::new(
-            Probe::parse(h).with_context(|| {
-                format!(
-                    "label devmesh.health={h:?} of container {}",
-                    offer.container
-                )
-            })?,
-        ))),
-        None => None,
-    };
-    let spec = ServiceSpec {
-        name: offer.service.clone(),
-        port: offer.port,
-        version: offer.version.clone(),
-        routes: Vec::new(),
-        tags: vec!["docker".into()],
-        requires: BTreeMap::new(),
-        health,
-        h2: false,
-        scheme: mesh_core::Scheme::Http,
-    };
+    let spec = mesh_control::container_service(offer)
+        .with_context(|| format!("label devmesh.health of container {}", offer.container))?;
     let mut client = daemon::connect_or_start(home).await?;
     let result: RunResult = client
         .call_as(&Request::Run {

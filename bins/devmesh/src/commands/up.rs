@@ -309,6 +309,7 @@ fn describe(event: &ProjectEvent) -> Option<String> {
             changed,
             removed,
         } => reloaded(added, changed, removed),
+        ProjectEvent::Notice { text } => text.clone(),
         ProjectEvent::ReloadFailed { error } => {
             format!("devmesh.toml not applied; the services keep running as they were: {error}")
         }

@@ -7,6 +7,7 @@
 //! [`Projects`] table only finds a project's [`Running`] handle; a handle
 //! leaves the table when its runner has stopped every service.
 
+mod containers;
 mod mesh;
 mod runner;
 
@@ -246,12 +247,17 @@ impl Server {
         }
         running.hold(request.hold);
         let first = running.subscribe();
+        let engine_env = mesh_docker::Env {
+            docker_host: request.env.get("DOCKER_HOST").cloned(),
+            xdg_runtime_dir: request.env.get("XDG_RUNTIME_DIR").map(PathBuf::from),
+        };
         let runner = runner::Runner::new(
             self.clone(),
             running.clone(),
             project,
             request.watch,
             watcher,
+            engine_env,
         );
         tokio::spawn(runner.run());
         if let Err(e) = supervisor.start().await {

@@ -41,6 +41,8 @@ pub(super) struct Runner {
     logs: broadcast::Receiver<mesh_up::LogLine>,
     /// What each shared service was shared as.
     shares: BTreeMap<String, ServiceSpec>,
+    /// Where the container engine of `[docker] share` is.
+    engine_env: mesh_docker::Env,
 }
 
 impl Runner {
@@ -50,6 +52,7 @@ impl Runner {
         project: Project,
         watch_all: bool,
         watcher: Watcher,
+        engine_env: mesh_docker::Env,
     ) -> Self {
         let owner = server.new_owner();
         let events = running.supervisor.subscribe();
@@ -64,6 +67,7 @@ impl Runner {
             events,
             logs,
             shares: BTreeMap::new(),
+            engine_env,
         }
     }
 
@@ -89,6 +93,16 @@ impl Runner {
 
     /// Runs until the project is asked to stop, then stops every service.
     pub(super) async fn run(mut self) {
+        if self.project.docker.share {
+            super::containers::spawn(
+                self.server.clone(),
+                self.owner,
+                &self.project.docker,
+                self.engine_env.clone(),
+                self.running.events.clone(),
+                self.running.stop.child_token(),
+            );
+        }
         let mut mesh = self.server.node.watch();
         let mut offers = mesh::offers(&mesh.borrow_and_update());
         let stop = self.running.stop.clone();
