@@ -17,5 +17,6 @@ mod mesh;
 mod namespace;
 mod natlab;
 mod routing;
+mod tcp;
 mod up;
 mod websocket;

@@ -2,6 +2,7 @@
 //! the answer (results on stdout, diagnostics on stderr).
 
 pub mod cert;
+pub mod connect;
 pub mod daemon;
 pub mod install;
 pub mod join;

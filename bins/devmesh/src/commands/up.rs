@@ -381,6 +381,7 @@ mod tests {
             health_failure: None,
             expires_in_ms: None,
             url: String::new(),
+            listen: None,
         }
     }
 
@@ -401,6 +402,7 @@ mod tests {
             daemon_version: String::new(),
             services,
             conflicts: vec![],
+            listeners: vec![],
         }
     }
 

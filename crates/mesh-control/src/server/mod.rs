@@ -6,8 +6,10 @@
 //!   service;
 //! - `membership`: `join` and `invite` (secrets, config.toml, dials);
 //! - `routing`: `route`, the front door's routing settings and preview;
-//! - `status`: `status` and `peers`, views of the node's snapshot.
+//! - `status`: `status` and `peers`, views of the node's snapshot;
+//! - `connect`: `connect`, the loopback listeners of TCP services.
 
+mod connect;
 mod membership;
 mod routing;
 mod services;
@@ -50,6 +52,8 @@ pub struct ServerInfo {
     pub config_path: PathBuf,
     /// The front door's routing settings (none on a relay).
     pub routing: Option<Arc<mesh_proxy::policy::Routing>>,
+    /// The proxy's TCP listeners (none on a relay).
+    pub tcp: Option<Arc<mesh_proxy::tcp::Listeners>>,
 }
 
 /// Serves control requests for one node.
@@ -197,6 +201,7 @@ impl Server {
                 bootstrap,
             } => answer(&self.invite(namespace, bootstrap).await?),
             Request::Route(spec) => answer(&self.route(spec)?),
+            Request::Connect(spec) => answer(&self.connect(spec).await?),
             Request::Shutdown => {
                 info!("shutdown requested over the control socket");
                 self.shutdown.cancel();

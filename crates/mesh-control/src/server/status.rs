@@ -85,6 +85,7 @@ fn service_status(
         },
         expires_in_ms: expires,
         url: url(proxy, name),
+        listen: None,
     }
 }
 
@@ -161,6 +162,7 @@ pub(super) fn status(
         daemon_version: info.daemon_version.clone(),
         conflicts,
         services,
+        listeners: Vec::new(),
     }
 }
 
@@ -241,7 +243,9 @@ impl Server {
     pub(super) fn status(&self, now: Instant) -> Status {
         let snapshot = self.node.snapshot();
         let conflicts = conflicts(&snapshot, self.info.routing.as_deref());
-        status(&snapshot, &self.info, conflicts, now)
+        let mut status = status(&snapshot, &self.info, conflicts, now);
+        self.add_listeners(&snapshot, &mut status);
+        status
     }
 
     pub(super) fn peers(&self) -> Vec<PeerStatus> {

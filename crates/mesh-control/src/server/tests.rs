@@ -67,6 +67,7 @@ async fn running() -> Running {
         home: home.path().to_owned(),
         config_path: home.path().join("config.toml"),
         routing: None,
+        tcp: None,
     };
     let server = Server::new(node.clone(), info, shutdown.clone());
     let socket = home.path().join(crate::SOCKET_NAME);
@@ -94,6 +95,7 @@ fn run_request(name: &str, hold: bool) -> Request {
             health: None,
             h2: false,
             scheme: mesh_core::Scheme::Http,
+            protocol: Default::default(),
         },
         hold,
     }
@@ -210,6 +212,7 @@ fn status_lists_every_provider_and_the_unmet_requirements() {
         home: PathBuf::from("/h"),
         config_path: PathBuf::from("/h/config.toml"),
         routing: None,
+        tcp: None,
     };
     let conflicts = status::conflicts(&s, None);
     let me = s.local_peer;

@@ -1,0 +1,325 @@
+//! Raw TCP services: PostgreSQL and Redis shared by node A, reached from
+//! node B through B's loopback listeners with the real clients (psql,
+//! pgbench, redis-cli); refusals, failover and outsiders.
+
+use std::{process::Stdio, time::Duration};
+
+use devmesh_tests::{
+    Daemon, eventually,
+    servers::{self, Postgres, Redis, free_port, psql, psql_command, redis_cli},
+};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    net::TcpStream,
+};
+
+/// Shares `name` from `node` as TCP on `port`, detached.
+async fn share_tcp(node: &Daemon, name: &str, port: u16, version: &str) {
+    let url = node
+        .share_detached_with(name, port, version, &["--tcp"])
+        .await;
+    assert_eq!(url, format!("tcp://127.0.0.1:{port}"));
+}
+
+/// `devmesh connect name --port port` on `node`, once `name` is known to
+/// it; returns the listener's entry.
+async fn connect(node: &Daemon, name: &str, port: u16) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(15),
+        "the service to be known",
+        || async {
+            let status = node.status().await;
+            status["services"]
+                .as_array()?
+                .iter()
+                .any(|s| s["name"] == name)
+                .then_some(())
+        },
+    )
+    .await;
+    node.cli_json(&["connect", name, "--port", &port.to_string()])
+        .await
+}
+
+/// The `listen` of `name`'s entries in `devmesh status --json`.
+async fn listen_of(node: &Daemon, name: &str) -> Option<String> {
+    let status = node.status().await;
+    status["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)?["listen"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// PostgreSQL and Redis on A, used from B through its listeners: SQL,
+/// COPY in and out byte-exact, LISTEN/NOTIFY across 30 s of idle,
+/// pgbench, Redis SET/GET and pub/sub; a connected service without a
+/// provider resets at once; a withdrawn service loses its listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_and_redis_through_loopback_listeners() {
+    if !servers::have(&["psql", "pgbench", "redis-server", "redis-cli"], true) {
+        return;
+    }
+    let (a, b, pg, redis) = tokio::join!(
+        Daemon::start(),
+        Daemon::start(),
+        Postgres::start(),
+        Redis::start()
+    );
+    b.join(&a).await;
+    share_tcp(&a, "db", pg.port(), "15.4.0").await;
+    share_tcp(&a, "cache", redis.port(), "7.0.0").await;
+    // The provider's port is taken on this machine (by the servers
+    // themselves), so B listens on the ports given.
+    let (db_port, cache_port) = (free_port(), free_port());
+    let entry = connect(&b, "db", db_port).await;
+    let listen = format!("127.0.0.1:{db_port}");
+    assert_eq!(entry["listen"], listen.as_str(), "{entry}");
+    assert_eq!(listen_of(&b, "db").await.as_deref(), Some(listen.as_str()));
+    let human = ok(&b.cli(&["status"]).await, "status");
+    assert!(
+        human.contains(&format!("db  tcp  {listen} → {} (direct)", a.peer_id)),
+        "{human}"
+    );
+    connect(&b, "cache", cache_port).await;
+
+    ok(
+        &psql(db_port, "CREATE TABLE t (id int, name text); INSERT INTO t SELECT i, 'row ' || i FROM generate_series(1, 1000) i").await,
+        "create and insert",
+    );
+    let read = ok(
+        &psql(db_port, "SELECT count(*), max(name) FROM t WHERE id > 10").await,
+        "select",
+    );
+    assert_eq!(read, "990|row 999");
+
+    // The idle LISTEN session runs beside the bulk work.
+    let (notified, (), ()) = tokio::join!(
+        listen_across_idle(db_port, Duration::from_secs(30)),
+        copy_in_and_out(db_port, pg.dir()),
+        pgbench(db_port),
+    );
+    assert!(
+        notified.contains("\"wake\" with payload \"after the idle\""),
+        "{notified}"
+    );
+
+    ok(
+        &redis_cli(cache_port, &["SET", "greeting", "hello mesh"]).await,
+        "redis set",
+    );
+    assert_eq!(
+        ok(
+            &redis_cli(cache_port, &["GET", "greeting"]).await,
+            "redis get"
+        ),
+        "hello mesh"
+    );
+    redis_pub_sub(cache_port).await;
+
+    // A connected service that nobody provides: reset at once, and why.
+    let ghost = free_port();
+    let out = b
+        .cli(&["connect", "ghost", "--port", &ghost.to_string(), "--json"])
+        .await;
+    ok(&out, "connect ghost");
+    let started = std::time::Instant::now();
+    let reset = async {
+        // On loopback the reset can come before connect returns.
+        let mut tcp = TcpStream::connect(("127.0.0.1", ghost)).await?;
+        let mut buf = [0u8; 16];
+        tcp.read(&mut buf).await
+    };
+    let read = tokio::time::timeout(Duration::from_secs(5), reset)
+        .await
+        .expect("not left hanging");
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let out = psql(ghost, "SELECT 1").await;
+    assert!(!out.status.success());
+    let status = b.status().await;
+    let listener = status["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["service"] == "ghost")
+        .cloned()
+        .unwrap();
+    assert_eq!(listener["problem"], "no provider of ghost", "{listener}");
+    eventually(Duration::from_secs(5), "B to log the refusal", || async {
+        b.log()
+            .contains("refused a tcp connection service=ghost")
+            .then_some(())
+    })
+    .await;
+
+    // Withdrawn: the listener goes with the service.
+    ok(&a.cli(&["stop", "cache"]).await, "stop cache");
+    eventually(
+        Duration::from_secs(15),
+        "the cache listener to close",
+        || async {
+            TcpStream::connect(("127.0.0.1", cache_port))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Holds a `LISTEN` session idle for `idle`, then has another session
+/// `NOTIFY` it; returns what the listening psql printed.
+async fn listen_across_idle(port: u16, idle: Duration) -> String {
+    let mut listener = psql_command(port)
+        .args(["-d", "postgres"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = listener.stdin.take().unwrap();
+    stdin
+        .write_all(b"LISTEN wake;\nSELECT 'listening';\n")
+        .await
+        .unwrap();
+    let mut out = BufReader::new(listener.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("listening"));
+    tokio::time::sleep(idle).await;
+    ok(&psql(port, "NOTIFY wake, 'after the idle'").await, "notify");
+    // psql shows notifications when it next talks to the server.
+    stdin.write_all(b"SELECT 'after';\n\\q\n").await.unwrap();
+    drop(stdin);
+    let mut text = String::new();
+    let read_all = async {
+        while let Some(line) = out.next_line().await.unwrap() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read_all)
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), listener.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{text}");
+    text
+}
+
+/// Size of the COPY round trip in the e2e test (`cargo xtask bench` runs
+/// 1 GiB).
+const COPY_BYTES: usize = 64 << 20;
+
+/// COPY of [`COPY_BYTES`] of rows in through the listener and out again;
+/// the file that comes out is the one that went in.
+async fn copy_in_and_out(port: u16, dir: &std::path::Path) {
+    let input = dir.join("copy-in.txt");
+    let output = dir.join("copy-out.txt");
+    let mut data = Vec::with_capacity(COPY_BYTES + 200);
+    let mut i = 0u64;
+    while data.len() < COPY_BYTES {
+        let line = format!(
+            "{i}\t{:016x}{:0>100}\n",
+            i.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            i
+        );
+        data.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    std::fs::write(&input, &data).unwrap();
+    ok(
+        &psql(port, "CREATE TABLE bulk (id bigint, payload text)").await,
+        "create bulk",
+    );
+    let copy_in = format!("\\copy bulk FROM '{}'", input.display());
+    ok(&psql(port, &copy_in).await, "copy in");
+    let copy_out = format!(
+        "\\copy (SELECT * FROM bulk ORDER BY id) TO '{}'",
+        output.display()
+    );
+    ok(&psql(port, &copy_out).await, "copy out");
+    let back = std::fs::read(&output).unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "COPY out differs from what went in");
+}
+
+/// pgbench's select-only run with 4 clients through the listener.
+async fn pgbench(port: u16) {
+    let base = |cmd: &mut tokio::process::Command| {
+        cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"]);
+    };
+    let mut init = tokio::process::Command::new("pgbench");
+    base(&mut init);
+    init.args(["-i", "-q", "-s", "1", "postgres"]);
+    ok(&init.output().await.unwrap(), "pgbench -i");
+    let mut run = tokio::process::Command::new("pgbench");
+    base(&mut run);
+    run.args(["-S", "-c", "4", "-j", "2", "-t", "200", "postgres"]);
+    let report = ok(&run.output().await.unwrap(), "pgbench -S");
+    assert!(
+        report.contains("number of transactions actually processed: 800/800"),
+        "{report}"
+    );
+}
+
+/// A `SUBSCRIBE` through the listener receives what a `PUBLISH` through
+/// it sends.
+async fn redis_pub_sub(port: u16) {
+    let mut sub = tokio::process::Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "SUBSCRIBE",
+            "news",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    // subscribe, news, 1
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let published = ok(
+        &redis_cli(port, &["PUBLISH", "news", "through the mesh"]).await,
+        "publish",
+    );
+    assert_eq!(published, "1");
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert_eq!(got, ["message", "news", "through the mesh"]);
+}
