@@ -23,7 +23,7 @@ use mesh_core::{
 #[derive(NetworkBehaviour)]
 pub(crate) struct Rogue {
     gossipsub: gossipsub::Behaviour,
-    stream: libp2p_stream::Behaviour,
+    pub(crate) stream: libp2p_stream::Behaviour,
     auth: request_response::cbor::Behaviour<AuthRequest, AuthResponse>,
 }
 

@@ -323,3 +323,141 @@ async fn redis_pub_sub(port: u16) {
     }
     assert_eq!(got, ["message", "news", "through the mesh"]);
 }
+
+/// Two providers of one database in a namespace with a secret: a session
+/// in flight through the first ends with an error when that node is
+/// killed, not a hang, and new connections go to the second; a node
+/// without the secret gets no listener.
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_to_the_second_provider_and_no_listener_for_outsiders() {
+    if !servers::have(&["psql"], true) {
+        return;
+    }
+    let (mut a, b, c, outsider, pg) = tokio::join!(
+        Daemon::start_with(&["--namespace", "team"]),
+        Daemon::start(),
+        Daemon::start(),
+        Daemon::start(),
+        Postgres::start()
+    );
+    let out = a.cli(&["invite", "--bootstrap", &a.p2p_addr]).await;
+    let token = ok(&out, "invite");
+    for member in [&b, &c] {
+        ok(&member.cli(&["join", &token]).await, "join with the token");
+    }
+    share_tcp(&a, "db", pg.port(), "15.4.0").await;
+    let db_port = free_port();
+    connect(&b, "db", db_port).await;
+
+    // A session through A, left open.
+    let mut session = psql_command(db_port)
+        .args(["-d", "postgres"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = session.stdin.take().unwrap();
+    let mut out = BufReader::new(session.stdout.take().unwrap()).lines();
+    stdin.write_all(b"SELECT 'through a';\n").await.unwrap();
+    let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line.as_deref(), Some("through a"));
+
+    share_tcp(&c, "db", pg.port(), "15.4.0").await;
+    b.wait_for_service("db", |s| s["provider"] == c.peer_id.as_str())
+        .await;
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    a.wait_exit().await;
+
+    // The session in flight ends at once with an error.
+    let asked = stdin.write_all(b"SELECT 'still there';\n").await;
+    let ended = tokio::time::timeout(Duration::from_secs(15), session.wait())
+        .await
+        .expect("the session through the dead provider was left hanging")
+        .unwrap();
+    assert!(
+        asked.is_err() || !ended.success(),
+        "the session through the dead provider went on"
+    );
+    // New connections go to C.
+    for _ in 0..3 {
+        let answer = eventually(Duration::from_secs(20), "psql through C", || async {
+            let out = psql(db_port, "SELECT 'through c'").await;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        })
+        .await;
+        assert_eq!(answer, "through c");
+    }
+    let listener = b
+        .cli_json(&["connect", "db", "--port", &db_port.to_string()])
+        .await;
+    assert_eq!(
+        listener["provider"],
+        format!("{} (direct)", c.peer_id).as_str(),
+        "{listener}"
+    );
+
+    // Without the secret: not admitted, no records, no listener.
+    let refused = outsider
+        .cli(&["join", &c.p2p_addr, "--namespace", "team"])
+        .await;
+    assert!(!refused.status.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = outsider.status().await;
+    assert!(
+        status["services"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    assert!(status.get("listeners").is_none(), "{status}");
+    let out = outsider.cli(&["connect", "db"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a known TCP service"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A peer that never proves membership cannot open `/devmesh/tcp/1`: its
+/// hello is refused with the reason, and the node logs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outsider_cannot_open_a_tcp_stream() {
+    use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+    let (a, backend) = tokio::join!(
+        Daemon::start(),
+        devmesh_tests::backend::Backend::start("plain")
+    );
+    share_tcp(&a, "db", backend.port(), "1.0.0").await;
+    let (mut swarm, _key, a_peer) = super::malformed::rogue(&a, false).await;
+    let mut control = swarm.behaviour().stream.new_control();
+    let pump = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    let mut stream = control
+        .open_stream(a_peer, libp2p::StreamProtocol::new("/devmesh/tcp/1"))
+        .await
+        .unwrap();
+    let hello = br#"{"v":1,"namespace":"test","service":"db"}"#;
+    let mut framed = (hello.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(hello);
+    stream.write_all(&framed).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    assert!(reply.contains("not an admitted member"), "{reply:?}");
+    pump.abort();
+    eventually(Duration::from_secs(5), "A to log the refusal", || async {
+        a.log()
+            .contains("refused a tcp tunnel from a peer that is not an admitted member")
+            .then_some(())
+    })
+    .await;
+}
