@@ -71,11 +71,12 @@ async fn postgres_and_redis_through_loopback_listeners() {
     if !servers::have(&["psql", "pgbench", "redis-server", "redis-cli"], true) {
         return;
     }
-    let (a, b, pg, redis) = tokio::join!(
+    let (a, b, pg, redis, local_pg) = tokio::join!(
         Daemon::start(),
         Daemon::start(),
         Postgres::start(),
-        Redis::start()
+        Redis::start(),
+        Postgres::start()
     );
     b.join(&a).await;
     share_tcp(&a, "db", pg.port(), "15.4.0").await;
@@ -127,6 +128,8 @@ async fn postgres_and_redis_through_loopback_listeners() {
         "hello mesh"
     );
     redis_pub_sub(cache_port).await;
+
+    db_commands(&b, db_port, &local_pg).await;
 
     // A connected service that nobody provides: reset at once, and why.
     let ghost = free_port();
@@ -460,4 +463,99 @@ async fn an_outsider_cannot_open_a_tcp_stream() {
             .then_some(())
     })
     .await;
+}
+
+/// Row count and a checksum of every row of `table`.
+async fn fingerprint(port: u16, database: &str, table: &str) -> String {
+    let sql = format!(
+        "SELECT count(*), md5(string_agg(md5(x::text), '' ORDER BY x::text)) FROM {table} x"
+    );
+    let mut cmd = psql_command(port);
+    cmd.args(["-d", database, "-c", &sql]);
+    ok(&cmd.output().await.unwrap(), "fingerprint")
+}
+
+/// `devmesh db status`, `clone` into another local cluster, `snapshot` and
+/// `restore` of one table: the same rows and checksums; and the message
+/// when the client tools are older than the server.
+async fn db_commands(b: &Daemon, db_port: u16, local: &Postgres) {
+    let listed = b.cli_json(&["db", "status"]).await;
+    let db = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "db")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        db["listen"],
+        format!("127.0.0.1:{db_port}").as_str(),
+        "{listed}"
+    );
+    assert_eq!(db["version"], "15.4.0");
+
+    let into = format!("postgres://postgres@127.0.0.1:{}/postgres", local.port());
+    let out = b.cli(&["db", "clone", "db", "--into", &into]).await;
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("cloned db ("), "{said}");
+    for table in ["t", "bulk", "pgbench_accounts", "pgbench_branches"] {
+        assert_eq!(
+            fingerprint(local.port(), "postgres", table).await,
+            fingerprint(db_port, "postgres", table).await,
+            "{table}"
+        );
+    }
+
+    let file = local.dir().join("t.dump");
+    let file = file.to_str().unwrap();
+    let out = b
+        .cli(&["db", "snapshot", "db", "--table", "t", "-o", file])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(
+        &psql(local.port(), "CREATE DATABASE snap").await,
+        "create database",
+    );
+    let snap = format!("postgres://postgres@127.0.0.1:{}/snap", local.port());
+    let out = b.cli(&["db", "restore", file, "--into", &snap]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fingerprint(local.port(), "snap", "t").await,
+        fingerprint(db_port, "postgres", "t").await
+    );
+
+    // Client tools older than the server: a clear refusal, nothing run.
+    let fake = tempfile::tempdir().unwrap();
+    let script = fake.path().join("pg_dump");
+    std::fs::write(&script, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    let mode = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+    std::fs::set_permissions(&script, mode).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let out = b
+        .devmesh()
+        .args(["db", "clone", "db", "--into", &snap])
+        .env("PATH", path)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("pg_dump 9 cannot dump a PostgreSQL 15 server"),
+        "{said}"
+    );
+    assert!(said.contains("postgresql-client-15"), "{said}");
 }

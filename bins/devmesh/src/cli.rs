@@ -77,6 +77,11 @@ pub enum Command {
     /// Listen on 127.0.0.1 for a teammate's TCP service (a database, Redis):
     /// on the provider's port when it is free here, else on --port
     Connect(ConnectArgs),
+    /// PostgreSQL services of the mesh: clone, snapshot, restore, status
+    Db {
+        #[command(subcommand)]
+        action: crate::commands::db::DbAction,
+    },
 }
 
 /// `devmesh connect`.

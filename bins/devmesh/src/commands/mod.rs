@@ -4,6 +4,7 @@
 pub mod cert;
 pub mod connect;
 pub mod daemon;
+pub mod db;
 pub mod install;
 pub mod join;
 pub mod route;
