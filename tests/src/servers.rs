@@ -90,6 +90,12 @@ impl Postgres {
     /// Makes a cluster (`initdb`, trust authentication, user `postgres`)
     /// and starts it on a free port; waits until it accepts connections.
     pub async fn start() -> Postgres {
+        Self::start_in(None).await
+    }
+
+    /// [`Postgres::start`] inside the network namespace `netns` (with
+    /// `ip netns exec`), listening on that namespace's loopback.
+    pub async fn start_in(netns: Option<&str>) -> Postgres {
         let bin = pg_bin().expect("postgresql is installed");
         let dir = tempfile::Builder::new()
             .prefix("devmesh-pg-")
@@ -100,7 +106,7 @@ impl Postgres {
             nix::unistd::chown(dir.path(), Some(uid.into()), Some(gid.into())).expect("chown");
         }
         let data = dir.path().join("data");
-        let mut initdb = Command::new(bin.join("initdb"));
+        let mut initdb = command_in(netns, user, &bin.join("initdb"));
         initdb
             .args([
                 "-A",
@@ -113,14 +119,14 @@ impl Postgres {
                 "-D",
             ])
             .arg(&data);
-        let out = as_user(&mut initdb, user).output().await.expect("initdb");
+        let out = initdb.output().await.expect("initdb");
         assert!(
             out.status.success(),
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        let mut postgres = Command::new(bin.join("postgres"));
+        let mut postgres = command_in(netns, user, &bin.join("postgres"));
         postgres
             .arg("-D")
             .arg(&data)
@@ -133,20 +139,18 @@ impl Postgres {
                 std::fs::File::create(dir.path().join("postgres.log")).expect("log"),
             ))
             .kill_on_drop(true);
-        let child = as_user(&mut postgres, user)
-            .spawn()
-            .expect("starting postgres");
+        let child = postgres.spawn().expect("starting postgres");
         let pg = Postgres { dir, child, port };
+        let ready = || async {
+            let mut ready = psql_command_in(netns, pg.port);
+            ready.args(["-d", "postgres", "-c", "SELECT 1"]);
+            let out = ready.output().await;
+            out.is_ok_and(|o| o.status.success()).then_some(())
+        };
         crate::eventually(
             Duration::from_secs(30),
             "postgres accepting connections",
-            || async {
-                psql(pg.port, "SELECT 1")
-                    .await
-                    .status
-                    .success()
-                    .then_some(())
-            },
+            ready,
         )
         .await;
         pg
@@ -175,18 +179,46 @@ impl Drop for Postgres {
     }
 }
 
-fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
+/// `program` as a command inside `netns` (none: this one), run as `user`
+/// (none: as we are).
+fn command_in(netns: Option<&str>, user: Option<(u32, u32)>, program: &Path) -> Command {
+    match netns {
+        None => {
+            let mut cmd = Command::new(program);
+            if let Some((uid, gid)) = user {
+                cmd.uid(uid).gid(gid);
+            }
+            cmd
+        }
+        Some(ns) => {
+            // `ip netns exec` needs root: the user changes after it, by
+            // setpriv, which execs the program itself.
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]);
+            if let Some((uid, gid)) = user {
+                cmd.args([
+                    "setpriv",
+                    &format!("--reuid={uid}"),
+                    &format!("--regid={gid}"),
+                ])
+                .arg("--clear-groups");
+            }
+            cmd.arg(program);
+            cmd
+        }
     }
-    cmd
 }
 
 /// `psql` of the client tools on PATH against 127.0.0.1:`port` as
 /// `postgres`, running `sql` (`-c`), quiet, unaligned, stopping at the
 /// first error.
 pub fn psql_command(port: u16) -> Command {
-    let mut cmd = Command::new("psql");
+    psql_command_in(None, port)
+}
+
+/// [`psql_command`] inside the network namespace `netns`.
+pub fn psql_command_in(netns: Option<&str>, port: u16) -> Command {
+    let mut cmd = command_in(netns, None, Path::new("psql"));
     cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
         .env("PGCONNECT_TIMEOUT", "10")
