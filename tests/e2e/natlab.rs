@@ -513,25 +513,14 @@ async fn nat_mdns_finds_a_lan_peer_without_bootstrap() {
 /// it answers, idles, and answers again. Returns the connection B's
 /// listener names for the session's provider.
 async fn psql_session(t: &Team, port: u16) -> String {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
     let b_host = t.lab.home_host(1, 0).clone();
-    let mut session = devmesh_tests::servers::psql_command_in(Some(&b_host.netns), port)
-        .args(["-d", "postgres"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = session.stdin.take().unwrap();
-    let mut out = tokio::io::BufReader::new(session.stdout.take().unwrap()).lines();
+    let mut session = devmesh_tests::servers::PsqlSession::open(Some(&b_host.netns), port);
     for query in ["one", "two"] {
-        let sql = format!("SELECT 'query {query}';\n");
-        stdin.write_all(sql.as_bytes()).await.unwrap();
-        let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
+        session
+            .send(&format!("SELECT 'query {query}';\n"))
             .await
-            .expect("psql answered through the NAT lab")
             .unwrap();
-        assert_eq!(line, Some(format!("query {query}")));
+        assert_eq!(session.line().await, Some(format!("query {query}")));
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let listener = t.b.cli_json(&["connect", "db"]).await;

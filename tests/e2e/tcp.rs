@@ -6,10 +6,10 @@ use std::{process::Stdio, time::Duration};
 
 use devmesh_tests::{
     Daemon, eventually,
-    servers::{self, Postgres, Redis, free_port, psql, psql_command, redis_cli},
+    servers::{self, Postgres, PsqlSession, Redis, free_port, psql, psql_command, redis_cli},
 };
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
     net::TcpStream,
 };
 
@@ -188,43 +188,17 @@ async fn postgres_and_redis_through_loopback_listeners() {
 /// Holds a `LISTEN` session idle for `idle`, then has another session
 /// `NOTIFY` it; returns what the listening psql printed.
 async fn listen_across_idle(port: u16, idle: Duration) -> String {
-    let mut listener = psql_command(port)
-        .args(["-d", "postgres"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = listener.stdin.take().unwrap();
-    stdin
-        .write_all(b"LISTEN wake;\nSELECT 'listening';\n")
+    let mut session = PsqlSession::open(None, port);
+    session
+        .send("LISTEN wake;\nSELECT 'listening';\n")
         .await
         .unwrap();
-    let mut out = BufReader::new(listener.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(line.as_deref(), Some("listening"));
+    assert_eq!(session.line().await.as_deref(), Some("listening"));
     tokio::time::sleep(idle).await;
     ok(&psql(port, "NOTIFY wake, 'after the idle'").await, "notify");
     // psql shows notifications when it next talks to the server.
-    stdin.write_all(b"SELECT 'after';\n\\q\n").await.unwrap();
-    drop(stdin);
-    let mut text = String::new();
-    let read_all = async {
-        while let Some(line) = out.next_line().await.unwrap() {
-            text.push_str(&line);
-            text.push('\n');
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read_all)
-        .await
-        .unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), listener.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    session.send("SELECT 'after';\n\\q\n").await.unwrap();
+    let (status, text) = session.finish(Duration::from_secs(20)).await.unwrap();
     assert!(status.success(), "{text}");
     text
 }
@@ -353,21 +327,9 @@ async fn failover_to_the_second_provider_and_no_listener_for_outsiders() {
     connect(&b, "db", db_port).await;
 
     // A session through A, left open.
-    let mut session = psql_command(db_port)
-        .args(["-d", "postgres"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = session.stdin.take().unwrap();
-    let mut out = BufReader::new(session.stdout.take().unwrap()).lines();
-    stdin.write_all(b"SELECT 'through a';\n").await.unwrap();
-    let line = tokio::time::timeout(Duration::from_secs(20), out.next_line())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(line.as_deref(), Some("through a"));
+    let mut session = PsqlSession::open(None, db_port);
+    session.send("SELECT 'through a';\n").await.unwrap();
+    assert_eq!(session.line().await.as_deref(), Some("through a"));
 
     share_tcp(&c, "db", pg.port(), "15.4.0").await;
     b.wait_for_service("db", |s| s["provider"] == c.peer_id.as_str())
@@ -376,11 +338,11 @@ async fn failover_to_the_second_provider_and_no_listener_for_outsiders() {
     a.wait_exit().await;
 
     // The session in flight ends at once with an error.
-    let asked = stdin.write_all(b"SELECT 'still there';\n").await;
-    let ended = tokio::time::timeout(Duration::from_secs(15), session.wait())
+    let asked = session.send("SELECT 'still there';\n").await;
+    let (ended, _) = session
+        .finish(Duration::from_secs(15))
         .await
-        .expect("the session through the dead provider was left hanging")
-        .unwrap();
+        .expect("the session through the dead provider was left hanging");
     assert!(
         asked.is_err() || !ended.success(),
         "the session through the dead provider went on"

@@ -285,3 +285,61 @@ pub async fn redis_cli(port: u16, args: &[&str]) -> Output {
         .expect("redis-cli finished in time")
         .expect("running redis-cli")
 }
+
+/// An interactive `psql` session fed on its stdin, as a person at the
+/// prompt would be: statements go in, answers come out line by line.
+pub struct PsqlSession {
+    child: Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl PsqlSession {
+    /// Opens a session to 127.0.0.1:`port` (inside `netns` when given).
+    pub fn open(netns: Option<&str>, port: u16) -> PsqlSession {
+        use tokio::io::AsyncBufReadExt as _;
+        let mut child = psql_command_in(netns, port)
+            .args(["-d", "postgres"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting psql");
+        let stdin = child.stdin.take();
+        let out = tokio::io::BufReader::new(child.stdout.take().expect("psql stdout")).lines();
+        PsqlSession { child, stdin, out }
+    }
+
+    /// Sends `sql` (statements and psql commands, newline-terminated).
+    pub async fn send(&mut self, sql: &str) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let stdin = self.stdin.as_mut().ok_or(std::io::ErrorKind::BrokenPipe)?;
+        stdin.write_all(sql.as_bytes()).await?;
+        stdin.flush().await
+    }
+
+    /// The next line psql prints, within 20 s.
+    pub async fn line(&mut self) -> Option<String> {
+        tokio::time::timeout(Duration::from_secs(20), self.out.next_line())
+            .await
+            .expect("psql answered in time")
+            .ok()
+            .flatten()
+    }
+
+    /// Closes its stdin and returns the rest of what it printed and how it
+    /// ended, within `wait`; `None` when it was still running then.
+    pub async fn finish(mut self, wait: Duration) -> Option<(std::process::ExitStatus, String)> {
+        drop(self.stdin.take());
+        let rest = async {
+            let mut text = String::new();
+            while let Ok(Some(line)) = self.out.next_line().await {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let status = self.child.wait().await.expect("waiting for psql");
+            (status, text)
+        };
+        tokio::time::timeout(wait, rest).await.ok()
+    }
+}
