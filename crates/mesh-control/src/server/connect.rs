@@ -68,6 +68,9 @@ impl Server {
                 .iter()
                 .find(|l| l.service == entry.name)
                 .and_then(|l| l.listen.clone());
+            if let (Some(listen), true) = (&entry.listen, entry.url.is_empty()) {
+                entry.url = format!("tcp://{listen}");
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 use std::{net::SocketAddr, time::Instant};
 
 use mesh_core::{
-    Multiaddr, PeerId, Provider, Reachability, Reservation, Role, Snapshot, record::ServiceRecord,
+    Multiaddr, PeerId, Provider, Reachability, Reservation, Role, Snapshot,
+    record::{ServiceProtocol, ServiceRecord},
 };
 use mesh_proxy::policy::Routing;
 
@@ -84,7 +85,13 @@ fn service_status(
             Provider::Remote(_) => None,
         },
         expires_in_ms: expires,
-        url: url(proxy, name),
+        // A TCP service is no URL of the front door: its port here, or
+        // (set with the listeners) this node's listener.
+        url: match (record.protocol, p) {
+            (ServiceProtocol::Tcp, Provider::Local(l)) => format!("tcp://127.0.0.1:{}", l.port),
+            (ServiceProtocol::Tcp, Provider::Remote(_)) => String::new(),
+            _ => url(proxy, name),
+        },
         listen: None,
     }
 }
