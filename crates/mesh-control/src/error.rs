@@ -97,6 +97,12 @@ pub enum RequestError {
     ConnectToHttp { service: String },
     #[error("this node has no TCP listeners (a relay runs no proxy)")]
     NoListeners,
+    #[error("saving the listener settings to {}", .path.display())]
+    SaveConnects {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "service {service}: {requirement:?} is not a version requirement on {required} ({error}); write it like ^2.1"
     )]

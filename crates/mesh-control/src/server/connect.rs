@@ -1,6 +1,9 @@
 //! `connect`: the loopback listeners of remote TCP services (the proxy
 //! runs them; this changes their settings and shows their state), and
-//! their part of `status`.
+//! their part of `status`. The settings are kept in
+//! `<home>/tcp-connects.json` and applied again when the daemon starts.
+
+use std::{collections::BTreeMap, path::PathBuf};
 
 use mesh_core::{Snapshot, record::ServiceProtocol};
 use mesh_proxy::{
@@ -8,9 +11,44 @@ use mesh_proxy::{
     policy::Routing,
     tcp::listeners::{self, ListenerState},
 };
+use tracing::warn;
 
-use super::Server;
+use super::{Server, ServerInfo};
 use crate::{ConnectSpec, ListenerStatus, RequestError, Status};
+
+/// File of the `devmesh connect` settings in the daemon's home.
+const CONNECTS_FILE: &str = "tcp-connects.json";
+
+fn connects_path(info: &ServerInfo) -> PathBuf {
+    info.home.join(CONNECTS_FILE)
+}
+
+/// Applies the settings of an earlier run to the proxy's listeners; a
+/// file that cannot be read is logged and left alone.
+pub(super) fn restore(info: &ServerInfo) {
+    let Some(tcp) = &info.tcp else {
+        return;
+    };
+    let path = connects_path(info);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the tcp listener settings");
+            return;
+        }
+    };
+    match serde_json::from_str::<BTreeMap<String, Option<u16>>>(&text) {
+        Ok(settings) => {
+            for (service, port) in settings {
+                tcp.connect(&service, port);
+            }
+        }
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "ignoring malformed tcp listener settings");
+        }
+    }
+}
 
 /// How long `connect` waits for the proxy to act on a new setting.
 const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -40,6 +78,7 @@ impl Server {
             }
             tcp.connect(&service, spec.port);
         }
+        self.save_connects()?;
         let state = tcp.settled(&service, SETTLE).await;
         let snapshot = self.node.snapshot();
         Ok(listener_status(
@@ -48,6 +87,17 @@ impl Server {
             &service,
             state,
         ))
+    }
+
+    /// Writes the `devmesh connect` settings, for the next start.
+    fn save_connects(&self) -> Result<(), RequestError> {
+        let Some(tcp) = &self.info.tcp else {
+            return Ok(());
+        };
+        let (settings, _) = tcp.configured();
+        let path = connects_path(&self.info);
+        let text = serde_json::to_string_pretty(&settings).map_err(RequestError::Encode)?;
+        std::fs::write(&path, text).map_err(|source| RequestError::SaveConnects { path, source })
     }
 
     /// Adds the listeners to `status`, and their address to the entries of

@@ -73,6 +73,7 @@ impl Server {
     /// it is cancelled, [`Server::serve`] stops accepting and drains the
     /// open connections.
     pub fn new(node: NodeHandle, info: ServerInfo, shutdown: CancellationToken) -> Arc<Self> {
+        connect::restore(&info);
         Arc::new(Self {
             node,
             info,
