@@ -302,51 +302,124 @@ pub fn section(md: &mut String, bin: &Path, quick: bool) -> anyhow::Result<()> {
     let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
     let (rss_a, rss_b) = (mb(a.peak_rss_kib()), mb(b.peak_rss_kib()));
 
-    let (tps_d, tps_r) = (median(tps[0].clone()), median(tps[1].clone()));
-    let (mbs_d, mbs_r) = (median(mbs[0].clone()), median(mbs[1].clone()));
-    writeln!(
-        md,
-        "PostgreSQL {} and a byte sink on this machine, shared by node A as TCP services, used through node B's loopback listeners (`/devmesh/tcp/1` over TCP + Noise + Yamux) or directly; {rounds} alternating rounds, medians.\n",
-        pg.parent()
+    let figures = Figures {
+        postgres: pg
+            .parent()
             .and_then(|p| p.file_name())
             .and_then(|n| n.to_str())
             .unwrap_or("?")
+            .to_owned(),
+        rounds,
+        secs,
+        bulk_mib: bulk_bytes / MIB,
+        copy_mib: copy_bytes / MIB,
+        tps: [median(tps[0].clone()), median(tps[1].clone())],
+        mbs: [median(mbs[0].clone()), median(mbs[1].clone())],
+        copy: [direct_copy, remote_copy],
+        rss: [rss_a, rss_b],
+    };
+    write_rows(md, &figures)?;
+    Ok(())
+}
+
+/// What [`section`] measured: `[direct, remote]` pairs.
+struct Figures {
+    postgres: String,
+    rounds: usize,
+    secs: u32,
+    bulk_mib: u64,
+    copy_mib: u64,
+    tps: [f64; 2],
+    mbs: [f64; 2],
+    /// (COPY in, COPY out) seconds.
+    copy: [(f64, f64); 2],
+    /// Peak RSS of A and B, MB.
+    rss: [f64; 2],
+}
+
+/// The section's table and RSS line.
+fn write_rows(md: &mut String, f: &Figures) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "PostgreSQL {} and a byte sink on this machine, shared by node A as TCP services, used through node B's loopback listeners (`/devmesh/tcp/1` over TCP + Noise + Yamux) or directly; {} alternating rounds, medians.\n",
+        f.postgres, f.rounds
     )?;
     writeln!(
         md,
         "| row | direct | through devmesh (remote) | remote / direct |"
     )?;
     writeln!(md, "| --- | ---: | ---: | ---: |")?;
+    let rows = [
+        (
+            format!("pgbench -S, 8 clients, {} s, TPS", f.secs),
+            f.tps,
+            0,
+        ),
+        (
+            format!("raw TCP upload of {} MiB, MB/s", f.bulk_mib),
+            f.mbs,
+            0,
+        ),
+        (
+            format!("COPY {} MiB in, s", f.copy_mib),
+            [f.copy[0].0, f.copy[1].0],
+            1,
+        ),
+        (
+            format!("COPY {} MiB out, s", f.copy_mib),
+            [f.copy[0].1, f.copy[1].1],
+            1,
+        ),
+    ];
+    for (name, [direct, remote], decimals) in rows {
+        writeln!(
+            md,
+            "| {name} | {direct:.decimals$} | {remote:.decimals$} | {:.2} |",
+            remote / direct
+        )?;
+    }
     writeln!(
         md,
-        "| pgbench -S, 8 clients, {secs} s, TPS | {tps_d:.0} | {tps_r:.0} | {:.2} |",
-        tps_r / tps_d
-    )?;
-    writeln!(
-        md,
-        "| raw TCP upload of {} MiB, MB/s | {mbs_d:.0} | {mbs_r:.0} | {:.2} |",
-        bulk_bytes / MIB,
-        mbs_r / mbs_d
-    )?;
-    writeln!(
-        md,
-        "| COPY {} MiB in, s | {:.1} | {:.1} | {:.2} |",
-        copy_bytes / MIB,
-        direct_copy.0,
-        remote_copy.0,
-        remote_copy.0 / direct_copy.0
-    )?;
-    writeln!(
-        md,
-        "| COPY {} MiB out, s | {:.1} | {:.1} | {:.2} |",
-        copy_bytes / MIB,
-        direct_copy.1,
-        remote_copy.1,
-        remote_copy.1 / direct_copy.1
-    )?;
-    writeln!(
-        md,
-        "\nPeak RSS (VmHWM) during the remote COPY in and out: A (provider) {rss_a:.1} MB, B (listener) {rss_b:.1} MB."
+        "\nPeak RSS (VmHWM) during the remote COPY in and out: A (provider) {:.1} MB, B (listener) {:.1} MB.",
+        f.rss[0], f.rss[1]
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_show_both_sides_and_the_ratio() {
+        let mut md = String::new();
+        let figures = Figures {
+            postgres: "15".into(),
+            rounds: 3,
+            secs: 10,
+            bulk_mib: 1024,
+            copy_mib: 1024,
+            tps: [36447.0, 14815.0],
+            mbs: [3416.0, 445.0],
+            copy: [(8.1, 3.7), (8.7, 7.4)],
+            rss: [26.1, 22.1],
+        };
+        write_rows(&mut md, &figures).unwrap();
+        assert!(
+            md.contains("| pgbench -S, 8 clients, 10 s, TPS | 36447 | 14815 | 0.41 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| raw TCP upload of 1024 MiB, MB/s | 3416 | 445 | 0.13 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| COPY 1024 MiB out, s | 3.7 | 7.4 | 2.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("A (provider) 26.1 MB, B (listener) 22.1 MB."),
+            "{md}"
+        );
+    }
 }
