@@ -20,5 +20,6 @@ mod namespace;
 mod natlab;
 mod plugin;
 mod routing;
+mod tcp;
 pub(crate) mod up;
 mod websocket;

@@ -21,16 +21,16 @@ use mesh_core::{
 };
 
 #[derive(NetworkBehaviour)]
-struct Rogue {
+pub(crate) struct Rogue {
     gossipsub: gossipsub::Behaviour,
-    stream: libp2p_stream::Behaviour,
+    pub(crate) stream: libp2p_stream::Behaviour,
     auth: request_response::cbor::Behaviour<AuthRequest, AuthResponse>,
 }
 
 /// A rogue libp2p peer connected to `target` and subscribed to namespace
 /// `test`'s topic. With `prove`, it answers the admission challenge of the
 /// open namespace `test` like a member would.
-async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypair, PeerId) {
+pub(crate) async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypair, PeerId) {
     let key = Keypair::generate_ed25519();
     let auth_protocols = if prove {
         vec![(admission::PROTOCOL, ProtocolSupport::Full)]

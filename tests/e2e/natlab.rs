@@ -508,3 +508,76 @@ async fn nat_mdns_finds_a_lan_peer_without_bootstrap() {
         assert!(took < Duration::from_secs(3), "{took:?}");
     }
 }
+
+/// A psql session through B's listener of A's PostgreSQL (in A's home):
+/// it answers, idles, and answers again. Returns the connection B's
+/// listener names for the session's provider.
+async fn psql_session(t: &Team, port: u16) -> String {
+    let b_host = t.lab.home_host(1, 0).clone();
+    let mut session = devmesh_tests::servers::PsqlSession::open(Some(&b_host.netns), port);
+    for query in ["one", "two"] {
+        session
+            .send(&format!("SELECT 'query {query}';\n"))
+            .await
+            .unwrap();
+        assert_eq!(session.line().await, Some(format!("query {query}")));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let listener = t.b.cli_json(&["connect", "db"]).await;
+    listener["provider"].as_str().unwrap_or_default().to_owned()
+}
+
+/// A team whose A shares a PostgreSQL of its home as TCP; B listens for
+/// it on the same port (free in B's home).
+async fn team_with_postgres(homes: Vec<HomeSpec>) -> (Team, devmesh_tests::servers::Postgres) {
+    let t = team(homes, false).await;
+    let a_host = t.lab.home_host(0, 0).clone();
+    let pg = devmesh_tests::servers::Postgres::start_in(Some(&a_host.netns)).await;
+    t.a.share_detached_with("db", pg.port(), "15.4.0", &["--tcp"])
+        .await;
+    t.b.wait_for_service("db", |s| s["route"] == "remote").await;
+    let listener = t.b.cli_json(&["connect", "db"]).await;
+    assert_eq!(
+        listener["listen"],
+        format!("127.0.0.1:{}", pg.port()).as_str(),
+        "{listener}"
+    );
+    (t, pg)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_psql_relayed_and_after_the_hole_punch() {
+    if skip() || !devmesh_tests::servers::have(&["psql"], true) {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    // Port-randomising NATs: the session runs over the relay.
+    let (t, pg) = team_with_postgres(vec![
+        home(Nat::RandomPorts, false, 1),
+        home(Nat::RandomPorts, false, 1),
+    ])
+    .await;
+    let provider = psql_session(&t, pg.port()).await;
+    assert_eq!(provider, format!("{} (relayed)", t.a.peer_id));
+    drop((t, pg));
+
+    // Friendly NATs: once the hole punch made the link direct, sessions
+    // go over it.
+    let (t, pg) = team_with_postgres(vec![
+        home(Nat::EndpointIndependent, false, 1),
+        home(Nat::EndpointIndependent, false, 1),
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the relayed connection replaced by a direct one",
+        || async {
+            link(&t.b, &t.a).await.filter(|(c, addrs)| {
+                c == "direct" && addrs.iter().all(|a| !a.contains("p2p-circuit"))
+            })
+        },
+    )
+    .await;
+    let provider = psql_session(&t, pg.port()).await;
+    assert_eq!(provider, format!("{} (direct)", t.a.peer_id));
+}

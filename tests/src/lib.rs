@@ -14,6 +14,7 @@
 //! ```
 
 pub mod backend;
+pub mod servers;
 
 use std::{
     future::Future,
@@ -292,22 +293,36 @@ impl Daemon {
 
     /// Shares a service with `devmesh run --detach` and checks it succeeded.
     pub async fn share_detached(&self, name: &str, port: u16, version: &str) {
-        let out = self
-            .cli(&[
-                "run",
-                name,
-                "--port",
-                &port.to_string(),
-                "--version",
-                version,
-                "--detach",
-            ])
-            .await;
+        self.share_detached_with(name, port, version, &[]).await;
+    }
+
+    /// [`Daemon::share_detached`] with more `devmesh run` arguments, such
+    /// as `--tcp`; returns what it printed on stdout.
+    pub async fn share_detached_with(
+        &self,
+        name: &str,
+        port: u16,
+        version: &str,
+        extra: &[&str],
+    ) -> String {
+        let port = port.to_string();
+        let mut args = vec![
+            "run",
+            name,
+            "--port",
+            &port,
+            "--version",
+            version,
+            "--detach",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args).await;
         assert!(
             out.status.success(),
             "devmesh run --detach: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// The health `status` shows for the provider `provider` of `service`.

@@ -84,7 +84,7 @@ impl Accounted {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
@@ -318,6 +318,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let runs = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
         let mut md = String::new();
         crate::failover::section(&mut md, &bin, runs)?;
+        print!("{md}");
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--tcp") {
+        // Only the TCP services part, printed: `cargo xtask bench --tcp [--quick]`.
+        let mut md = String::new();
+        crate::bench_tcp::section(&mut md, &bin, quick)?;
         print!("{md}");
         return Ok(());
     }
@@ -628,6 +635,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     drop((a, b, nginx));
     crate::failover::section(&mut md, &bin, if quick { 3 } else { 20 })?;
     lab_section(&mut md, &bin, quick)?;
+    crate::bench_tcp::section(&mut md, &bin, quick)?;
     print!("{md}");
     if !quick {
         std::fs::write(root().join("docs/BENCHMARKS.md"), &md)?;

@@ -83,6 +83,14 @@ pub enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// Listen on 127.0.0.1 for a teammate's TCP service (a database, Redis):
+    /// on the provider's port when it is free here, else on --port
+    Connect(ConnectArgs),
+    /// PostgreSQL services of the mesh: clone, snapshot, restore, status
+    Db {
+        #[command(subcommand)]
+        action: crate::commands::db::DbAction,
+    },
     /// The running containers with published TCP ports (Docker Engine API),
     /// as services; --write adds them to devmesh.toml
     FromDocker {
@@ -135,6 +143,22 @@ pub enum PluginAction {
     },
 }
 
+/// `devmesh connect`.
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// The TCP service
+    pub service: String,
+    /// Port to listen on when the provider's is taken here [default:
+    /// `listen` of [services.<name>] in devmesh.toml]
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Forget this node's setting for the service
+    #[arg(long, conflicts_with = "port")]
+    pub remove: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `devmesh run`.
 #[derive(Debug, Default, clap::Args)]
 pub struct RunArgs {
@@ -157,6 +181,10 @@ pub struct RunArgs {
     /// The backend speaks HTTP/2 (h2c, or h2 over TLS with --scheme https)
     #[arg(long)]
     pub http2: bool,
+    /// Share raw TCP (a database, Redis) instead of HTTP: other nodes get
+    /// a loopback listener for it
+    #[arg(long, conflicts_with_all = ["http2", "routes", "scheme"])]
+    pub tcp: bool,
     /// How this node connects to the backend: http, or https for a
     /// backend that serves TLS itself [default: http]
     #[arg(long, value_name = "http|https")]

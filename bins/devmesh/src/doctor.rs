@@ -273,6 +273,7 @@ mod tests {
             daemon_version: "0".into(),
             services: vec![],
             conflicts: vec![],
+            listeners: vec![],
         }
     }
 

@@ -113,6 +113,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::External(args) => commands::plugin::run(home, args).await,
         Command::Stop { name } => commands::run::stop(home, name).await,
         Command::Route(args) => commands::route::route(home, args).await,
+        Command::Connect(args) => commands::connect::connect(home, args).await,
+        Command::Db { action } => commands::db::db(home, action).await,
         Command::Status { json } => commands::status::status(home, json).await,
         Command::Peers { json } => commands::status::peers(home, json).await,
         Command::Doctor { json } => commands::status::doctor(home, json).await,

@@ -1,6 +1,6 @@
 //! Human and JSON output of listings. Results go to stdout.
 
-use mesh_control::{PeerStatus, RouteResult, Status};
+use mesh_control::{ListenerStatus, PeerStatus, RouteResult, Status};
 
 /// Prints any result as pretty JSON.
 pub fn json<T: serde::Serialize>(value: &T) {
@@ -58,6 +58,20 @@ pub fn aligned(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// One TCP listener: `db  tcp  127.0.0.1:5432 → <peer> (direct)`, and
+/// its problem on the next line.
+pub fn listener(l: &ListenerStatus) {
+    println!(
+        "{}  tcp  {} → {}",
+        l.service,
+        l.listen.as_deref().unwrap_or("(not listening)"),
+        l.provider.as_deref().unwrap_or("no provider")
+    );
+    if let Some(problem) = &l.problem {
+        println!("    {problem}");
+    }
+}
+
 /// `devmesh status`.
 pub fn status(s: &Status) {
     println!("node       {}", s.peer_id);
@@ -92,6 +106,12 @@ pub fn status(s: &Status) {
         return;
     }
     conflicts(s);
+    for l in &s.listeners {
+        listener(l);
+    }
+    if !s.listeners.is_empty() {
+        println!();
+    }
     if s.services.is_empty() {
         println!("no services yet: share one with `devmesh run <name> --port <port>`");
         return;

@@ -149,6 +149,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             home: settings.home.clone(),
             config_path: settings.config_path.clone(),
             routing: proxy_addr.is_some().then(|| routing.clone()),
+            tcp: proxy.as_ref().map(|p| p.tcp_listeners()),
         },
         shutdown.clone(),
     );
@@ -204,6 +205,8 @@ fn start_proxy(
     let tls = mesh_tls::server_config(resolver)?;
     let proxy = Proxy::with_tls(node.clone(), routing, Some(tls));
     tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
+    tasks.spawn(proxy.clone().serve_tcp_tunnels(shutdown.clone()));
+    tasks.spawn(proxy.clone().serve_tcp_listeners(shutdown.clone()));
     let (checked, stop_checks) = (node.clone(), shutdown.clone());
     tasks.spawn(async move {
         mesh_proxy::health::run(checked, stop_checks).await;

@@ -12,6 +12,7 @@ use toml::Spanned;
 use crate::{ConfigError, read};
 
 pub mod edit;
+mod tcp;
 pub(crate) mod up;
 
 /// File name of a project configuration.
@@ -78,9 +79,15 @@ pub struct ServiceConfig {
     /// `sh -c`. Not together with `run`.
     #[serde(default)]
     pub command: Option<String>,
-    /// `http` (default).
+    /// `http` (default) or `tcp`: raw bytes (a database, Redis), reached
+    /// on other nodes through a loopback listener.
     #[serde(default)]
     pub protocol: Option<Spanned<String>>,
+    /// For a TCP service provided by a teammate: the port this node listens
+    /// on when the provider's port is taken here (`devmesh connect`).
+    /// Default: none.
+    #[serde(default)]
+    pub listen: Option<Spanned<u16>>,
     /// Path prefixes the service claims.
     #[serde(default)]
     pub routes: Vec<Spanned<String>>,
@@ -327,14 +334,8 @@ impl Project {
                     ),
                 );
             }
-            if let Some(p) = &service.protocol
-                && p.get_ref() != "http"
-            {
-                return err(
-                    Some(p.span()),
-                    format!("services.{name}.protocol"),
-                    format!("protocol {:?} is not supported; use \"http\"", p.get_ref()),
-                );
+            if let Err(e) = service.validate_tcp() {
+                return err(e.span, format!("services.{name}.{}", e.key), e.message);
             }
             if let Some(scheme) = &service.scheme
                 && !matches!(scheme.get_ref().as_str(), "http" | "https")

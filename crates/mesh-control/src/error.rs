@@ -84,6 +84,26 @@ pub enum RequestError {
     #[error("service {service}: port 0 is not a backend port; pass --port <port>")]
     PortZero { service: String },
     #[error(
+        "service {service}: a TCP service has no routes and no HTTP/2; drop --route and --http2, or share it as HTTP"
+    )]
+    TcpWithHttpSettings { service: String },
+    #[error(
+        "{service} is not a known TCP service: no provider announces it and no port was given; pass --port <port> to listen for it before it appears"
+    )]
+    ConnectWithoutPort { service: String },
+    #[error(
+        "{service} is an HTTP service; open it through the front door (http://{service}.localhost:<proxy-port>/)"
+    )]
+    ConnectToHttp { service: String },
+    #[error("this node has no TCP listeners (a relay runs no proxy)")]
+    NoListeners,
+    #[error("saving the listener settings to {}", .path.display())]
+    SaveConnects {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
         "service {service}: {requirement:?} is not a version requirement on {required} ({error}); write it like ^2.1"
     )]
     BadRequires {

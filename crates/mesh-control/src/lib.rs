@@ -90,6 +90,41 @@ pub enum Request {
     Down { project: std::path::PathBuf },
     /// Stop the daemon.
     Shutdown,
+    /// Listen on loopback for a remote TCP service (docs/tcp.md): on the
+    /// provider's port when free, else on `port`; with `remove`, forget it.
+    Connect(ConnectSpec),
+}
+
+/// What [`Request::Connect`] asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectSpec {
+    pub service: String,
+    /// Port to listen on when the provider's is taken on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Forget the service's setting (its listener stays while a provider
+    /// is announced and its port is free).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
+}
+
+/// A consumer-side listener of a TCP service, as `status` and `connect`
+/// show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub service: String,
+    /// `127.0.0.1:5432`; none when no port could be bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The port set with `devmesh connect --port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configured_port: Option<u16>,
+    /// Where a new connection goes now: `<peer> (direct)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Why there is no listener, or why the last connection was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// What [`Request::Route`] changes; every field left out changes nothing.
@@ -139,6 +174,13 @@ pub struct ServiceSpec {
     /// `http` or `https`: how this node connects to the backend.
     #[serde(default, skip_serializing_if = "is_http")]
     pub scheme: mesh_core::Scheme,
+    /// `http` (default) or `tcp`: raw bytes, reached through listeners.
+    #[serde(default, skip_serializing_if = "is_http_protocol")]
+    pub protocol: mesh_core::record::ServiceProtocol,
+}
+
+fn is_http_protocol(p: &mesh_core::record::ServiceProtocol) -> bool {
+    *p == mesh_core::record::ServiceProtocol::Http
 }
 
 /// A health check as `run` sends it. Omitted numbers take the defaults of
@@ -257,6 +299,9 @@ pub struct Status {
     /// Version requirements across the mesh that no provider satisfies.
     #[serde(default)]
     pub conflicts: Vec<ConflictStatus>,
+    /// Loopback listeners of remote TCP services.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerStatus>,
 }
 
 /// A version requirement that no provider of the service satisfies.
@@ -355,6 +400,9 @@ pub struct ServiceStatus {
     pub expires_in_ms: Option<u64>,
     /// URL to open through this node's proxy.
     pub url: String,
+    /// For TCP services with a listener here: `127.0.0.1:5432`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// One connected peer.
@@ -421,6 +469,7 @@ mod tests {
                 health: None,
                 h2: false,
                 scheme: mesh_core::Scheme::Http,
+                protocol: Default::default(),
             },
             hold: true,
         };

@@ -191,5 +191,10 @@ pub fn container_service(
         health,
         h2: false,
         scheme: mesh_core::Scheme::Http,
+        protocol: if offer.tcp {
+            mesh_core::record::ServiceProtocol::Tcp
+        } else {
+            mesh_core::record::ServiceProtocol::Http
+        },
     })
 }

@@ -99,6 +99,10 @@ pub struct ServiceRecord {
     /// consumers speak HTTP/2 over their tunnel streams to it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub h2: bool,
+    /// For TCP services: the provider's local port, which consumers use
+    /// for their own listener when it is free on their machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -117,6 +121,16 @@ impl ServiceRecord {
             health: Health::Unknown,
             requires: BTreeMap::new(),
             h2: false,
+            port: None,
+        }
+    }
+
+    /// A raw TCP service record; consumers listen on `port` when they can.
+    pub fn tcp(name: impl Into<String>, version: semver::Version, port: u16) -> Self {
+        Self {
+            protocol: ServiceProtocol::Tcp,
+            port: Some(port),
+            ..Self::http(name, version)
         }
     }
 
@@ -159,6 +173,12 @@ impl ServiceRecord {
                     source,
                 });
             }
+        }
+        if self.protocol == ServiceProtocol::Tcp && (self.h2 || !self.routes.is_empty()) {
+            return Err(RecordError::Invalid(format!(
+                "service {}: a TCP service has no HTTP/2 and no routes",
+                self.name
+            )));
         }
         if self.tags.iter().any(|t| t.len() > 64) {
             return Err(RecordError::Invalid(format!(
@@ -345,6 +365,21 @@ mod tests {
         let with = serde_json::to_string(&r).unwrap();
         assert!(with.contains(r#""h2":true"#), "{with}");
         assert_eq!(serde_json::from_str::<ServiceRecord>(&with).unwrap(), r);
+    }
+
+    #[test]
+    fn tcp_records_carry_their_port_and_no_http_features() {
+        let r = ServiceRecord::tcp("db", semver::Version::new(15, 4, 0), 5432);
+        r.validate().unwrap();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""protocol":"tcp""#), "{text}");
+        assert!(text.contains(r#""port":5432"#), "{text}");
+        assert_eq!(serde_json::from_str::<ServiceRecord>(&text).unwrap(), r);
+        let http = serde_json::to_string(&ServiceRecord::http("api", r.version.clone())).unwrap();
+        assert!(!http.contains("port"), "{http}");
+        let mut bad = r.clone();
+        bad.routes.push("/x".into());
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub const LABEL_SERVICE: &str = "devmesh.service";
 pub const LABEL_VERSION: &str = "devmesh.version";
 /// Label giving the health check (a path such as `/healthz`, or `tcp`).
 pub const LABEL_HEALTH: &str = "devmesh.health";
+/// Label `tcp` shares the port as a raw TCP service (a database), not HTTP.
+pub const LABEL_PROTOCOL: &str = "devmesh.protocol";
 /// The label Compose puts on the containers of a service.
 pub const LABEL_COMPOSE: &str = "com.docker.compose.service";
 
@@ -49,6 +51,9 @@ pub struct Offer {
     /// From `devmesh.health`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// `devmesh.protocol = tcp`: a raw TCP service.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
 }
 
 /// What `containers` offer: one entry per published port (a port bound
@@ -80,6 +85,7 @@ pub fn offers(containers: &[Container], only: Option<(&str, &str)>) -> Vec<Offer
                 container_port,
                 version: version.clone(),
                 health: c.labels.get(LABEL_HEALTH).cloned(),
+                tcp: c.labels.get(LABEL_PROTOCOL).is_some_and(|p| p == "tcp"),
             });
         }
     }
@@ -199,6 +205,7 @@ mod tests {
             ]
         );
         assert_eq!(found[0].health.as_deref(), Some("/healthz"));
+        assert!(!found[0].tcp);
         assert_eq!(found[1].container, "shop_db_1");
     }
 

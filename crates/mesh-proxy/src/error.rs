@@ -192,6 +192,27 @@ pub(crate) enum TunnelRefusal {
     )]
     NoH2 { service: String, local: PeerId },
     #[error(
+        "service {service} on peer {local} is a TCP service; connect to it through its loopback listener (`devmesh status` shows it)"
+    )]
+    TcpOverHttp { service: String, local: PeerId },
+    #[error(
+        "service {service} on peer {local} is an HTTP service, not TCP; open it through the front door"
+    )]
+    NotTcp { service: String, local: PeerId },
+    #[error("{service}@{version} on peer {local} does not satisfy {require}")]
+    Unsatisfied {
+        service: String,
+        version: semver::Version,
+        require: String,
+        local: PeerId,
+    },
+    #[error("{text:?} is not a version requirement")]
+    BadRequire {
+        text: String,
+        #[source]
+        source: semver::Error,
+    },
+    #[error(
         "the backend of {service} on port {port}{}",
         if .source.is_unreachable() { " is unreachable" } else { "" }
     )]
@@ -201,6 +222,19 @@ pub(crate) enum TunnelRefusal {
         #[source]
         source: UpstreamError,
     },
+}
+
+/// Why a TCP connection to a listener was refused (reset at once).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TcpRefusal {
+    /// No provider to try: none, pinned away, all unhealthy, or none of a
+    /// satisfying version in strict mode.
+    #[error("{reason}")]
+    NoRoute { reason: String },
+    /// Every provider tried refused or could not be reached.
+    #[error("every provider of {service} failed: {attempts}")]
+    AllFailed { service: String, attempts: String },
 }
 
 /// Why a health probe failed.

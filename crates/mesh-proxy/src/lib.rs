@@ -21,7 +21,9 @@
 //! kept copy of a request), `upgrade` (splicing upgraded connections),
 //! `provider` ([`Proxy::serve_tunnels`]), `upstream` (HTTP/1.1 and HTTP/2
 //! connections to backends and providers, and the local connect), `drain`
-//! (tracked tasks, [`Proxy::drain`]), [`health`] (checks of local backends).
+//! (tracked tasks, [`Proxy::drain`]), [`health`] (checks of local backends),
+//! [`tcp`] (raw TCP services: [`Proxy::serve_tcp_tunnels`] and
+//! [`Proxy::serve_tcp_listeners`]).
 
 mod activity;
 pub mod backend;
@@ -38,6 +40,7 @@ mod provider;
 mod replay;
 pub mod route;
 mod stamp;
+pub mod tcp;
 pub mod tunnel;
 mod upgrade;
 mod upstream;
@@ -82,6 +85,8 @@ pub struct Proxy {
     tasks: drain::Tasks,
     /// Cancelled when the front door closes: its connections finish.
     closing: CancellationToken,
+    /// Loopback listeners of remote TCP services.
+    tcp: Arc<tcp::Listeners>,
 }
 
 impl Proxy {
@@ -111,7 +116,13 @@ impl Proxy {
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             tasks: drain::Tasks::default(),
             closing: CancellationToken::new(),
+            tcp: Arc::default(),
         })
+    }
+
+    /// The TCP listeners' settings and state, for the control API.
+    pub fn tcp_listeners(&self) -> Arc<tcp::Listeners> {
+        self.tcp.clone()
     }
 
     /// Waits until every front-door connection (upgraded ones included) and

@@ -3,11 +3,15 @@
 //! service's local backend (the TLS handshake included, for https) and
 //! answers, then splices the stream to the backend connection.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt as _;
-use mesh_core::{PeerId, Scheme, admission::PeerKind};
-use tokio_util::{compat::FuturesAsyncReadCompatExt, sync::CancellationToken};
+use libp2p::StreamProtocol;
+use mesh_core::{PeerId, Scheme, admission::PeerKind, record::ServiceProtocol};
+use tokio_util::{
+    compat::{Compat, FuturesAsyncReadCompatExt},
+    sync::CancellationToken,
+};
 use tracing::{debug, warn};
 
 use crate::{
@@ -33,10 +37,29 @@ impl Proxy {
     /// cancelled; then the protocol is no longer served, and the streams in
     /// flight go on ([`Proxy::drain`] waits for them).
     pub async fn serve_tunnels(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), Error> {
+        self.accept_streams(tunnel::HTTP_PROTOCOL, shutdown, |proxy, peer, stream| {
+            proxy.serve_tunnel(peer, stream)
+        })
+        .await
+    }
+
+    /// Accepts streams of `protocol` until `shutdown` is cancelled, each
+    /// served by `serve` as a tracked task; streams beyond
+    /// [`MAX_TUNNEL_STREAMS`] (of every protocol together) are dropped.
+    pub(crate) async fn accept_streams<F, Fut>(
+        self: Arc<Self>,
+        protocol: StreamProtocol,
+        shutdown: CancellationToken,
+        serve: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(Arc<Self>, PeerId, libp2p::Stream) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let mut incoming = self
             .node
             .stream_control()
-            .accept(tunnel::HTTP_PROTOCOL)
+            .accept(protocol.clone())
             .map_err(|_| Error::AlreadyServing)?;
         loop {
             let (peer, stream) = tokio::select! {
@@ -47,23 +70,23 @@ impl Proxy {
                 },
             };
             let Ok(permit) = self.tunnel_streams.clone().try_acquire_owned() else {
-                warn!(%peer, limit = MAX_TUNNEL_STREAMS, "too many tunnel streams; dropping a new one");
+                warn!(%peer, %protocol, limit = MAX_TUNNEL_STREAMS, "too many tunnel streams; dropping a new one");
                 continue;
             };
-            let proxy = self.clone();
+            let served = serve(self.clone(), peer, stream);
             self.tasks.spawn(async move {
-                proxy.serve_tunnel(peer, stream).await;
+                served.await;
                 drop(permit);
             });
         }
         drop(incoming);
-        debug!("no longer accepting tunnel streams");
+        debug!(%protocol, "no longer accepting tunnel streams");
         Ok(())
     }
 
     /// Whether `peer` is an admitted member, waiting a little while its
     /// admission handshake is still running (a tunnel can arrive first).
-    async fn wait_for_admission(&self, peer: PeerId) -> bool {
+    pub(crate) async fn wait_for_admission(&self, peer: PeerId) -> bool {
         let mut watch = self.node.watch();
         let check = |s: &mesh_core::Snapshot| match s.peers.get(&peer).map(|l| l.kind) {
             Some(PeerKind::Member) => Some(true),
@@ -88,17 +111,8 @@ impl Proxy {
     /// Serves one tunnel stream: hello, backend, reply, splice.
     async fn serve_tunnel(self: Arc<Self>, peer: PeerId, stream: libp2p::Stream) {
         let mut stream = stream.compat();
-        let read = tokio::time::timeout(tunnel::HANDSHAKE_TIMEOUT, tunnel::read_frame(&mut stream));
-        let hello: tunnel::Hello = match read.await {
-            Ok(Ok(hello)) => hello,
-            Ok(Err(e)) => {
-                warn!(%peer, error = %e, "dropping tunnel stream with a malformed header");
-                return;
-            }
-            Err(_) => {
-                warn!(%peer, "dropping tunnel stream: no header within the handshake timeout");
-                return;
-            }
+        let Some(hello) = read_hello::<tunnel::Hello>(&mut stream, peer).await else {
+            return;
         };
         // The TLS handshake with an https backend comes before the reply,
         // so that its failure is reported to the consumer.
@@ -173,6 +187,12 @@ impl Proxy {
                 local: local_peer,
             });
         };
+        if local.record.protocol == ServiceProtocol::Tcp {
+            return Err(TunnelRefusal::TcpOverHttp {
+                service,
+                local: local_peer,
+            });
+        }
         if hello.h2 && !local.record.h2 {
             return Err(TunnelRefusal::NoH2 {
                 service,
@@ -192,6 +212,26 @@ impl Proxy {
     }
 }
 
+/// Reads the hello that opens an accepted stream, within the handshake
+/// timeout; a malformed or missing one is logged and `None`.
+pub(crate) async fn read_hello<T: for<'de> serde::Deserialize<'de>>(
+    stream: &mut Compat<libp2p::Stream>,
+    peer: PeerId,
+) -> Option<T> {
+    let read = tokio::time::timeout(tunnel::HANDSHAKE_TIMEOUT, tunnel::read_frame(stream));
+    match read.await {
+        Ok(Ok(hello)) => Some(hello),
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "dropping tunnel stream with a malformed header");
+            None
+        }
+        Err(_) => {
+            warn!(%peer, "dropping tunnel stream: no header within the handshake timeout");
+            None
+        }
+    }
+}
+
 /// The provider's answer to a hello, for the backend it opened or the
 /// refusal.
 fn reply(backend: &Result<Backend, TunnelRefusal>) -> tunnel::HelloReply {
@@ -200,7 +240,7 @@ fn reply(backend: &Result<Backend, TunnelRefusal>) -> tunnel::HelloReply {
 
 /// [`reply`] of a backend on `port` serving `scheme`, or of a refusal (its
 /// chain is the reason the consumer reads).
-fn reply_for(accepted: Result<(u16, Scheme), &TunnelRefusal>) -> tunnel::HelloReply {
+pub(crate) fn reply_for(accepted: Result<(u16, Scheme), &TunnelRefusal>) -> tunnel::HelloReply {
     match accepted {
         Ok((port, scheme)) => tunnel::HelloReply {
             ok: true,

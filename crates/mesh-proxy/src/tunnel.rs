@@ -213,26 +213,43 @@ impl hyper::rt::Write for TunnelIo {
 /// exchange; `h2` says the consumer will speak HTTP/2 on it. Returns the
 /// stream and what the provider said about its backend.
 pub async fn open(
-    mut control: libp2p_stream::Control,
+    control: libp2p_stream::Control,
     peer: PeerId,
     namespace: &str,
     service: &str,
     h2: bool,
 ) -> Result<(TunnelIo, Accepted), TunnelError> {
+    let hello = Hello {
+        v: TUNNEL_VERSION,
+        namespace: namespace.to_owned(),
+        service: service.to_owned(),
+        h2,
+    };
+    let (stream, reply) = handshake(control, peer, HTTP_PROTOCOL, &hello).await?;
+    let accepted = Accepted {
+        host: reply.host,
+        scheme: reply.scheme.unwrap_or_default(),
+    };
+    Ok((TunnelIo::new(stream), accepted))
+}
+
+/// Opens a stream of `protocol` to `peer`, sends `hello` and reads the
+/// provider's [`HelloReply`], all within [`HANDSHAKE_TIMEOUT`]; a refusal
+/// is an error carrying the provider's reason.
+pub(crate) async fn handshake<H: Serialize>(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    hello: &H,
+) -> Result<(Stream, HelloReply), TunnelError> {
     let open = async {
         let stream = control
-            .open_stream(peer, HTTP_PROTOCOL)
+            .open_stream(peer, protocol)
             .await
             .map_err(|source| TunnelError::Open { peer, source })?;
         let mut stream = stream.compat();
         let handshake_err = |source| TunnelError::Handshake { peer, source };
-        let hello = Hello {
-            v: TUNNEL_VERSION,
-            namespace: namespace.to_owned(),
-            service: service.to_owned(),
-            h2,
-        };
-        write_frame(&mut stream, &hello)
+        write_frame(&mut stream, hello)
             .await
             .map_err(handshake_err)?;
         let reply: HelloReply = read_frame(&mut stream).await.map_err(handshake_err)?;
@@ -242,11 +259,7 @@ pub async fn open(
                 reason: reply.error.unwrap_or_else(|| "no reason given".into()),
             });
         }
-        let accepted = Accepted {
-            host: reply.host,
-            scheme: reply.scheme.unwrap_or_default(),
-        };
-        Ok((TunnelIo::new(stream.into_inner()), accepted))
+        Ok((stream.into_inner(), reply))
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, open)
         .await

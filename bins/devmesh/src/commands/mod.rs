@@ -2,8 +2,10 @@
 //! the answer (results on stdout, diagnostics on stderr).
 
 pub mod cert;
+pub mod connect;
 pub mod daemon;
 pub mod docker;
+pub mod db;
 pub mod install;
 pub mod join;
 pub mod plugin;

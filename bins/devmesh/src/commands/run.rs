@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::Context as _;
 use mesh_config::{Project, ServiceConfig};
 use mesh_control::{HealthSpec, Request, RunResult, ServiceSpec};
-use mesh_core::health::{HealthCheck, HealthError, Probe, Setting, parse_duration};
+use mesh_core::{
+    health::{HealthCheck, HealthError, Probe, Setting, parse_duration},
+    record::ServiceProtocol,
+};
 
 use crate::{
     Failure,
@@ -125,6 +128,11 @@ fn spec_from(args: RunArgs, from_file: Option<&ServiceConfig>) -> Result<Service
         health: health.as_ref().map(HealthSpec::from_check),
         h2: args.http2 || from_file.is_some_and(|s| s.http2),
         scheme,
+        protocol: if args.tcp || from_file.is_some_and(|s| s.is_tcp()) {
+            ServiceProtocol::Tcp
+        } else {
+            ServiceProtocol::Http
+        },
     })
 }
 
@@ -266,6 +274,14 @@ mod tests {
         assert!(spec.h2);
         assert_eq!(spec.scheme, mesh_core::Scheme::Https);
         let plain = spec_from(args(&["api", "--port", "1"]), None).ok().unwrap();
+        assert_eq!(plain.protocol, ServiceProtocol::Http);
+        let db = spec_from(
+            args(&["db", "--tcp", "--port", "5432", "--version", "15.4.0"]),
+            None,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!((db.protocol, db.port), (ServiceProtocol::Tcp, 5432));
         assert_eq!(plain.version, "0.0.0");
         assert_eq!(plain.health, None);
     }

@@ -9,7 +9,9 @@
 //! - `status`: `status` and `peers`, views of the node's snapshot;
 //! - `projects`: `up`, `ps`, `logs` and `down`, the projects whose
 //!   services this daemon supervises.
+//! - `connect`: `connect`, the loopback listeners of TCP services.
 
+mod connect;
 mod membership;
 mod projects;
 mod routing;
@@ -53,6 +55,8 @@ pub struct ServerInfo {
     pub config_path: PathBuf,
     /// The front door's routing settings (none on a relay).
     pub routing: Option<Arc<mesh_proxy::policy::Routing>>,
+    /// The proxy's TCP listeners (none on a relay).
+    pub tcp: Option<Arc<mesh_proxy::tcp::Listeners>>,
 }
 
 /// Serves control requests for one node.
@@ -74,6 +78,7 @@ impl Server {
     /// it is cancelled, [`Server::serve`] stops accepting and drains the
     /// open connections.
     pub fn new(node: NodeHandle, info: ServerInfo, shutdown: CancellationToken) -> Arc<Self> {
+        connect::restore(&info);
         Arc::new(Self {
             node,
             info,
@@ -223,6 +228,7 @@ impl Server {
             Request::Up(_) => Err(RequestError::BadRequest(crate::ControlError::Refused(
                 "`up` is answered with a stream of events".into(),
             ))),
+            Request::Connect(spec) => answer(&self.connect(spec).await?),
             Request::Shutdown => {
                 info!("shutdown requested over the control socket");
                 self.shutdown.cancel();

@@ -3,7 +3,10 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use mesh_core::{LocalService, record::ServiceRecord};
+use mesh_core::{
+    LocalService,
+    record::{ServiceProtocol, ServiceRecord},
+};
 
 use super::Server;
 use crate::{RequestError, RunResult, ServiceSpec};
@@ -71,7 +74,15 @@ fn local_service(spec: ServiceSpec) -> Result<LocalService, RequestError> {
             service: spec.name.clone(),
             source,
         })?;
-    let mut record = ServiceRecord::http(&spec.name, version);
+    let mut record = match spec.protocol {
+        ServiceProtocol::Tcp => {
+            if spec.h2 || !spec.routes.is_empty() {
+                return Err(RequestError::TcpWithHttpSettings { service: spec.name });
+            }
+            ServiceRecord::tcp(&spec.name, version, spec.port)
+        }
+        _ => ServiceRecord::http(&spec.name, version),
+    };
     record.routes = spec.routes;
     record.tags = spec.tags;
     record.requires = spec.requires;
@@ -96,13 +107,15 @@ impl Server {
         let service = local_service(spec)?;
         let name = service.record.name.clone();
         let version = service.record.version.to_string();
+        // A TCP service is reached on its port here, and through a
+        // listener on the other nodes.
+        let url = match service.record.protocol {
+            ServiceProtocol::Tcp => format!("tcp://127.0.0.1:{}", service.port),
+            _ => self.url(&name),
+        };
         self.node.register(service).await?;
         self.owners.set(&name, hold.then_some(conn));
-        Ok(RunResult {
-            url: self.url(&name),
-            name,
-            version,
-        })
+        Ok(RunResult { url, name, version })
     }
 
     /// Stops providing `name`, held or not.
@@ -133,6 +146,7 @@ mod tests {
             health: None,
             h2: true,
             scheme: mesh_core::Scheme::Https,
+            protocol: ServiceProtocol::Http,
         }
     }
 
@@ -183,6 +197,19 @@ mod tests {
             err.starts_with("service web: health check `health_interval`: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_tcp_spec_announces_its_port_and_refuses_http_settings() {
+        let mut db = spec("db", 5432, "15.4.0");
+        db.protocol = ServiceProtocol::Tcp;
+        let err = local_service(db.clone()).unwrap_err().to_string();
+        assert!(err.contains("TCP service"), "{err}");
+        db.routes.clear();
+        db.h2 = false;
+        let service = local_service(db).unwrap();
+        assert_eq!(service.record.protocol, ServiceProtocol::Tcp);
+        assert_eq!(service.record.port, Some(5432));
     }
 
     #[test]

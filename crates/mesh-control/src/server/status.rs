@@ -4,7 +4,8 @@
 use std::{net::SocketAddr, time::Instant};
 
 use mesh_core::{
-    Multiaddr, PeerId, Provider, Reachability, Reservation, Role, Snapshot, record::ServiceRecord,
+    Multiaddr, PeerId, Provider, Reachability, Reservation, Role, Snapshot,
+    record::{ServiceProtocol, ServiceRecord},
 };
 use mesh_proxy::policy::Routing;
 
@@ -84,7 +85,14 @@ fn service_status(
             Provider::Remote(_) => None,
         },
         expires_in_ms: expires,
-        url: url(proxy, name),
+        // A TCP service is no URL of the front door: its port here, or
+        // (set with the listeners) this node's listener.
+        url: match (record.protocol, p) {
+            (ServiceProtocol::Tcp, Provider::Local(l)) => format!("tcp://127.0.0.1:{}", l.port),
+            (ServiceProtocol::Tcp, Provider::Remote(_)) => String::new(),
+            _ => url(proxy, name),
+        },
+        listen: None,
     }
 }
 
@@ -161,6 +169,7 @@ pub(super) fn status(
         daemon_version: info.daemon_version.clone(),
         conflicts,
         services,
+        listeners: Vec::new(),
     }
 }
 
@@ -241,7 +250,9 @@ impl Server {
     pub(super) fn status(&self, now: Instant) -> Status {
         let snapshot = self.node.snapshot();
         let conflicts = conflicts(&snapshot, self.info.routing.as_deref());
-        status(&snapshot, &self.info, conflicts, now)
+        let mut status = status(&snapshot, &self.info, conflicts, now);
+        self.add_listeners(&snapshot, &mut status);
+        status
     }
 
     pub(super) fn peers(&self) -> Vec<PeerStatus> {

@@ -54,6 +54,11 @@ struct Running {
 /// A server for a real node on loopback, serving on a socket in a temp
 /// home.
 async fn running() -> Running {
+    running_with(None).await
+}
+
+/// [`running`] with the proxy's TCP listeners `tcp`.
+async fn running_with(tcp: Option<Arc<mesh_proxy::tcp::Listeners>>) -> Running {
     let home = tempfile::tempdir().unwrap();
     let keypair = mesh_core::identity::load_or_create(&home.path().join("identity.key")).unwrap();
     let mut config = mesh_core::Config::new(keypair, mesh_core::Namespace::new("team", None));
@@ -67,6 +72,7 @@ async fn running() -> Running {
         home: home.path().to_owned(),
         config_path: home.path().join("config.toml"),
         routing: None,
+        tcp,
     };
     let server = Server::new(node.clone(), info, shutdown.clone());
     let socket = home.path().join(crate::SOCKET_NAME);
@@ -94,6 +100,7 @@ fn run_request(name: &str, hold: bool) -> Request {
             health: None,
             h2: false,
             scheme: mesh_core::Scheme::Http,
+            protocol: Default::default(),
         },
         hold,
     }
@@ -210,6 +217,7 @@ fn status_lists_every_provider_and_the_unmet_requirements() {
         home: PathBuf::from("/h"),
         config_path: PathBuf::from("/h/config.toml"),
         routing: None,
+        tcp: None,
     };
     let conflicts = status::conflicts(&s, None);
     let me = s.local_peer;
@@ -253,4 +261,47 @@ fn status_lists_every_provider_and_the_unmet_requirements() {
 #[test]
 fn a_relay_status_has_no_url() {
     assert_eq!(status::url(None, "api"), "");
+}
+
+#[tokio::test]
+async fn connect_settings_survive_a_restart_and_bad_files_are_ignored() {
+    let listeners = Arc::new(mesh_proxy::tcp::Listeners::default());
+    let r = running_with(Some(listeners.clone())).await;
+    let spec = crate::ConnectSpec {
+        service: "ghost".into(),
+        port: Some(15999),
+        remove: false,
+    };
+    let state = r.server.connect(spec).await.unwrap();
+    assert_eq!(state.configured_port, Some(15999));
+    // No proxy runs here: nothing listens, and the status says why.
+    assert_eq!(state.listen, None);
+    let err = r
+        .server
+        .connect(crate::ConnectSpec {
+            service: "db".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pass --port"), "{err}");
+
+    // A new daemon in the same home gets the setting back.
+    let home = r.server.info.home.clone();
+    let info = |tcp| ServerInfo {
+        proxy_addr: None,
+        daemon_version: "test".into(),
+        home: home.clone(),
+        config_path: home.join("config.toml"),
+        routing: None,
+        tcp: Some(tcp),
+    };
+    let again = Arc::new(mesh_proxy::tcp::Listeners::default());
+    super::connect::restore(&info(again.clone()));
+    assert_eq!(again.configured().0["ghost"], Some(15999));
+    std::fs::write(home.join("tcp-connects.json"), "{not json").unwrap();
+    let fresh = Arc::new(mesh_proxy::tcp::Listeners::default());
+    super::connect::restore(&info(fresh.clone()));
+    assert!(fresh.configured().0.is_empty());
+    r.shutdown.cancel();
 }

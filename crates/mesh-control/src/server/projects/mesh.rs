@@ -110,6 +110,11 @@ pub(super) fn share_spec(name: &str, port: u16, config: &ServiceConfig) -> Servi
         health: config.health_check().as_ref().map(HealthSpec::from_check),
         h2: config.http2,
         scheme: config.scheme().parse().unwrap_or(Scheme::Http),
+        protocol: if config.is_tcp() {
+            ServiceProtocol::Tcp
+        } else {
+            ServiceProtocol::Http
+        },
     }
 }
 
