@@ -4,8 +4,8 @@
 pub mod cert;
 pub mod connect;
 pub mod daemon;
-pub mod docker;
 pub mod db;
+pub mod docker;
 pub mod install;
 pub mod join;
 pub mod plugin;

@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 
 use futures::future::BoxFuture;
 use mesh_config::{Project, ServiceConfig};
-use mesh_core::{NodeHandle, Provider, Scheme, Snapshot, health::HealthCheck, record::Health};
+use mesh_core::{
+    NodeHandle, Provider, Scheme, Snapshot,
+    health::HealthCheck,
+    record::{Health, ServiceProtocol},
+};
 use mesh_up::{HealthProbe, Resolver};
 use semver::{Version, VersionReq};
 
