@@ -7,6 +7,18 @@ use std::path::Path;
 use super::{STEP, Up, free_port, nothing_left_in, processes_in};
 use devmesh_tests::{Daemon, eventually};
 
+/// `devmesh ps --json` of the project in `dir`.
+async fn ps_json(node: &Daemon, dir: &Path) -> serde_json::Value {
+    let out = node
+        .devmesh()
+        .args(["ps", "--json"])
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Whether a process of the project runs `sleep <seconds>`: each service
 /// of these projects sleeps for its own number of seconds.
 fn sleeping(dir: &Path, seconds: u32) -> bool {
@@ -57,14 +69,7 @@ async fn edits_of_devmesh_toml_add_change_and_remove_services_and_a_broken_one_c
     assert!(sleeping(dir, 601) && sleeping(dir, 602), "still running");
     let ps = a.cli(&["ps", "--json"]).await;
     assert!(!ps.status.success(), "ps needs the project's directory");
-    let ps = a
-        .devmesh()
-        .args(["ps", "--json"])
-        .current_dir(dir)
-        .output()
-        .await
-        .unwrap();
-    let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    let ps = ps_json(&a, dir).await;
     assert!(
         ps["reload_error"].as_str().unwrap().contains("key `port`"),
         "{ps:#}"
@@ -93,14 +98,7 @@ async fn edits_of_devmesh_toml_add_change_and_remove_services_and_a_broken_one_c
         (!sleeping(dir, 601) && !sleeping(dir, 602) && sleeping(dir, 603)).then_some(())
     })
     .await;
-    let ps = a
-        .devmesh()
-        .args(["ps", "--json"])
-        .current_dir(dir)
-        .output()
-        .await
-        .unwrap();
-    let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+    let ps = ps_json(&a, dir).await;
     assert!(ps.get("reload_error").is_none(), "{ps:#}");
     let names: Vec<&str> = ps["services"]
         .as_array()
