@@ -14,6 +14,7 @@ mod lifecycle;
 mod malformed;
 mod mdns;
 mod mesh;
+mod metrics;
 mod namespace;
 mod natlab;
 mod routing;

@@ -1,6 +1,7 @@
 //! `devmeshd`: the devmesh node. Runs in the foreground until SIGINT or
 //! SIGTERM: config -> tracing -> node -> proxy -> control API -> signals.
 
+mod observe;
 mod settings;
 
 use std::{os::unix::fs::PermissionsExt, process::ExitCode, sync::Arc, time::Duration};
@@ -138,6 +139,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             listener,
             &shutdown,
             &mut tasks,
+            settings.observe.start(&node, &shutdown).await?,
         )?),
         None => None,
     };
@@ -191,12 +193,13 @@ fn start_proxy(
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
     tasks: &mut ServerTasks,
+    observe: mesh_proxy::Observe,
 ) -> anyhow::Result<Arc<Proxy>> {
     // HTTPS on the same port, with certificates from the CA that
     // `devmesh cert install` makes (picked up whenever it appears).
     let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
     let tls = mesh_tls::server_config(resolver)?;
-    let proxy = Proxy::with_tls(node.clone(), routing, Some(tls));
+    let proxy = Proxy::observed(node.clone(), routing, Some(tls), observe);
     tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
     let (checked, stop_checks) = (node.clone(), shutdown.clone());
     tasks.spawn(async move {

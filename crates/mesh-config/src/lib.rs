@@ -16,6 +16,7 @@
 //! ```
 
 mod daemon;
+mod observe;
 mod project;
 
 use std::{
@@ -26,6 +27,7 @@ use std::{
 };
 
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
+pub use observe::LogSection;
 pub use project::up::{Condition, DEFAULT_STOP_TIMEOUT, Prefer, RestartPolicy, STOP_SIGNALS};
 pub use project::{MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 

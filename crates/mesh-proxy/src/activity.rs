@@ -20,6 +20,8 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::metrics::io::StreamCounters;
+
 /// How long a tunnel whose backend spoke last must be quiet to count as
 /// idle during a drain.
 pub(crate) const IDLE_AFTER_RESPONSE: Duration = Duration::from_secs(1);
@@ -31,6 +33,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 pub(crate) struct Activity {
     moved: AtomicU64,
     backend_last: AtomicBool,
+    /// The tunnel's byte counts for metrics: what the consumer sent is
+    /// received from the peer, what the backend sent is sent to it.
+    counters: Option<StreamCounters>,
 }
 
 /// One side of a splice.
@@ -43,11 +48,24 @@ pub(crate) enum Side {
 }
 
 impl Activity {
+    /// An activity that also counts the bytes in `counters`.
+    pub(crate) fn with_counters(counters: Option<StreamCounters>) -> Self {
+        Self {
+            counters,
+            ..Self::default()
+        }
+    }
+
     /// Notes `n` bytes read from `side`.
     fn read(&self, side: Side, n: usize) {
         self.moved.fetch_add(n as u64, Ordering::Relaxed);
         self.backend_last
             .store(side == Side::Backend, Ordering::Relaxed);
+        match (&self.counters, side) {
+            (Some(c), Side::Consumer) => c.received(n),
+            (Some(c), Side::Backend) => c.sent(n),
+            (None, _) => {}
+        }
     }
 
     /// Returns once the backend spoke last and nothing moved for

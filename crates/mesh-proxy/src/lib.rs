@@ -32,6 +32,8 @@ mod error;
 pub mod forward;
 mod front;
 pub mod health;
+pub mod metrics;
+mod observe;
 mod pages;
 pub mod policy;
 mod provider;
@@ -56,6 +58,7 @@ pub use error::{
     Chain, ConnectAttempt, ConnectFailure, Error, ParseError, ProbeError, TunnelError,
     UpstreamError,
 };
+pub use observe::Observe;
 pub use replay::MAX_REPLAY_BODY;
 pub use route::SERVICE_HEADER;
 
@@ -82,6 +85,8 @@ pub struct Proxy {
     tasks: drain::Tasks,
     /// Cancelled when the front door closes: its connections finish.
     closing: CancellationToken,
+    /// Metrics (and what else observes requests).
+    observe: Observe,
 }
 
 impl Proxy {
@@ -98,19 +103,30 @@ impl Proxy {
         routing: Arc<policy::Routing>,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> Arc<Self> {
+        Self::observed(node, routing, tls, Observe::default())
+    }
+
+    /// [`Proxy::with_tls`], counting and recording what `observe` asks for.
+    pub fn observed(
+        node: NodeHandle,
+        routing: Arc<policy::Routing>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+        observe: Observe,
+    ) -> Arc<Self> {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Uploads from HTTP/2 clients are not held to 64 KiB windows.
         http.http2().adaptive_window(true);
         Arc::new(Self {
             routing,
             http,
-            upstreams: upstream::Upstreams::new(node.clone()),
+            upstreams: upstream::Upstreams::new(node.clone(), observe.metrics.clone()),
             node,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
             peer_names: stamp::PeerNames::default(),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             tasks: drain::Tasks::default(),
             closing: CancellationToken::new(),
+            observe,
         })
     }
 

@@ -15,7 +15,9 @@ use crate::{
     activity::{Activity, Side},
     backend::Alpn,
     error::{Chain, TunnelRefusal},
-    forward, tunnel,
+    forward,
+    metrics::Opened,
+    tunnel,
     upstream::local::{self, LocalIo},
 };
 
@@ -117,7 +119,8 @@ impl Proxy {
         // From here on the stream is the backend connection: HTTP/1.1 from
         // the consumer, upgrades included, or HTTP/2, passes through
         // untouched (through the TLS session of an https backend).
-        let activity = Activity::default();
+        let counters = (self.observe.metrics.as_ref()).map(|m| m.stream(&peer, Opened::Inbound));
+        let activity = Activity::with_counters(counters);
         let (mut consumer, mut backend) = (
             activity.count(Side::Consumer, &mut stream),
             activity.count(Side::Backend, &mut io),

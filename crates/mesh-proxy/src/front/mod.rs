@@ -2,6 +2,7 @@
 //! connection (hyper-util's auto server: HTTP/1.1 with upgrades, or HTTP/2
 //! by the connection preface). [`pipeline`] handles each request.
 
+mod observe;
 mod pipeline;
 
 use std::{
@@ -124,6 +125,7 @@ impl Proxy {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let _open = self.observe.metrics.as_ref().map(|m| m.connection());
         let front = Arc::new(Front {
             session: upstream::Session::new(self.upstreams.clone()),
             client_value: forward::client_value(client.ip()),
@@ -140,7 +142,7 @@ impl Proxy {
                 if req.version() == http::Version::HTTP_2 {
                     forward::authority_to_host(&mut req);
                 }
-                Ok::<_, Infallible>(proxy.handle(req, &front).await)
+                Ok::<_, Infallible>(proxy.observe(req, &front).await)
             }
         });
         let conn = self

@@ -201,13 +201,20 @@ impl Proxy {
             }
         }
         let (candidate, reason) = last_error.expect("at least one attempt");
-        pages::bad_gateway(
+        let mut page = pages::bad_gateway(
             service,
             &candidate.provider.to_string(),
             candidate.target.route(),
             &reason,
             json,
-        )
+        );
+        page.extensions_mut().insert(super::observe::Unserved {
+            service: service.clone(),
+            attempts: (plan.choice.candidates.iter())
+                .position(|c| std::ptr::eq(c, candidate))
+                .map_or(1, |i| i + 1),
+        });
+        page
     }
 }
 
