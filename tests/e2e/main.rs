@@ -17,6 +17,8 @@ mod mesh;
 mod metrics;
 mod namespace;
 mod natlab;
+mod reqlog;
 mod routing;
+mod traces;
 mod up;
 mod websocket;

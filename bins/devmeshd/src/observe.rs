@@ -1,13 +1,19 @@
 //! The daemon's observability settings (flag > `DEVMESH_*` environment >
 //! config file > default) and their start: metrics counted by the proxy
-//! and served on the front door and, when asked, on an address of their own.
+//! and served on the front door and, when asked, on an address of their
+//! own; the request log; the OTLP export of traces.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use mesh_config::DaemonFile;
 use mesh_core::NodeHandle;
-use mesh_proxy::{Observe, metrics::Metrics};
+use mesh_proxy::{
+    Observe,
+    metrics::Metrics,
+    reqlog::{Destination, RequestLog},
+    trace::otlp::{Endpoint, Exporter, Origin},
+};
 use tokio_util::sync::CancellationToken;
 
 /// Observability flags of `devmeshd`.
@@ -18,6 +24,18 @@ pub struct ObserveArgs {
     /// to count nothing
     #[arg(long, env = "DEVMESH_METRICS", value_name = "ADDR|off")]
     pub metrics: Option<String>,
+    /// `text` or `json`: json writes the daemon's log lines as JSON and
+    /// turns the request log on [default: text]
+    #[arg(long, env = "DEVMESH_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
+    /// Write one JSON line per front-door request to `stderr` or to this
+    /// file (appended to)
+    #[arg(long, env = "DEVMESH_REQUEST_LOG", value_name = "stderr|PATH")]
+    pub request_log: Option<String>,
+    /// Export traces with OTLP/HTTP (protobuf) to this URL, such as
+    /// http://127.0.0.1:4318/v1/traces
+    #[arg(long, env = "DEVMESH_OTLP", value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 /// Where metrics go.
@@ -33,6 +51,12 @@ pub enum MetricsSetting {
 #[derive(Debug, Clone)]
 pub struct ObserveSettings {
     pub metrics: MetricsSetting,
+    /// The daemon's own log lines as JSON.
+    pub json: bool,
+    /// Where request lines go, when the request log is on.
+    pub requests: Option<Destination>,
+    /// Where traces are exported to.
+    pub otlp: Option<Endpoint>,
 }
 
 impl ObserveSettings {
@@ -42,7 +66,28 @@ impl ObserveSettings {
             None => MetricsSetting::On(None),
             Some(v) => parse_metrics(&v)?,
         };
-        Ok(Self { metrics })
+        let format = args
+            .log_format
+            .or_else(|| file.log.format.as_ref().map(|f| f.get_ref().clone()));
+        let json = format.as_deref() == Some("json");
+        let on = args.request_log.is_some() || json || file.log.requests == Some(true);
+        let requests = on.then(|| match args.request_log.or(file.log.file.clone()) {
+            None => Destination::Stderr,
+            Some(s) if s == "stderr" || s == "-" => Destination::Stderr,
+            Some(path) => Destination::File(PathBuf::from(path)),
+        });
+        let otlp = args
+            .otlp
+            .or(file.otlp.clone())
+            .map(|url| Endpoint::parse(&url))
+            .transpose()
+            .context("--otlp, DEVMESH_OTLP or `otlp` of the config file")?;
+        Ok(Self {
+            metrics,
+            json,
+            requests,
+            otlp,
+        })
     }
 
     /// Builds what the proxy observes with, and starts the metrics listener
@@ -66,6 +111,18 @@ impl ObserveSettings {
                 ));
             }
             observe = observe.with_metrics(metrics);
+        }
+        if let Some(destination) = &self.requests {
+            let log = RequestLog::start(destination.clone())
+                .with_context(|| format!("opening the request log {destination:?}"))?;
+            observe = observe.with_log(log);
+        }
+        if let Some(endpoint) = &self.otlp {
+            let origin = Origin {
+                service_name: "devmeshd".into(),
+                instance_id: node.peer_id().to_string(),
+            };
+            observe = observe.with_exporter(Exporter::start(endpoint.clone(), origin));
         }
         Ok(observe)
     }
@@ -94,6 +151,7 @@ mod tests {
         let resolve = |flag: Option<&str>, text: &str| {
             let args = ObserveArgs {
                 metrics: flag.map(str::to_owned),
+                ..ObserveArgs::default()
             };
             ObserveSettings::resolve(args, &file(text)).map(|s| s.metrics)
         };
@@ -110,5 +168,50 @@ mod tests {
         );
         let err = resolve(Some("9464"), "").unwrap_err().to_string();
         assert!(err.contains("expected ip:port"), "{err}");
+    }
+
+    #[test]
+    fn the_request_log_is_on_by_flag_by_file_or_with_json() {
+        let file = |text: &str| DaemonFile::parse(Path::new("/h/config.toml"), text).unwrap();
+        let resolve =
+            |args: ObserveArgs, text: &str| ObserveSettings::resolve(args, &file(text)).unwrap();
+        let off = resolve(ObserveArgs::default(), "");
+        assert_eq!(
+            (off.requests, off.json, off.otlp.is_none()),
+            (None, false, true)
+        );
+        let json = ObserveArgs {
+            log_format: Some("json".into()),
+            ..ObserveArgs::default()
+        };
+        let s = resolve(json, "");
+        assert_eq!((s.requests, s.json), (Some(Destination::Stderr), true));
+        let s = resolve(
+            ObserveArgs::default(),
+            "[log]\nrequests = true\nfile = \"/tmp/r.log\"\n",
+        );
+        assert_eq!(s.requests, Some(Destination::File("/tmp/r.log".into())));
+        let flag = ObserveArgs {
+            request_log: Some("stderr".into()),
+            ..ObserveArgs::default()
+        };
+        let s = resolve(flag, "[log]\nfile = \"/tmp/r.log\"\n");
+        assert_eq!((s.requests, s.json), (Some(Destination::Stderr), false));
+        let s = resolve(ObserveArgs::default(), "[log]\nformat = \"json\"\n");
+        assert!(s.json);
+    }
+
+    #[test]
+    fn otlp_endpoints_are_checked() {
+        let file =
+            DaemonFile::parse(Path::new("/h/config.toml"), "otlp = \"https://x\"\n").unwrap();
+        let err = ObserveSettings::resolve(ObserveArgs::default(), &file).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("must be plain http"), "{text}");
+        let ok = ObserveArgs {
+            otlp: Some("http://127.0.0.1:4318".into()),
+            ..ObserveArgs::default()
+        };
+        assert!(ObserveSettings::resolve(ok, &file).unwrap().otlp.is_some());
     }
 }

@@ -20,7 +20,7 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metrics::io::StreamCounters;
+use crate::{metrics::io::StreamCounters, trace::TunnelTrace};
 
 /// How long a tunnel whose backend spoke last must be quiet to count as
 /// idle during a drain.
@@ -36,6 +36,8 @@ pub(crate) struct Activity {
     /// The tunnel's byte counts for metrics: what the consumer sent is
     /// received from the peer, what the backend sent is sent to it.
     counters: Option<StreamCounters>,
+    /// The tunnel's server spans, when the node exports traces.
+    trace: Option<TunnelTrace>,
 }
 
 /// One side of a splice.
@@ -48,11 +50,30 @@ pub(crate) enum Side {
 }
 
 impl Activity {
-    /// An activity that also counts the bytes in `counters`.
-    pub(crate) fn with_counters(counters: Option<StreamCounters>) -> Self {
+    /// An activity that also counts the bytes in `counters` and finds the
+    /// requests `trace` records.
+    pub(crate) fn observed(counters: Option<StreamCounters>, trace: Option<TunnelTrace>) -> Self {
         Self {
             counters,
+            trace,
             ..Self::default()
+        }
+    }
+
+    /// Notes `bytes` read from `side`, which the tracer may rewrite.
+    fn seen(&self, side: Side, bytes: &mut [u8]) {
+        self.read(side, bytes.len());
+        match (&self.trace, side) {
+            (Some(t), Side::Consumer) => t.consumer(bytes),
+            (Some(t), Side::Backend) => t.backend(bytes),
+            (None, _) => {}
+        }
+    }
+
+    /// The splice ended: a traced response still open ends now.
+    pub(crate) fn closed(&self) {
+        if let Some(t) = &self.trace {
+            t.close();
         }
     }
 
@@ -129,9 +150,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.activity.read(self.side, n);
+        if buf.filled().len() > before {
+            let (activity, side) = (self.activity, self.side);
+            activity.seen(side, &mut buf.filled_mut()[before..]);
         }
         polled
     }

@@ -26,6 +26,7 @@
 mod activity;
 pub mod backend;
 mod body;
+mod bounded;
 pub mod choose;
 mod drain;
 mod error;
@@ -38,8 +39,10 @@ mod pages;
 pub mod policy;
 mod provider;
 mod replay;
+pub mod reqlog;
 pub mod route;
 mod stamp;
+pub mod trace;
 pub mod tunnel;
 mod upgrade;
 mod upstream;

@@ -17,6 +17,7 @@ use crate::{
     error::{Chain, TunnelRefusal},
     forward,
     metrics::Opened,
+    trace::TunnelTrace,
     tunnel,
     upstream::local::{self, LocalIo},
 };
@@ -120,7 +121,11 @@ impl Proxy {
         // the consumer, upgrades included, or HTTP/2, passes through
         // untouched (through the TLS session of an https backend).
         let counters = (self.observe.metrics.as_ref()).map(|m| m.stream(&peer, Opened::Inbound));
-        let activity = Activity::with_counters(counters);
+        // HTTP/2 tunnels are not sniffed: their server spans are not recorded.
+        let trace = (self.observe.exporter.clone())
+            .filter(|_| !hello.h2)
+            .map(|e| TunnelTrace::new(hello.service.clone(), peer.to_string(), e));
+        let activity = Activity::observed(counters, trace);
         let (mut consumer, mut backend) = (
             activity.count(Side::Consumer, &mut stream),
             activity.count(Side::Backend, &mut io),
@@ -148,6 +153,7 @@ impl Proxy {
                 debug!(%peer, service = %hello.service, "closed an idle tunnel at shutdown");
             }
         }
+        activity.closed();
     }
 
     /// The backend a hello asks for, connected; or why the tunnel is refused.

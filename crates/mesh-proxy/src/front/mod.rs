@@ -2,7 +2,7 @@
 //! connection (hyper-util's auto server: HTTP/1.1 with upgrades, or HTTP/2
 //! by the connection preface). [`pipeline`] handles each request.
 
-mod observe;
+pub(crate) mod observe;
 mod pipeline;
 
 use std::{

@@ -1,15 +1,30 @@
-//! The observed front door: answers the metrics endpoint, and counts every
-//! other request once the pipeline has answered it, from the response's
-//! `X-DevMesh-*` headers (or the [`Unserved`] note of a 502).
+//! The observed front door: answers the metrics endpoint; continues the
+//! request's W3C trace (or starts one), with the client span's id as the
+//! parent the request carries on and its trace id in `X-DevMesh-Trace-Id`
+//! on the response; and, once the response body has ended, counts the
+//! request, logs it and records the client span ([`finish`]), from the
+//! response's `X-DevMesh-*` headers (or the [`Unserved`] note of a 502).
 
-use std::time::Instant;
+mod finish;
 
-use http::{HeaderMap, Request, Response};
+use std::{
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
+
+use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
 
+use self::finish::Finish;
+pub(crate) use self::finish::Observed;
 use super::Front;
-use crate::{Proxy, body::Body, metrics, route, stamp};
+use crate::{
+    Proxy,
+    body::Tally,
+    metrics, route, stamp,
+    trace::{self, SpanId, TraceParent, context::TRACEPARENT},
+};
 
 /// Put on a 502 by the pipeline: the service the request was for and how
 /// many providers were tried.
@@ -56,30 +71,83 @@ pub(crate) fn outcome<'a>(headers: &'a HeaderMap, unserved: Option<&'a Unserved>
     }
 }
 
+/// The trace a request continues (its `traceparent`, when valid) or
+/// starts, with `span` as the parent it carries on; and the parent it came
+/// with.
+fn continue_trace(headers: &HeaderMap, span: SpanId) -> (TraceParent, Option<SpanId>) {
+    let incoming = headers
+        .get(TRACEPARENT)
+        .and_then(|v| TraceParent::parse(v.as_bytes()).ok());
+    match incoming {
+        Some(tp) => (tp.child(span), Some(tp.parent)),
+        None => (TraceParent::new_root(span), None),
+    }
+}
+
+fn trace_id_value(trace: &TraceParent) -> HeaderValue {
+    let mut hex = [0u8; 32];
+    trace::context::encode_hex(&trace.trace_id.0, &mut hex);
+    HeaderValue::from_bytes(&hex).expect("hex is a header value")
+}
+
 impl Proxy {
     /// A request arriving at the front door, observed.
-    pub(super) async fn observe(&self, req: Request<Incoming>, front: &Front) -> Response<Body> {
-        let Some(m) = self.observe.metrics.as_deref() else {
-            return self.handle(req, front).await;
-        };
-        if metrics::is_metrics_request(req.uri(), req.headers()) {
-            return metrics::response(m).map(Either::Right);
+    pub(super) async fn observe(
+        &self,
+        mut req: Request<Incoming>,
+        front: &Front,
+    ) -> Response<Observed> {
+        let span = SpanId::random();
+        let (trace, parent) = continue_trace(req.headers(), span);
+        let trace_id = trace_id_value(&trace);
+        if let Some(m) = self.observe.metrics.as_deref()
+            && metrics::is_metrics_request(req.uri(), req.headers())
+        {
+            let mut resp = metrics::response(m).map(Either::Right);
+            resp.headers_mut().insert(trace::TRACE_ID_HEADER, trace_id);
+            return resp.map(|b| Observed::new(b, None));
         }
-        let start = Instant::now();
+        let outgoing = HeaderValue::from_bytes(&trace.to_bytes()).expect("traceparent is ascii");
+        req.headers_mut().insert(TRACEPARENT, outgoing);
+        if !self.observe.records() {
+            let mut resp = self.handle(req, front).await;
+            resp.headers_mut().insert(trace::TRACE_ID_HEADER, trace_id);
+            return resp.map(|b| Observed::new(b, None));
+        }
+        let (start, started_at) = (Instant::now(), SystemTime::now());
         let method = req.method().clone();
+        let wants_path = self.observe.log.is_some() || self.observe.exporter.is_some();
+        let path = wants_path
+            .then(|| req.uri().path_and_query().map(|pq| pq.as_str().to_owned()))
+            .flatten()
+            .unwrap_or_default();
+        let tally = (self.observe.log.is_some()).then(|| Arc::new(Tally::default()));
+        if let Some(t) = &tally {
+            req.extensions_mut().insert(t.clone());
+        }
         let mut resp = self.handle(req, front).await;
         let unserved = resp.extensions_mut().remove::<Unserved>();
         let o = outcome(resp.headers(), unserved.as_ref());
-        m.served(&metrics::Served {
-            service: o.service,
-            method: &method,
+        let tried = !o.provider.is_empty() || unserved.is_some();
+        let finish = Finish {
+            observe: self.observe.clone(),
+            start,
+            started_at,
+            head_after: start.elapsed(),
+            method,
+            path,
             code: resp.status().as_u16(),
+            service: o.service.to_owned(),
+            version: o.version.to_owned(),
+            provider: o.provider.to_owned(),
             route: o.route,
-            provider: o.provider,
-            duration: start.elapsed(),
-            retries: o.retries,
-        });
-        resp
+            attempts: if tried { o.retries + 1 } else { 0 },
+            bytes_in: tally,
+            trace,
+            parent,
+        };
+        resp.headers_mut().insert(trace::TRACE_ID_HEADER, trace_id);
+        resp.map(|b| Observed::new(b, Some(Box::new(finish))))
     }
 }
 

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::Front;
 use crate::{
     Proxy, REQUIRE_HEADER, VERSIONS_HEADER,
-    body::{Body, UpBody},
+    body::{Body, Counted, Tally, UpBody},
     choose,
     error::{AskError, Chain},
     forward, pages, policy,
@@ -326,7 +326,8 @@ fn outgoing(
     from_header: bool,
 ) -> Request<UpBody> {
     let (parts, body) = req.into_parts();
-    let mut out = Request::new(Either::Left(body));
+    let tally = parts.extensions.get::<Arc<Tally>>().cloned();
+    let mut out = Request::new(Either::Left(Counted::new(body, tally)));
     *out.method_mut() = parts.method;
     *out.uri_mut() = origin_form(parts.uri);
     *out.headers_mut() = parts.headers;
