@@ -125,6 +125,24 @@ async fn json_request_log_and_trace_context() {
         ),
         (Some(503), Some("none"), Some(""))
     );
+    // Nothing was dropped, as the metrics say.
+    let metrics = request(
+        b.proxy,
+        "GET",
+        "devmesh.localhost",
+        "/metrics",
+        Bytes::new(),
+        &[],
+    )
+    .await;
+    assert_eq!(metrics.header("x-devmesh-trace-id").len(), 32);
+    assert!(
+        metrics
+            .text()
+            .contains("devmesh_observe_dropped_total{what=\"request_log\"} 0\n"),
+        "{}",
+        metrics.text()
+    );
     // The daemon's own diagnostics are JSON lines too.
     assert!(
         b.log().lines().any(|l| l.contains("\"devmeshd started\"")),

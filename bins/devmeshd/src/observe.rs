@@ -98,20 +98,6 @@ impl ObserveSettings {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Observe> {
         let mut observe = Observe::default();
-        if let MetricsSetting::On(addr) = self.metrics {
-            let metrics = Arc::new(Metrics::new(node));
-            if let Some(addr) = addr {
-                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-                    format!("cannot serve metrics on {addr}; pick another address with --metrics")
-                })?;
-                tokio::spawn(mesh_proxy::metrics::serve(
-                    listener,
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            observe = observe.with_metrics(metrics);
-        }
         if let Some(destination) = &self.requests {
             let log = RequestLog::start(destination.clone())
                 .with_context(|| format!("opening the request log {destination:?}"))?;
@@ -123,6 +109,20 @@ impl ObserveSettings {
                 instance_id: node.peer_id().to_string(),
             };
             observe = observe.with_exporter(Exporter::start(endpoint.clone(), origin));
+        }
+        if let MetricsSetting::On(addr) = self.metrics {
+            let metrics = Arc::new(Metrics::new(node, &observe));
+            if let Some(addr) = addr {
+                let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot serve metrics on {addr}; pick another address with --metrics")
+                })?;
+                tokio::spawn(mesh_proxy::metrics::serve(
+                    listener,
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            observe = observe.with_metrics(metrics);
         }
         Ok(observe)
     }

@@ -34,6 +34,10 @@ pub(crate) struct Unserved {
     pub attempts: usize,
 }
 
+/// Put on a response by the pipeline: how long routing and choosing took.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routed(pub std::time::Duration);
+
 /// The service, provider, route and retries of an answered request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Outcome<'a> {
@@ -127,6 +131,7 @@ impl Proxy {
         }
         let mut resp = self.handle(req, front).await;
         let unserved = resp.extensions_mut().remove::<Unserved>();
+        let routed = resp.extensions_mut().remove::<Routed>().map(|r| r.0);
         let o = outcome(resp.headers(), unserved.as_ref());
         let tried = !o.provider.is_empty() || unserved.is_some();
         let finish = Finish {
@@ -134,6 +139,7 @@ impl Proxy {
             start,
             started_at,
             head_after: start.elapsed(),
+            routed,
             method,
             path,
             code: resp.status().as_u16(),

@@ -48,12 +48,14 @@ struct Asked {
 impl Proxy {
     /// A request arriving at the front door.
     pub(super) async fn handle(&self, mut req: Request<Incoming>, front: &Front) -> Response<Body> {
+        let arrived = Instant::now();
         let snapshot = self.node.snapshot();
         let json = pages::wants_json(req.headers());
         let plan = match self.plan(&snapshot, &req, front, json) {
             ControlFlow::Continue(plan) => plan,
             ControlFlow::Break(page) => return page,
         };
+        let routed = super::observe::Routed(arrived.elapsed());
         let upgrade = forward::upgrade_protocol(req.headers());
         let upgrading = upgrade.is_some();
         let on_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -70,8 +72,9 @@ impl Proxy {
         } else {
             None
         };
-        self.attempts(front, &plan, out, replay, on_upgrade, json)
-            .await
+        let mut resp = (self.attempts(front, &plan, out, replay, on_upgrade, json)).await;
+        resp.extensions_mut().insert(routed);
+        resp
     }
 
     /// Routes and chooses: the plan of a request, or the page that says why

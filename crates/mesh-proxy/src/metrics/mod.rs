@@ -109,8 +109,9 @@ pub struct Metrics {
 
 impl Metrics {
     /// The metrics of `node`'s proxy; the node's view and counters are read
-    /// at each scrape.
-    pub fn new(node: &NodeHandle) -> Self {
+    /// at each scrape, and so are the drops of the request log and trace
+    /// export `observe` holds.
+    pub fn new(node: &NodeHandle, observe: &crate::Observe) -> Self {
         let mut registry = Registry::with_prefix("devmesh");
         let requests = Family::<RequestLabels, Counter>::default();
         let durations = Family::<RequestLabels, Histogram>::new_with_constructor(
@@ -159,6 +160,10 @@ impl Metrics {
             bytes.clone(),
         );
         registry.register_collector(Box::new(node::NodeCollector::new(node.clone())));
+        registry.register_collector(Box::new(node::DropCollector {
+            log: observe.log.clone(),
+            exporter: observe.exporter.clone(),
+        }));
         Self {
             registry,
             requests,

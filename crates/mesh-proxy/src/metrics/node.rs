@@ -2,8 +2,9 @@
 //! services by where they run and their health, and mesh-core's hole-punch
 //! and gossip counters.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
+use crate::{reqlog::RequestLog, trace::otlp::Exporter};
 use mesh_core::{NodeHandle, Snapshot, counters::CountersSnapshot};
 use prometheus_client::{
     collector::Collector,
@@ -129,6 +130,38 @@ impl Collector for NodeCollector {
             ConstCounter::new,
         )?;
         Ok(())
+    }
+}
+
+/// Reads what the request log and the trace export dropped.
+#[derive(Debug)]
+pub(super) struct DropCollector {
+    pub log: Option<Arc<RequestLog>>,
+    pub exporter: Option<Arc<Exporter>>,
+}
+
+impl Collector for DropCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut series = Series::<u64>::new();
+        if let Some(log) = &self.log {
+            series.insert(vec![("what", "request_log".to_owned())], log.dropped());
+        }
+        if let Some(exporter) = &self.exporter {
+            series.insert(vec![("what", "spans".to_owned())], exporter.dropped());
+        }
+        if series.is_empty() {
+            return Ok(());
+        }
+        encode_series(
+            &mut encoder,
+            (
+                "observe_dropped",
+                "Request log lines and spans dropped because their writer fell behind.",
+                MetricType::Counter,
+            ),
+            &series,
+            ConstCounter::new,
+        )
     }
 }
 

@@ -27,6 +27,8 @@ pub(super) struct Finish {
     pub started_at: SystemTime,
     /// When the response head was ready.
     pub head_after: Duration,
+    /// How long routing and choosing the providers took, when they did.
+    pub routed: Option<Duration>,
     pub method: Method,
     pub path: String,
     pub code: u16,
@@ -94,6 +96,9 @@ impl Finish {
                 Int(self.head_after.as_micros() as i64),
             ),
         ];
+        if let Some(routed) = self.routed {
+            attributes.push(("devmesh.routing_us", Int(routed.as_micros() as i64)));
+        }
         if !self.provider.is_empty() {
             attributes.push(("devmesh.provider", Text(self.provider.clone())));
             attributes.push(("devmesh.version", Text(self.version.clone())));
