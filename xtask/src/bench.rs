@@ -17,14 +17,14 @@ use crate::{
 
 const GIB: u64 = 1 << 30;
 
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
     /// CPU time per request, µs: the load generator, the backend, the
     /// proxies (devmeshd A and B, nginx's workers), and the proxies' time
     /// in the kernel (part of the one before).
-    cpu_us: [f64; 4],
+    pub(crate) cpu_us: [f64; 4],
 }
 
 /// Numeric fields of `/proc/<pid>/stat` (`pid` may be `self`), numbered
@@ -57,7 +57,7 @@ fn children_ticks() -> u64 {
 }
 
 /// Clock ticks per second of `/proc` times.
-fn clock_ticks_per_sec() -> f64 {
+pub(crate) fn clock_ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -67,10 +67,10 @@ fn clock_ticks_per_sec() -> f64 {
 }
 
 /// The processes whose CPU time a small-GET run accounts for.
-struct Accounted {
-    backend: Vec<u32>,
-    proxies: Vec<u32>,
-    ticks_per_sec: f64,
+pub(crate) struct Accounted {
+    pub(crate) backend: Vec<u32>,
+    pub(crate) proxies: Vec<u32>,
+    pub(crate) ticks_per_sec: f64,
 }
 
 impl Accounted {
@@ -84,7 +84,7 @@ impl Accounted {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
@@ -103,7 +103,12 @@ fn parse_latency(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * factor)
 }
 
-fn wrk(url: &str, host: Option<&str>, seconds: u32, acct: &Accounted) -> anyhow::Result<Wrk> {
+pub(crate) fn wrk(
+    url: &str,
+    host: Option<&str>,
+    seconds: u32,
+    acct: &Accounted,
+) -> anyhow::Result<Wrk> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"]);
     if let Some(h) = host {
@@ -318,6 +323,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let runs = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
         let mut md = String::new();
         crate::failover::section(&mut md, &bin, runs)?;
+        print!("{md}");
+        return Ok(());
+    }
+    if args.iter().any(|a| a == "--observe") {
+        // Only the observability rows, printed: `cargo xtask bench --observe [--quick]`.
+        let mut md = String::new();
+        crate::bench_observe::section(&mut md, &bin, quick)?;
         print!("{md}");
         return Ok(());
     }
@@ -627,6 +639,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     h2_section(&mut md, &h2)?;
     drop((a, b, nginx));
     crate::failover::section(&mut md, &bin, if quick { 3 } else { 20 })?;
+    crate::bench_observe::section(&mut md, &bin, quick)?;
     lab_section(&mut md, &bin, quick)?;
     print!("{md}");
     if !quick {

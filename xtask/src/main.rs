@@ -10,6 +10,7 @@
 //! - `netlab`: the NAT lab: figures, `--keep` to look around, `test`
 
 mod bench;
+mod bench_observe;
 mod failover;
 mod netlab;
 mod node;

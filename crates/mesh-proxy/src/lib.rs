@@ -33,6 +33,7 @@ mod error;
 pub mod forward;
 mod front;
 pub mod health;
+pub mod inspect;
 pub mod metrics;
 mod observe;
 mod pages;

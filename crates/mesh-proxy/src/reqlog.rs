@@ -87,14 +87,23 @@ impl RequestLog {
             ),
         };
         let (lines, mut rx) = mpsc::channel::<String>(QUEUE);
-        // Writes block: they run on a blocking thread, line by line, and
-        // stop when the log is dropped.
+        // Writes block: they run on a blocking thread, which takes every
+        // line queued so far and writes them at once (one write call per
+        // batch, not per request), and stops when the log is dropped.
         tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(64 * 1024);
             while let Some(line) = rx.blocking_recv() {
-                if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+                batch.extend_from_slice(line.as_bytes());
+                while batch.len() < 1 << 20
+                    && let Ok(line) = rx.try_recv()
+                {
+                    batch.extend_from_slice(line.as_bytes());
+                }
+                if let Err(e) = out.write_all(&batch).and_then(|()| out.flush()) {
                     warn!(error = %e, ?destination, "writing the request log failed; it stops");
                     return;
                 }
+                batch.clear();
             }
         });
         Ok(Arc::new(Self {

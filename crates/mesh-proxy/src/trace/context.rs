@@ -107,22 +107,45 @@ impl fmt::Debug for SpanId {
     }
 }
 
-/// Random bytes, never all zero.
+/// Random bytes, never all zero: from a per-thread generator (splitmix64)
+/// seeded once from the OS, since trace ids need to be unique, not secret,
+/// and a system call per request costs more than the rest of the id work.
 fn random<const N: usize>() -> [u8; N] {
+    thread_local! {
+        static STATE: std::cell::Cell<u64> = std::cell::Cell::new(seed());
+    }
     let mut bytes = [0u8; N];
     while bytes.iter().all(|b| *b == 0) {
-        // The OS random source does not fail on Linux once booted; should
-        // it, the time keeps ids distinct enough for tracing.
-        if getrandom::fill(&mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos());
-            for (b, n) in bytes.iter_mut().zip(nanos.to_le_bytes().iter().cycle()) {
-                *b ^= n;
-            }
+        for chunk in bytes.chunks_mut(8) {
+            let next = STATE.with(|s| {
+                let x = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+                s.set(x);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            });
+            chunk.copy_from_slice(&next.to_le_bytes()[..chunk.len()]);
         }
     }
     bytes
+}
+
+/// A generator's seed: OS randomness, or std's per-process random hash
+/// keys should the OS source fail.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_ok() {
+        return u64::from_le_bytes(seed);
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 impl TraceId {
@@ -273,6 +296,18 @@ mod tests {
         let v = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-comes";
         let tp = TraceParent::parse(v.as_bytes()).unwrap();
         assert_eq!(tp.to_string(), EXAMPLE, "forwarded as version 00");
+    }
+
+    #[test]
+    fn ids_are_distinct_across_threads() {
+        let ids: Vec<[u8; 16]> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| (0..1000).map(|_| TraceId::random().0).collect::<Vec<_>>())
+            })
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 
     #[test]
