@@ -40,6 +40,8 @@ struct Front {
     proto: &'static str,
     stamp: Mutex<Option<stamp::Stamp>>,
     host_cache: Mutex<route::HostCache>,
+    /// The metric series its last request was counted in.
+    series: Arc<crate::metrics::LastSeries>,
 }
 
 impl Proxy {
@@ -133,6 +135,7 @@ impl Proxy {
             proto,
             stamp: Mutex::new(None),
             host_cache: Mutex::default(),
+            series: Arc::default(),
         });
         let proxy = self.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {

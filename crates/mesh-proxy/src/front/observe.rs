@@ -136,6 +136,7 @@ impl Proxy {
         let tried = !o.provider.is_empty() || unserved.is_some();
         let finish = Finish {
             observe: self.observe.clone(),
+            series: front.series.clone(),
             start,
             started_at,
             head_after: start.elapsed(),

@@ -37,6 +37,21 @@ const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// The series a front-door connection counted its last request in.
+#[derive(Debug, Default)]
+pub(crate) struct LastSeries(std::sync::Mutex<Option<(RequestLabels, Counter, Histogram)>>);
+
+impl RequestLabels {
+    /// Whether `served` (with its `method` label) goes in this series.
+    fn is(&self, served: &Served<'_>, method: &'static str) -> bool {
+        self.code == served.code
+            && self.route == served.route
+            && self.method == method
+            && self.service == served.service
+            && self.provider == served.provider
+    }
+}
+
 /// Labels of a request's counter and histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct RequestLabels {
@@ -112,6 +127,18 @@ impl Metrics {
     /// at each scrape, and so are the drops of the request log and trace
     /// export `observe` holds.
     pub fn new(node: &NodeHandle, observe: &crate::Observe) -> Self {
+        let drops = node::DropCollector {
+            log: observe.log.clone(),
+            exporter: observe.exporter.clone(),
+        };
+        Self::with_collectors(vec![
+            Box::new(node::NodeCollector::new(node.clone())),
+            Box::new(drops),
+        ])
+    }
+
+    /// The request and tunnel metrics, and `collectors` read at scrape time.
+    fn with_collectors(collectors: Vec<Box<dyn prometheus_client::collector::Collector>>) -> Self {
         let mut registry = Registry::with_prefix("devmesh");
         let requests = Family::<RequestLabels, Counter>::default();
         let durations = Family::<RequestLabels, Histogram>::new_with_constructor(
@@ -159,11 +186,9 @@ impl Metrics {
             Unit::Bytes,
             bytes.clone(),
         );
-        registry.register_collector(Box::new(node::NodeCollector::new(node.clone())));
-        registry.register_collector(Box::new(node::DropCollector {
-            log: observe.log.clone(),
-            exporter: observe.exporter.clone(),
-        }));
+        for collector in collectors {
+            registry.register_collector(collector);
+        }
         Self {
             registry,
             requests,
@@ -176,23 +201,38 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request.
-    pub(crate) fn served(&self, served: &Served<'_>) {
-        let labels = RequestLabels {
-            service: served.service.to_owned(),
-            method: method_label(served.method),
-            code: served.code,
-            route: served.route,
-            provider: served.provider.to_owned(),
-        };
-        self.requests.get_or_create(&labels).inc();
-        self.durations
-            .get_or_create(&labels)
-            .observe(served.duration.as_secs_f64());
+    /// Counts one answered request; `last` holds the series the same
+    /// connection counted in last, which its next request mostly shares
+    /// (then no family is looked up and no label allocated).
+    pub(crate) fn served(&self, served: &Served<'_>, last: &LastSeries) {
+        let method = method_label(served.method);
+        let seconds = served.duration.as_secs_f64();
+        let mut last = last.0.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((labels, requests, durations)) if labels.is(served, method) => {
+                requests.inc();
+                durations.observe(seconds);
+            }
+            _ => {
+                let labels = RequestLabels {
+                    service: served.service.to_owned(),
+                    method,
+                    code: served.code,
+                    route: served.route,
+                    provider: served.provider.to_owned(),
+                };
+                let requests = self.requests.get_or_create_owned(&labels);
+                let durations = self.durations.get_or_create_owned(&labels);
+                requests.inc();
+                durations.observe(seconds);
+                *last = Some((labels, requests, durations));
+            }
+        }
+        drop(last);
         if served.retries > 0 {
             self.retries
                 .get_or_create(&ServiceLabels {
-                    service: labels.service,
+                    service: served.service.to_owned(),
                 })
                 .inc_by(served.retries as u64);
         }

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use http::HeaderMap;
 
 use super::*;
@@ -95,4 +97,49 @@ fn stream_counters_count_bytes_and_open_streams() {
     assert_eq!((sent.get(), received.get()), (10, 3));
     drop(counters);
     assert_eq!(open.get(), 0);
+}
+
+#[test]
+fn a_connection_reuses_its_last_series_and_moves_on_when_labels_change() {
+    let m = Metrics::with_collectors(vec![]);
+    let last = LastSeries::default();
+    let served = |code, provider| Served {
+        service: "api",
+        method: &Method::GET,
+        code,
+        route: "direct",
+        provider,
+        duration: Duration::from_millis(2),
+        retries: 0,
+    };
+    m.served(&served(200, "a"), &last);
+    m.served(&served(200, "a"), &last);
+    m.served(&served(503, "a"), &last);
+    m.served(&served(200, "b"), &last);
+    m.served(&served(200, "a"), &last);
+    let mut with_retry = served(200, "a");
+    with_retry.retries = 2;
+    m.served(&with_retry, &last);
+    let text = m.encode();
+    let series = |code: u16, provider: &str| {
+        format!(
+            r#"devmesh_requests_total{{service="api",method="GET",code="{code}",route="direct",provider="{provider}"}}"#
+        )
+    };
+    assert!(
+        text.contains(&format!("{} 4\n", series(200, "a"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} 1\n", series(503, "a"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} 1\n", series(200, "b"))),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"devmesh_retries_total{service="api"} 2"#),
+        "{text}"
+    );
 }

@@ -23,6 +23,8 @@ use crate::{
 /// A request, as recorded once its response has been sent.
 pub(super) struct Finish {
     pub observe: Observe,
+    /// The connection's last metric series.
+    pub series: Arc<metrics::LastSeries>,
     pub start: Instant,
     pub started_at: SystemTime,
     /// When the response head was ready.
@@ -49,7 +51,7 @@ impl Finish {
     fn run(self, bytes_out: u64) {
         let duration = self.start.elapsed();
         if let Some(m) = &self.observe.metrics {
-            m.served(&metrics::Served {
+            let served = metrics::Served {
                 service: &self.service,
                 method: &self.method,
                 code: self.code,
@@ -57,7 +59,8 @@ impl Finish {
                 provider: &self.provider,
                 duration,
                 retries: self.attempts.saturating_sub(1),
-            });
+            };
+            m.served(&served, &self.series);
         }
         if let Some(log) = &self.observe.log {
             log.write(&reqlog::Line {
