@@ -24,12 +24,13 @@ use tracing::{debug, warn};
 use super::{Kind, SpanRecord, Value};
 use crate::bounded::Lossy;
 
-/// Spans waiting for export before new ones are dropped.
-const QUEUE: usize = 4096;
+/// Spans waiting for export before new ones are dropped: a
+/// [`FLUSH_EVERY`] of 80,000 spans/s.
+const QUEUE: usize = 8 * 1024;
 /// Most spans in one export request.
 const BATCH: usize = 512;
-/// Longest a span waits for its batch to fill.
-const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often queued spans are taken for export.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Time an export request may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -118,33 +119,49 @@ impl Exporter {
     }
 }
 
-/// Collects spans into batches and posts them until every handle is gone.
-async fn run(mut rx: mpsc::Receiver<SpanRecord>, endpoint: Endpoint, resource: Origin) {
+/// Every [`FLUSH_EVERY`], takes the spans queued meanwhile and posts them
+/// in batches of at most [`BATCH`], until every handle is gone. Polling on
+/// a timer, instead of waiting on the queue, keeps recording a span from
+/// waking this task each time.
+async fn run(mut rx: mpsc::Receiver<SpanRecord>, endpoint: Endpoint, origin: Origin) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let Some(first) = rx.recv().await else { return };
-        batch.push(first);
-        let deadline = tokio::time::sleep(FLUSH_EVERY);
-        tokio::pin!(deadline);
-        while batch.len() < BATCH {
-            tokio::select! {
-                () = &mut deadline => break,
-                next = rx.recv() => match next {
-                    Some(span) => batch.push(span),
-                    None => break,
-                },
+        tick.tick().await;
+        let closed = loop {
+            match rx.try_recv() {
+                Ok(span) => {
+                    batch.push(span);
+                    if batch.len() == BATCH {
+                        export(&endpoint, &origin, &batch).await;
+                        batch.clear();
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break false,
+                Err(mpsc::error::TryRecvError::Disconnected) => break true,
             }
+        };
+        if !batch.is_empty() {
+            export(&endpoint, &origin, &batch).await;
+            batch.clear();
         }
-        let body = encode(&resource, &batch);
-        let n = batch.len();
-        batch.clear();
-        match tokio::time::timeout(EXPORT_TIMEOUT, post(&endpoint, body)).await {
-            Ok(Ok(())) => debug!(spans = n, "exported spans"),
-            Ok(Err(reason)) => {
-                warn!(spans = n, endpoint = %endpoint.uri, %reason, "exporting spans failed")
-            }
-            Err(_) => warn!(spans = n, endpoint = %endpoint.uri, "exporting spans timed out"),
+        if closed {
+            return;
         }
+    }
+}
+
+/// Posts `batch`, logging a failure.
+async fn export(endpoint: &Endpoint, origin: &Origin, batch: &[SpanRecord]) {
+    let body = encode(origin, batch);
+    let n = batch.len();
+    match tokio::time::timeout(EXPORT_TIMEOUT, post(endpoint, body)).await {
+        Ok(Ok(())) => debug!(spans = n, "exported spans"),
+        Ok(Err(reason)) => {
+            warn!(spans = n, endpoint = %endpoint.uri, %reason, "exporting spans failed")
+        }
+        Err(_) => warn!(spans = n, endpoint = %endpoint.uri, "exporting spans timed out"),
     }
 }
 
