@@ -163,6 +163,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_valid_traceparent_is_continued_and_anything_else_starts_a_trace() {
+        let span = SpanId::random();
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+                .parse()
+                .unwrap(),
+        );
+        let (trace, parent) = continue_trace(&h, span);
+        assert_eq!(
+            trace.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            trace.parent, span,
+            "the request goes on with devmesh's span"
+        );
+        assert_eq!(trace.flags, 0, "the caller's sampling flag is kept");
+        assert_eq!(parent.unwrap().to_string(), "00f067aa0ba902b7");
+        assert_eq!(trace_id_value(&trace), "4bf92f3577b34da6a3ce929d0e0e4736");
+
+        h.insert(TRACEPARENT, "00-zz-00f067aa0ba902b7-01".parse().unwrap());
+        let (fresh, parent) = continue_trace(&h, span);
+        assert_ne!(fresh.trace_id, trace.trace_id);
+        assert_eq!((fresh.parent, fresh.flags, parent), (span, 1, None));
+    }
+
+    #[test]
     fn outcomes_come_from_the_stamped_headers() {
         let mut h = HeaderMap::new();
         h.insert("x-devmesh-service", "api@1.2.0".parse().unwrap());

@@ -10,7 +10,9 @@
 //! so nothing moves), and the backend sees devmesh's server span as its
 //! parent. The response head gives the status and the framing
 //! (`Content-Length`, chunked, or until close); the span ends with the
-//! response's last byte. A head split across two reads is not traced.
+//! response's last byte. A head split across two reads is not traced, and
+//! a trace the caller does not sample (flag 00) gets no span, though its
+//! parent id is still replaced.
 
 use std::time::SystemTime;
 
@@ -113,8 +115,7 @@ impl Sniffer {
     /// The stream closed: a response still streaming ends here.
     pub(crate) fn on_close(&mut self, now: SystemTime) -> Option<SpanRecord> {
         match std::mem::replace(&mut self.state, State::Off) {
-            State::Responding(pending, _) => Some(self.record(pending, now)),
-            State::Requested(pending) => Some(self.record(pending, now)),
+            State::Responding(pending, _) | State::Requested(pending) => self.record(pending, now),
             _ => None,
         }
     }
@@ -133,12 +134,17 @@ impl Sniffer {
             }
             None => {
                 self.state = State::Idle;
-                Some(self.record(pending, now))
+                self.record(pending, now)
             }
         }
     }
 
-    fn record(&self, p: Pending, end: SystemTime) -> SpanRecord {
+    /// The server span of `p`, ended at `end`; none for a trace the caller
+    /// does not sample.
+    fn record(&self, p: Pending, end: SystemTime) -> Option<SpanRecord> {
+        if p.trace.flags & 1 == 0 {
+            return None;
+        }
         let mut attributes = vec![
             ("http.request.method", Value::Text(p.method.clone())),
             ("url.path", Value::Text(p.path)),
@@ -155,7 +161,7 @@ impl Sniffer {
                 .as_micros() as i64;
             attributes.push(("devmesh.backend.first_byte_us", Value::Int(ms)));
         }
-        SpanRecord {
+        Some(SpanRecord {
             trace_id: p.trace.trace_id,
             span_id: p.span,
             parent: Some(p.trace.parent),
@@ -165,7 +171,7 @@ impl Sniffer {
             end,
             attributes,
             error: p.status == 0 || p.status >= 500,
-        }
+        })
     }
 }
 

@@ -79,7 +79,11 @@ impl Finish {
                 trace_id: self.trace.trace_id.to_string(),
             });
         }
-        if let Some(exporter) = &self.observe.exporter {
+        // A caller that does not sample its trace gets no span (its
+        // requests still carry the trace on).
+        if let Some(exporter) = &self.observe.exporter
+            && self.trace.flags & 1 == 1
+        {
             exporter.record(self.client_span(duration));
         }
     }

@@ -141,3 +141,24 @@ fn chunked_ends_are_found_across_reads() {
         Some(Framing::Length(2))
     );
 }
+
+#[test]
+fn unsampled_traces_get_no_span_but_keep_the_stream_tracked() {
+    let mut s = sniffer();
+    let mut head = request("GET");
+    let text = String::from_utf8(head.clone())
+        .unwrap()
+        .replace("-01\r\n", "-00\r\n");
+    head = text.into_bytes();
+    s.on_consumer(&mut head, at(0));
+    assert_ne!(parent_sent(&head), "00f067aa0ba902b7");
+    assert!(
+        s.on_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", at(1))
+            .is_none()
+    );
+    s.on_consumer(&mut request("GET"), at(2));
+    assert!(
+        s.on_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", at(3))
+            .is_some()
+    );
+}
