@@ -335,46 +335,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     }
     let tmp = tempfile::tempdir()?;
     let port = free_port()?;
-    let backend = Guard::spawn(
-        Command::new(bin.join("devmesh-demo-backend"))
-            .args([&port.to_string(), "bench"])
-            .stderr(std::process::Stdio::null()),
-    )?;
-    let node_args = crate::node::loopback_args("bench");
-    let a = Daemon::start(&bin, &tmp.path().join("a"), &node_args)?;
-    let b = Daemon::start(&bin, &tmp.path().join("b"), &node_args)?;
-    let a_addr = a.status()?["listen_addrs"][0]
-        .as_str()
-        .context("listen addr")?
-        .to_owned();
-    run_cmd(
-        b.devmesh()
-            .args(["join", &a_addr])
-            .stdout(std::process::Stdio::null()),
-    )?;
-    run_cmd(
-        a.devmesh()
-            .args([
-                "run",
-                "bench",
-                "--port",
-                &port.to_string(),
-                "--version",
-                "1.0.0",
-                "--detach",
-            ])
-            .stdout(std::process::Stdio::null()),
-    )?;
-    let start = Instant::now();
-    while b.status()?["services"]
-        .as_array()
-        .is_none_or(|s| s.is_empty())
-    {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!("node B never saw the bench service");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let backend = crate::bench_observe::start_backend(&bin, port)?;
+    let (a, b) = crate::bench_observe::pair(&bin, tmp.path(), "bench", port, &[])?;
     // HTTPS on A's front door: its CA, made in its home (nothing is
     // installed anywhere; wrk does not verify certificates).
     run_cmd(

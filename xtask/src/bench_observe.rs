@@ -50,9 +50,10 @@ fn otlp_sink() -> anyhow::Result<String> {
     Ok(url)
 }
 
-/// A pair of nodes, B joined to A, A sharing `bench` on `port`, in
-/// namespace `namespace`, started with `extra` arguments.
-fn pair(
+/// A pair of nodes with homes `<home>/a` and `<home>/b`, B joined to A, A
+/// sharing `bench` on `port`, in namespace `namespace`, started with
+/// `extra` arguments.
+pub(crate) fn pair(
     bin: &Path,
     home: &Path,
     namespace: &'static str,
@@ -86,22 +87,28 @@ fn pair(
         .is_none_or(|s| s.is_empty())
     {
         if start.elapsed() > Duration::from_secs(10) {
-            bail!("node B of {namespace} never saw the bench service");
+            bail!("node B never saw the bench service (namespace {namespace})");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok((a, b))
 }
 
+/// The benchmark's backend (`devmesh-demo-backend`, service name `bench`)
+/// on `port`.
+pub(crate) fn start_backend(bin: &Path, port: u16) -> anyhow::Result<Guard> {
+    Guard::spawn(
+        Command::new(bin.join("devmesh-demo-backend"))
+            .args([&port.to_string(), "bench"])
+            .stderr(std::process::Stdio::null()),
+    )
+}
+
 /// Writes the "cost of observability" section.
 pub fn section(md: &mut String, bin: &Path, quick: bool) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let port = free_port()?;
-    let backend = Guard::spawn(
-        Command::new(bin.join("devmesh-demo-backend"))
-            .args([&port.to_string(), "bench"])
-            .stderr(std::process::Stdio::null()),
-    )?;
+    let backend = start_backend(bin, port)?;
     let otlp = otlp_sink()?;
     let log = tmp.path().join("requests.log");
     let log_arg = log.display().to_string();
