@@ -17,14 +17,14 @@ use crate::{
 
 const GIB: u64 = 1 << 30;
 
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
     /// CPU time per request, µs: the load generator, the backend, the
     /// proxies (devmeshd A and B, nginx's workers), and the proxies' time
     /// in the kernel (part of the one before).
-    cpu_us: [f64; 4],
+    pub(crate) cpu_us: [f64; 4],
 }
 
 /// Numeric fields of `/proc/<pid>/stat` (`pid` may be `self`), numbered
@@ -57,7 +57,7 @@ fn children_ticks() -> u64 {
 }
 
 /// Clock ticks per second of `/proc` times.
-fn clock_ticks_per_sec() -> f64 {
+pub(crate) fn clock_ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -67,10 +67,10 @@ fn clock_ticks_per_sec() -> f64 {
 }
 
 /// The processes whose CPU time a small-GET run accounts for.
-struct Accounted {
-    backend: Vec<u32>,
-    proxies: Vec<u32>,
-    ticks_per_sec: f64,
+pub(crate) struct Accounted {
+    pub(crate) backend: Vec<u32>,
+    pub(crate) proxies: Vec<u32>,
+    pub(crate) ticks_per_sec: f64,
 }
 
 impl Accounted {
@@ -103,7 +103,12 @@ fn parse_latency(s: &str) -> Option<f64> {
     num.parse::<f64>().ok().map(|n| n * factor)
 }
 
-fn wrk(url: &str, host: Option<&str>, seconds: u32, acct: &Accounted) -> anyhow::Result<Wrk> {
+pub(crate) fn wrk(
+    url: &str,
+    host: Option<&str>,
+    seconds: u32,
+    acct: &Accounted,
+) -> anyhow::Result<Wrk> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"]);
     if let Some(h) = host {
@@ -321,55 +326,25 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         print!("{md}");
         return Ok(());
     }
-    if args.iter().any(|a| a == "--tcp") {
-        // Only the TCP services part, printed: `cargo xtask bench --tcp [--quick]`.
+    // Only one part, printed: `cargo xtask bench --tcp|--observe [--quick]`.
+    let only: Option<fn(&mut String, &Path, bool) -> anyhow::Result<()>> =
+        if args.iter().any(|a| a == "--tcp") {
+            Some(crate::bench_tcp::section)
+        } else if args.iter().any(|a| a == "--observe") {
+            Some(crate::bench_observe::section)
+        } else {
+            None
+        };
+    if let Some(section) = only {
         let mut md = String::new();
-        crate::bench_tcp::section(&mut md, &bin, quick)?;
+        section(&mut md, &bin, quick)?;
         print!("{md}");
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
     let port = free_port()?;
-    let backend = Guard::spawn(
-        Command::new(bin.join("devmesh-demo-backend"))
-            .args([&port.to_string(), "bench"])
-            .stderr(std::process::Stdio::null()),
-    )?;
-    let node_args = crate::node::loopback_args("bench");
-    let a = Daemon::start(&bin, &tmp.path().join("a"), &node_args)?;
-    let b = Daemon::start(&bin, &tmp.path().join("b"), &node_args)?;
-    let a_addr = a.status()?["listen_addrs"][0]
-        .as_str()
-        .context("listen addr")?
-        .to_owned();
-    run_cmd(
-        b.devmesh()
-            .args(["join", &a_addr])
-            .stdout(std::process::Stdio::null()),
-    )?;
-    run_cmd(
-        a.devmesh()
-            .args([
-                "run",
-                "bench",
-                "--port",
-                &port.to_string(),
-                "--version",
-                "1.0.0",
-                "--detach",
-            ])
-            .stdout(std::process::Stdio::null()),
-    )?;
-    let start = Instant::now();
-    while b.status()?["services"]
-        .as_array()
-        .is_none_or(|s| s.is_empty())
-    {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!("node B never saw the bench service");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let backend = crate::bench_observe::start_backend(&bin, port)?;
+    let (a, b) = crate::bench_observe::pair(&bin, tmp.path(), "bench", port, &[])?;
     // HTTPS on A's front door: its CA, made in its home (nothing is
     // installed anywhere; wrk does not verify certificates).
     run_cmd(
@@ -634,6 +609,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     h2_section(&mut md, &h2)?;
     drop((a, b, nginx));
     crate::failover::section(&mut md, &bin, if quick { 3 } else { 20 })?;
+    crate::bench_observe::section(&mut md, &bin, quick)?;
     lab_section(&mut md, &bin, quick)?;
     crate::bench_tcp::section(&mut md, &bin, quick)?;
     print!("{md}");

@@ -11,6 +11,7 @@
 
 mod bench;
 mod bench_tcp;
+mod bench_observe;
 mod failover;
 mod netlab;
 mod node;

@@ -1,6 +1,7 @@
 //! `devmeshd`: the devmesh node. Runs in the foreground until SIGINT or
 //! SIGTERM: config -> tracing -> node -> proxy -> control API -> signals.
 
+mod observe;
 mod settings;
 
 use std::{os::unix::fs::PermissionsExt, process::ExitCode, sync::Arc, time::Duration};
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&settings.log);
+    init_tracing(&settings.log, settings.observe.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,15 +71,19 @@ fn one_malloc_arena() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
 
-fn init_tracing(directives: &str) {
+fn init_tracing(directives: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if json {
+        fmt.json().init();
+    } else {
+        fmt.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -138,6 +143,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             listener,
             &shutdown,
             &mut tasks,
+            settings.observe.start(&node, &shutdown).await?,
         )?),
         None => None,
     };
@@ -198,12 +204,13 @@ fn start_proxy(
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
     tasks: &mut ServerTasks,
+    observe: mesh_proxy::Observe,
 ) -> anyhow::Result<Arc<Proxy>> {
     // HTTPS on the same port, with certificates from the CA that
     // `devmesh cert install` makes (picked up whenever it appears).
     let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
     let tls = mesh_tls::server_config(resolver)?;
-    let proxy = Proxy::with_tls(node.clone(), routing, Some(tls));
+    let proxy = Proxy::observed(node.clone(), routing, Some(tls), observe);
     tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
     tasks.spawn(proxy.clone().serve_tcp_tunnels(shutdown.clone()));
     tasks.spawn(proxy.clone().serve_tcp_listeners(shutdown.clone()));

@@ -65,6 +65,8 @@ pub struct Args {
     /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
     #[arg(long, env = "DEVMESH_LOG", default_value = "info")]
     pub log: String,
+    #[command(flatten)]
+    pub observe: crate::observe::ObserveArgs,
 }
 
 /// The settings devmeshd runs with.
@@ -83,6 +85,8 @@ pub struct Settings {
     pub config_path: PathBuf,
     /// How long a stopping daemon lets in-flight work finish.
     pub shutdown_grace: Duration,
+    /// Metrics, request log, traces.
+    pub observe: crate::observe::ObserveSettings,
 }
 
 impl Settings {
@@ -119,6 +123,7 @@ impl Settings {
             .or_else(|| file.secret_file.clone().map(PathBuf::from));
         let secret = secret(&home, &namespace, secret_file)?;
         Ok(Self {
+            observe: crate::observe::ObserveSettings::resolve(args.observe, &file)?,
             routing: routing(args.versions, args.retry, &file)?,
             shutdown_grace: shutdown_grace(args.shutdown_grace, &file),
             listen: parse_addrs(&listen, "listen")?,

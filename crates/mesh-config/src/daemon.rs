@@ -36,6 +36,15 @@ pub struct DaemonFile {
     pub shutdown_grace: Option<toml::Spanned<String>>,
     /// `[routing]`: how the front door chooses providers.
     pub routing: RoutingSection,
+    /// Address to serve Prometheus metrics on besides the front door's
+    /// `devmesh.localhost/metrics`, or `"off"` to count nothing. Default: the
+    /// front door only.
+    pub metrics: Option<String>,
+    /// OTLP/HTTP endpoint traces are exported to, such as
+    /// `http://127.0.0.1:4318/v1/traces`. Default: no export.
+    pub otlp: Option<String>,
+    /// `[log]`: the request log and the log format.
+    pub log: crate::LogSection,
 }
 
 /// `[routing]` of the daemon's config file.
@@ -152,6 +161,20 @@ impl DaemonFile {
             })?;
         }
         check(&file.routing.versions, "versions", &["warn", "strict"])?;
+        if let Some(v) = &file.log.format
+            && !["text", "json"].contains(&v.get_ref().as_str())
+        {
+            return Err(ConfigError::at(
+                path,
+                source,
+                Some(v.span()),
+                Some("log.format".into()),
+                format!(
+                    "{:?} is not a log format; use \"text\" or \"json\"",
+                    v.get_ref()
+                ),
+            ));
+        }
         check(
             &file.routing.retry,
             "retry",

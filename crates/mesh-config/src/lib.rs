@@ -16,6 +16,7 @@
 //! ```
 
 mod daemon;
+mod observe;
 mod project;
 
 use std::{
@@ -27,6 +28,7 @@ use std::{
 
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
 pub use project::edit;
+pub use observe::LogSection;
 pub use project::up::{Condition, DEFAULT_STOP_TIMEOUT, Prefer, RestartPolicy, STOP_SIGNALS};
 pub use project::{DockerSection, MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 

@@ -27,6 +27,7 @@ pub mod addr;
 pub mod admission;
 mod behaviour;
 mod config;
+pub mod counters;
 pub mod error;
 pub mod health;
 pub mod identity;

@@ -20,6 +20,8 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::{metrics::io::StreamCounters, trace::TunnelTrace};
+
 /// How long a tunnel whose backend spoke last must be quiet to count as
 /// idle during a drain.
 pub(crate) const IDLE_AFTER_RESPONSE: Duration = Duration::from_secs(1);
@@ -31,6 +33,11 @@ const CHECK_EVERY: Duration = Duration::from_millis(100);
 pub(crate) struct Activity {
     moved: AtomicU64,
     backend_last: AtomicBool,
+    /// The tunnel's byte counts for metrics: what the consumer sent is
+    /// received from the peer, what the backend sent is sent to it.
+    counters: Option<StreamCounters>,
+    /// The tunnel's server spans, when the node exports traces.
+    trace: Option<TunnelTrace>,
 }
 
 /// One side of a splice.
@@ -43,11 +50,43 @@ pub(crate) enum Side {
 }
 
 impl Activity {
+    /// An activity that also counts the bytes in `counters` and finds the
+    /// requests `trace` records.
+    pub(crate) fn observed(counters: Option<StreamCounters>, trace: Option<TunnelTrace>) -> Self {
+        Self {
+            counters,
+            trace,
+            ..Self::default()
+        }
+    }
+
+    /// Notes `bytes` read from `side`, which the tracer may rewrite.
+    fn seen(&self, side: Side, bytes: &mut [u8]) {
+        self.read(side, bytes.len());
+        match (&self.trace, side) {
+            (Some(t), Side::Consumer) => t.consumer(bytes),
+            (Some(t), Side::Backend) => t.backend(bytes),
+            (None, _) => {}
+        }
+    }
+
+    /// The splice ended: a traced response still open ends now.
+    pub(crate) fn closed(&self) {
+        if let Some(t) = &self.trace {
+            t.close();
+        }
+    }
+
     /// Notes `n` bytes read from `side`.
     fn read(&self, side: Side, n: usize) {
         self.moved.fetch_add(n as u64, Ordering::Relaxed);
         self.backend_last
             .store(side == Side::Backend, Ordering::Relaxed);
+        match (&self.counters, side) {
+            (Some(c), Side::Consumer) => c.received(n),
+            (Some(c), Side::Backend) => c.sent(n),
+            (None, _) => {}
+        }
     }
 
     /// Returns once the backend spoke last and nothing moved for
@@ -111,9 +150,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<'_, T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut *self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.activity.read(self.side, n);
+        if buf.filled().len() > before {
+            let (activity, side) = (self.activity, self.side);
+            activity.seen(side, &mut buf.filled_mut()[before..]);
         }
         polled
     }

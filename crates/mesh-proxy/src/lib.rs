@@ -28,19 +28,25 @@
 mod activity;
 pub mod backend;
 mod body;
+mod bounded;
 pub mod choose;
 mod drain;
 mod error;
 pub mod forward;
 mod front;
 pub mod health;
+pub mod inspect;
+pub mod metrics;
+mod observe;
 mod pages;
 pub mod policy;
 mod provider;
 mod replay;
+pub mod reqlog;
 pub mod route;
 mod stamp;
 pub mod tcp;
+pub mod trace;
 pub mod tunnel;
 mod upgrade;
 mod upstream;
@@ -59,6 +65,7 @@ pub use error::{
     Chain, ConnectAttempt, ConnectFailure, Error, ParseError, ProbeError, TunnelError,
     UpstreamError,
 };
+pub use observe::Observe;
 pub use replay::MAX_REPLAY_BODY;
 pub use route::SERVICE_HEADER;
 
@@ -87,6 +94,8 @@ pub struct Proxy {
     closing: CancellationToken,
     /// Loopback listeners of remote TCP services.
     tcp: Arc<tcp::Listeners>,
+    /// Metrics (and what else observes requests).
+    observe: Observe,
 }
 
 impl Proxy {
@@ -103,13 +112,23 @@ impl Proxy {
         routing: Arc<policy::Routing>,
         tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     ) -> Arc<Self> {
+        Self::observed(node, routing, tls, Observe::default())
+    }
+
+    /// [`Proxy::with_tls`], counting and recording what `observe` asks for.
+    pub fn observed(
+        node: NodeHandle,
+        routing: Arc<policy::Routing>,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+        observe: Observe,
+    ) -> Arc<Self> {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Uploads from HTTP/2 clients are not held to 64 KiB windows.
         http.http2().adaptive_window(true);
         Arc::new(Self {
             routing,
             http,
-            upstreams: upstream::Upstreams::new(node.clone()),
+            upstreams: upstream::Upstreams::new(node.clone(), observe.metrics.clone()),
             node,
             tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
             peer_names: stamp::PeerNames::default(),
@@ -117,6 +136,7 @@ impl Proxy {
             tasks: drain::Tasks::default(),
             closing: CancellationToken::new(),
             tcp: Arc::default(),
+            observe,
         })
     }
 

@@ -19,7 +19,10 @@ use crate::{
     activity::{Activity, Side},
     backend::Alpn,
     error::{Chain, TunnelRefusal},
-    forward, tunnel,
+    forward,
+    metrics::Opened,
+    trace::TunnelTrace,
+    tunnel,
     upstream::local::{self, LocalIo},
 };
 
@@ -131,7 +134,12 @@ impl Proxy {
         // From here on the stream is the backend connection: HTTP/1.1 from
         // the consumer, upgrades included, or HTTP/2, passes through
         // untouched (through the TLS session of an https backend).
-        let activity = Activity::default();
+        let counters = (self.observe.metrics.as_ref()).map(|m| m.stream(&peer, Opened::Inbound));
+        // HTTP/2 tunnels are not sniffed: their server spans are not recorded.
+        let trace = (self.observe.exporter.clone())
+            .filter(|_| !hello.h2)
+            .map(|e| TunnelTrace::new(hello.service.clone(), peer.to_string(), e));
+        let activity = Activity::observed(counters, trace);
         let (mut consumer, mut backend) = (
             activity.count(Side::Consumer, &mut stream),
             activity.count(Side::Backend, &mut io),
@@ -159,6 +167,7 @@ impl Proxy {
                 debug!(%peer, service = %hello.service, "closed an idle tunnel at shutdown");
             }
         }
+        activity.closed();
     }
 
     /// The backend a hello asks for, connected; or why the tunnel is refused.

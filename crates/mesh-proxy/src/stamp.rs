@@ -9,10 +9,16 @@ use mesh_core::PeerId;
 
 use crate::{choose, route};
 
-const X_DEVMESH_PROVIDER: HeaderName = HeaderName::from_static("x-devmesh-provider");
-const X_DEVMESH_ROUTE: HeaderName = HeaderName::from_static("x-devmesh-route");
+/// The response header naming the provider's peer id.
+pub(crate) const PROVIDER_HEADER: &str = "x-devmesh-provider";
+/// The response header naming the route: `local`, `remote-direct`, `remote-relayed`.
+pub(crate) const ROUTE_HEADER: &str = "x-devmesh-route";
+/// The response header counting attempts, when more than one.
+pub(crate) const ATTEMPTS_HEADER: &str = "x-devmesh-attempts";
+const X_DEVMESH_PROVIDER: HeaderName = HeaderName::from_static(PROVIDER_HEADER);
+const X_DEVMESH_ROUTE: HeaderName = HeaderName::from_static(ROUTE_HEADER);
 const X_DEVMESH_WARNING: HeaderName = HeaderName::from_static("x-devmesh-warning");
-const X_DEVMESH_ATTEMPTS: HeaderName = HeaderName::from_static("x-devmesh-attempts");
+const X_DEVMESH_ATTEMPTS: HeaderName = HeaderName::from_static(ATTEMPTS_HEADER);
 
 /// Most peer ids kept as header values before the cache starts over.
 const MAX_PEER_NAMES: usize = 4096;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::error::TunnelError;
+use crate::{error::TunnelError, metrics::io::StreamCounters};
 
 /// Protocol of HTTP tunnels.
 pub const HTTP_PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/http/1");
@@ -131,6 +131,8 @@ pub struct TunnelIo {
     stream: Stream,
     chunk: Box<[u8]>,
     joined: Vec<u8>,
+    /// Bytes sent and received, counted for metrics when set.
+    counters: Option<StreamCounters>,
 }
 
 impl TunnelIo {
@@ -139,7 +141,20 @@ impl TunnelIo {
             stream,
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             joined: Vec::new(),
+            counters: None,
         }
+    }
+
+    /// Counts what moves through the stream, from now on, in `counters`.
+    pub(crate) fn count(&mut self, counters: StreamCounters) {
+        self.counters = Some(counters);
+    }
+
+    fn sent(&self, polled: Poll<std::io::Result<usize>>) -> Poll<std::io::Result<usize>> {
+        if let (Some(c), Poll::Ready(Ok(n))) = (&self.counters, &polled) {
+            c.sent(*n);
+        }
+        polled
     }
 }
 
@@ -154,6 +169,9 @@ impl hyper::rt::Read for TunnelIo {
         let want = buf.remaining().min(this.chunk.len());
         let n = ready!(Pin::new(&mut this.stream).poll_read(cx, &mut this.chunk[..want]))?;
         buf.put_slice(&this.chunk[..n]);
+        if let Some(c) = &this.counters {
+            c.received(n);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -164,7 +182,9 @@ impl hyper::rt::Write for TunnelIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        futures::AsyncWrite::poll_write(Pin::new(&mut self.get_mut().stream), cx, buf)
+        let this = self.get_mut();
+        let polled = futures::AsyncWrite::poll_write(Pin::new(&mut this.stream), cx, buf);
+        this.sent(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -183,7 +203,8 @@ impl hyper::rt::Write for TunnelIo {
             return Poll::Ready(Ok(0));
         };
         if first.len() >= JOIN_WRITES {
-            return futures::AsyncWrite::poll_write(stream, cx, first);
+            let polled = futures::AsyncWrite::poll_write(stream, cx, first);
+            return this.sent(polled);
         }
         // A short piece (a request head, a chunk-size line, the tail of a
         // body chunk) is topped up with what follows, so that every yamux
@@ -197,7 +218,8 @@ impl hyper::rt::Write for TunnelIo {
             }
             this.joined.extend_from_slice(&b[..b.len().min(room)]);
         }
-        futures::AsyncWrite::poll_write(stream, cx, &this.joined)
+        let polled = futures::AsyncWrite::poll_write(stream, cx, &this.joined);
+        this.sent(polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

@@ -79,6 +79,7 @@ pub struct NodeHandle {
     pub(super) events: broadcast::Sender<Event>,
     pub(super) control: libp2p_stream::Control,
     pub(super) peer_id: PeerId,
+    pub(super) counters: Arc<crate::counters::Counters>,
 }
 
 impl NodeHandle {
@@ -95,6 +96,11 @@ impl NodeHandle {
     /// A receiver notified on every change of the view.
     pub fn watch(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.snapshot.clone()
+    }
+
+    /// The node's hole-punch and gossip counters.
+    pub fn counters(&self) -> &crate::counters::Counters {
+        &self.counters
     }
 
     /// Subscribes to node events.

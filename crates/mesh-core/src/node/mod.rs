@@ -135,6 +135,8 @@ pub struct Node {
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
+    /// Hole punches and gossip, counted for metrics.
+    counters: Arc<crate::counters::Counters>,
 }
 
 impl Node {
@@ -164,6 +166,7 @@ impl Node {
             pending_dials: HashMap::new(),
             snapshot_tx,
             events: events.clone(),
+            counters: Arc::default(),
         };
         node.start(&config)?;
         node.publish_snapshot();
@@ -173,6 +176,7 @@ impl Node {
             events,
             control,
             peer_id,
+            counters: node.counters.clone(),
         };
         let task = tokio::spawn(node.run(commands_rx));
         Ok((handle, task))

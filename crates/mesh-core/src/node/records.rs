@@ -33,7 +33,7 @@ impl Node {
         };
         let topic = self.records.topic();
         match self.swarm.behaviour_mut().gossipsub.publish(topic, bytes) {
-            Ok(_) => {}
+            Ok(_) => self.counters.published(),
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
                 debug!("no subscribed peers yet; they get the records by sync on connect");
             }
@@ -130,6 +130,7 @@ impl Node {
             None => Err(RecordRejection::Unsigned),
             Some(author) => self.accept_announcement(&message.data, source, MAX_TTL, Some(author)),
         };
+        self.counters.gossip(verdict.is_ok());
         let (acceptance, changed) = match verdict {
             Ok(changed) => (gossipsub::MessageAcceptance::Accept, changed),
             Err(reason) => {
@@ -173,7 +174,9 @@ impl Node {
         let mut changed = Changed::NO;
         for entry in response.entries {
             let ttl = Duration::from_millis(entry.remaining_ms);
-            match self.accept_announcement(&entry.sealed, peer, ttl, None) {
+            let accepted = self.accept_announcement(&entry.sealed, peer, ttl, None);
+            self.counters.sync_entry(accepted.is_ok());
+            match accepted {
                 Ok(c) => changed |= c,
                 Err(reason) => self.reject_record(peer, reason),
             }

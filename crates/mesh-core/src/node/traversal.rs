@@ -137,10 +137,12 @@ impl Node {
             Ok(conn) => {
                 info!(%peer, connection = ?conn, "hole punch succeeded: direct connection");
                 self.peers.punch_succeeded(&peer);
+                self.counters.hole_punch(true);
                 return;
             }
             Err(e) => e,
         };
+        self.counters.hole_punch(false);
         let retry = self.local_peer() < peer;
         let failed = self.peers.punch_failed(peer, retry, Instant::now());
         if let Some(extra) = failed.close {

@@ -2,6 +2,7 @@
 //! connection (hyper-util's auto server: HTTP/1.1 with upgrades, or HTTP/2
 //! by the connection preface). [`pipeline`] handles each request.
 
+pub(crate) mod observe;
 mod pipeline;
 
 use std::{
@@ -39,6 +40,8 @@ struct Front {
     proto: &'static str,
     stamp: Mutex<Option<stamp::Stamp>>,
     host_cache: Mutex<route::HostCache>,
+    /// The metric series its last request was counted in.
+    series: Arc<crate::metrics::LastSeries>,
 }
 
 impl Proxy {
@@ -124,6 +127,7 @@ impl Proxy {
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let _open = self.observe.metrics.as_ref().map(|m| m.connection());
         let front = Arc::new(Front {
             session: upstream::Session::new(self.upstreams.clone()),
             client_value: forward::client_value(client.ip()),
@@ -131,6 +135,7 @@ impl Proxy {
             proto,
             stamp: Mutex::new(None),
             host_cache: Mutex::default(),
+            series: Arc::default(),
         });
         let proxy = self.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
@@ -140,7 +145,7 @@ impl Proxy {
                 if req.version() == http::Version::HTTP_2 {
                     forward::authority_to_host(&mut req);
                 }
-                Ok::<_, Infallible>(proxy.handle(req, &front).await)
+                Ok::<_, Infallible>(proxy.observe(req, &front).await)
             }
         });
         let conn = self

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::Front;
 use crate::{
     Proxy, REQUIRE_HEADER, VERSIONS_HEADER,
-    body::{Body, UpBody},
+    body::{Body, Counted, Tally, UpBody},
     choose,
     error::{AskError, Chain},
     forward, pages, policy,
@@ -48,12 +48,14 @@ struct Asked {
 impl Proxy {
     /// A request arriving at the front door.
     pub(super) async fn handle(&self, mut req: Request<Incoming>, front: &Front) -> Response<Body> {
+        let arrived = Instant::now();
         let snapshot = self.node.snapshot();
         let json = pages::wants_json(req.headers());
         let plan = match self.plan(&snapshot, &req, front, json) {
             ControlFlow::Continue(plan) => plan,
             ControlFlow::Break(page) => return page,
         };
+        let routed = super::observe::Routed(arrived.elapsed());
         let upgrade = forward::upgrade_protocol(req.headers());
         let upgrading = upgrade.is_some();
         let on_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -70,8 +72,9 @@ impl Proxy {
         } else {
             None
         };
-        self.attempts(front, &plan, out, replay, on_upgrade, json)
-            .await
+        let mut resp = (self.attempts(front, &plan, out, replay, on_upgrade, json)).await;
+        resp.extensions_mut().insert(routed);
+        resp
     }
 
     /// Routes and chooses: the plan of a request, or the page that says why
@@ -201,13 +204,20 @@ impl Proxy {
             }
         }
         let (candidate, reason) = last_error.expect("at least one attempt");
-        pages::bad_gateway(
+        let mut page = pages::bad_gateway(
             service,
             &candidate.provider.to_string(),
             candidate.target.route(),
             &reason,
             json,
-        )
+        );
+        page.extensions_mut().insert(super::observe::Unserved {
+            service: service.clone(),
+            attempts: (plan.choice.candidates.iter())
+                .position(|c| std::ptr::eq(c, candidate))
+                .map_or(1, |i| i + 1),
+        });
+        page
     }
 }
 
@@ -319,7 +329,8 @@ fn outgoing(
     from_header: bool,
 ) -> Request<UpBody> {
     let (parts, body) = req.into_parts();
-    let mut out = Request::new(Either::Left(body));
+    let tally = parts.extensions.get::<Arc<Tally>>().cloned();
+    let mut out = Request::new(Either::Left(Counted::new(body, tally)));
     *out.method_mut() = parts.method;
     *out.uri_mut() = origin_form(parts.uri);
     *out.headers_mut() = parts.headers;

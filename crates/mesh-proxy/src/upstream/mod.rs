@@ -30,6 +30,7 @@ use tracing::debug;
 
 use crate::{
     error::{Chain, TunnelError, UpstreamError},
+    metrics::{Metrics, Opened},
     tunnel,
 };
 
@@ -94,15 +95,18 @@ pub struct Upstreams {
     /// read when the tunnel opens (it changes with `devmesh join`).
     node: NodeHandle,
     control: libp2p_stream::Control,
+    /// Counts the tunnel streams opened and their bytes, when set.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Upstreams {
-    pub fn new(node: NodeHandle) -> Arc<Self> {
+    pub fn new(node: NodeHandle, metrics: Option<Arc<Metrics>>) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
             control: node.stream_control(),
             node,
+            metrics,
         })
     }
 
@@ -123,7 +127,12 @@ impl Upstreams {
             let opened =
                 tunnel::open(self.control.clone(), peer, &snapshot.namespace, service, h2).await;
             match opened {
-                Ok(opened) => return Ok(opened),
+                Ok((mut io, accepted)) => {
+                    if let Some(m) = &self.metrics {
+                        io.count(m.stream(&peer, Opened::Outbound));
+                    }
+                    return Ok((io, accepted));
+                }
                 Err(e @ TunnelError::Refused { .. }) => return Err(e.into()),
                 Err(e) if attempt >= OPEN_ATTEMPTS => return Err(e.into()),
                 Err(e) => {
