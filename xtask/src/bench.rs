@@ -294,6 +294,9 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A part of the benchmark that writes its own markdown section.
+type Section = fn(&mut String, &std::path::Path, bool) -> anyhow::Result<()>;
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     for tool in ["wrk", "curl", "h2load"] {
@@ -327,14 +330,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     // Only one part, printed: `cargo xtask bench --tcp|--observe [--quick]`.
-    let only: Option<fn(&mut String, &Path, bool) -> anyhow::Result<()>> =
-        if args.iter().any(|a| a == "--tcp") {
-            Some(crate::bench_tcp::section)
-        } else if args.iter().any(|a| a == "--observe") {
-            Some(crate::bench_observe::section)
-        } else {
-            None
-        };
+    let only: Option<Section> = if args.iter().any(|a| a == "--tcp") {
+        Some(crate::bench_tcp::section)
+    } else if args.iter().any(|a| a == "--observe") {
+        Some(crate::bench_observe::section)
+    } else {
+        None
+    };
     if let Some(section) = only {
         let mut md = String::new();
         section(&mut md, &bin, quick)?;

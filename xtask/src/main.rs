@@ -10,8 +10,8 @@
 //! - `netlab`: the NAT lab: figures, `--keep` to look around, `test`
 
 mod bench;
-mod bench_tcp;
 mod bench_observe;
+mod bench_tcp;
 mod failover;
 mod netlab;
 mod node;

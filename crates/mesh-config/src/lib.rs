@@ -27,8 +27,8 @@ use std::{
 };
 
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
-pub use project::edit;
 pub use observe::LogSection;
+pub use project::edit;
 pub use project::up::{Condition, DEFAULT_STOP_TIMEOUT, Prefer, RestartPolicy, STOP_SIGNALS};
 pub use project::{DockerSection, MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};
 
