@@ -15,6 +15,7 @@
 //! # Ok::<(), mesh_config::ConfigError>(())
 //! ```
 
+mod compose;
 mod daemon;
 mod observe;
 mod project;
@@ -26,6 +27,7 @@ use std::{
     time::Duration,
 };
 
+pub use compose::{ComposeFile, ComposeHealth, ComposeSection, ComposeService, Mount, PortBinding};
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
 pub use observe::LogSection;
 pub use project::edit;
@@ -109,6 +111,22 @@ impl ConfigError {
         Self {
             path: path.to_owned(),
             line: span.map(|s| line_of(source, s.start)),
+            key,
+            message,
+            source: None,
+        }
+    }
+
+    /// An error at `line` (1-based) of `path`, when known.
+    pub(crate) fn at_line(
+        path: &Path,
+        line: Option<usize>,
+        key: Option<String>,
+        message: String,
+    ) -> Self {
+        Self {
+            path: path.to_owned(),
+            line,
             key,
             message,
             source: None,

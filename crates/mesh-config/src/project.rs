@@ -33,6 +33,8 @@ pub struct Project {
     pub services: BTreeMap<String, ServiceConfig>,
     /// `[docker]`: containers shared while `devmesh up` runs.
     pub docker: DockerSection,
+    /// `[compose]`: a Compose file whose services `devmesh up` runs.
+    pub compose: crate::ComposeSection,
 }
 
 /// `[docker]` of `devmesh.toml`.
