@@ -16,7 +16,7 @@ const STEP: Duration = Duration::from_secs(60);
 
 /// A Podman engine with its own storage, network config and API socket;
 /// its containers are removed and the service stopped on drop.
-struct Engine {
+pub(crate) struct Engine {
     dir: tempfile::TempDir,
     service: Child,
 }
@@ -24,7 +24,7 @@ struct Engine {
 impl Engine {
     /// `None` (after saying why) when podman is not installed and this is
     /// not CI.
-    async fn start() -> Option<Engine> {
+    pub(crate) async fn start() -> Option<Engine> {
         if Command::new("podman")
             .arg("--version")
             .output()
@@ -72,7 +72,7 @@ impl Engine {
         std::fs::create_dir_all(image.join("bin")).unwrap();
         std::fs::create_dir_all(image.join("www")).unwrap();
         std::fs::copy("/bin/busybox", image.join("bin/busybox")).unwrap();
-        for link in ["sh", "httpd"] {
+        for link in ["sh", "httpd", "sleep", "touch", "test", "echo"] {
             std::os::unix::fs::symlink("busybox", image.join("bin").join(link)).unwrap();
         }
         std::fs::write(image.join("www/index.html"), "hello from a container\n").unwrap();
@@ -97,12 +97,12 @@ impl Engine {
         self.dir.path().join("docker.sock")
     }
 
-    fn docker_host(&self) -> String {
+    pub(crate) fn docker_host(&self) -> String {
         format!("unix://{}", self.socket().display())
     }
 
     /// Runs `podman ARGS` against this engine; its stdout.
-    async fn podman(&self, args: &[&str]) -> String {
+    pub(crate) async fn podman(&self, args: &[&str]) -> String {
         let out = podman_in(self.dir.path())
             .args(args)
             .output()

@@ -39,7 +39,7 @@ pub struct ComposeSection {
 }
 
 /// A parsed Compose file.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComposeFile {
     /// Where it was read from.
     pub path: PathBuf,

@@ -122,12 +122,18 @@ fn service_name(c: &Container) -> String {
 /// The version: the `devmesh.version` label, else the image tag when it is
 /// a semantic version (`postgres:15.4.0`, `api:v1.2.3`), else `0.0.0`.
 fn version(c: &Container) -> String {
-    if let Some(v) = c.labels.get(LABEL_VERSION) {
+    version_of(&c.image, &c.labels)
+}
+
+/// The version a container is shared with: its `devmesh.version` label,
+/// else a semver tag of its image (a leading `v` allowed), else `0.0.0`.
+pub(crate) fn version_of(image: &str, labels: &BTreeMap<String, String>) -> String {
+    if let Some(v) = labels.get(LABEL_VERSION) {
         return v.clone();
     }
     // The tag follows the last `:` after the last `/` (a registry may
     // have a port: `registry:5000/api:1.2.3`).
-    let last = c.image.rsplit('/').next().unwrap_or(&c.image);
+    let last = image.rsplit('/').next().unwrap_or(image);
     last.rsplit_once(':')
         .map(|(_, tag)| tag.trim_start_matches('v'))
         .and_then(|tag| semver::Version::parse(tag).ok())

@@ -1,5 +1,8 @@
 //! The container engine: finding its socket, listing the running
-//! containers and following their starts and stops.
+//! containers and following their starts and stops; [`lifecycle`] runs
+//! the containers of a Compose project.
+
+mod lifecycle;
 
 use std::{
     path::{Path, PathBuf},
@@ -12,6 +15,7 @@ use bollard::{
 };
 use futures::{Stream, StreamExt as _};
 
+pub use self::lifecycle::{Health, Output};
 use crate::{Container, EngineError, Tried};
 
 /// The Docker Engine API version asked for: old enough for Podman 4's

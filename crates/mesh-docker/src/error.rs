@@ -27,6 +27,19 @@ pub enum EngineError {
     /// The engine ended its event stream.
     #[error("the container engine at {} closed its event stream", socket.display())]
     Closed { socket: PathBuf },
+    /// A container of that name exists and `devmesh up` did not create
+    /// it.
+    #[error(
+        "a container named {name} exists that devmesh up did not create; remove it (`docker rm -f {name}`) or set another container_name"
+    )]
+    Exists { name: String },
+    /// The image is not here and cannot be pulled.
+    #[error("cannot pull image {image}; build or load it first (`docker build -t {image} .`)")]
+    Pull {
+        image: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     /// The engine refused a request or answered what was not expected.
     #[error("the container engine at {}", socket.display())]
     Api {

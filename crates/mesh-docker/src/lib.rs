@@ -7,13 +7,16 @@
 //! image). [`engine`] finds the engine's socket and talks to it with
 //! `bollard`: the running containers, and the stream of their starts and
 //! stops. [`follow`] shares containers while they run, through a
-//! [`follow::Sink`] that registers them.
+//! [`follow::Sink`] that registers them. [`run`] turns a Compose service
+//! into the container `devmesh up` creates (pure), and the engine runs it.
 
 pub mod container;
 pub mod engine;
 mod error;
 pub mod follow;
+pub mod run;
 
 pub use container::{Container, Offer, offers};
-pub use engine::{Change, Engine, Env};
+pub use engine::{Change, Engine, Env, Health, Output};
 pub use error::{EngineError, Tried};
+pub use run::RunSpec;

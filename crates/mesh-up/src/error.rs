@@ -58,6 +58,20 @@ pub enum SpecError {
         /// The service in a container.
         dependency: String,
     },
+    /// A service is declared in devmesh.toml and in the Compose file.
+    #[error(
+        "service `{service}` is declared in {} and in {}: rename one of them",
+        path.display(),
+        compose.display()
+    )]
+    InBothFiles {
+        /// The project's devmesh.toml.
+        path: PathBuf,
+        /// The Compose file.
+        compose: PathBuf,
+        /// The service.
+        service: String,
+    },
     /// The dependencies of the project cannot be ordered.
     #[error("{}: {source}", path.display())]
     Graph {

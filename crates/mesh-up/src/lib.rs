@@ -17,7 +17,7 @@
 //! use mesh_up::{Event, Options, ProjectSpec, Supervisor};
 //!
 //! let project = mesh_config::Project::load(std::path::Path::new("devmesh.toml"))?;
-//! let supervisor = Supervisor::spawn(ProjectSpec::from_project(&project)?, Options::default())?;
+//! let supervisor = Supervisor::spawn(ProjectSpec::from_project(&project, None)?, Options::default())?;
 //! let mut events = supervisor.subscribe();
 //! supervisor.start().await?;
 //! while let Ok(event) = events.recv().await {

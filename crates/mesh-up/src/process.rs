@@ -4,7 +4,10 @@
 //! so a stop reaches whatever it forked: the stop signal goes to the whole
 //! group, then SIGKILL to the group after `stop_timeout`. When the main
 //! process ends, by itself or stopped, whatever it left in its group is
-//! killed too, so no service leaves an orphan behind.
+//! killed too, so no service leaves an orphan behind. A service of a
+//! Compose file runs as a container instead ([`container`]).
+
+mod container;
 
 use std::{collections::BTreeMap, process::Stdio, time::Duration};
 
@@ -43,6 +46,16 @@ pub enum ProcessEvent {
         /// The line.
         line: LogLine,
     },
+    /// The container engine says the service's `healthcheck` passes, or
+    /// fails, from now on.
+    Health {
+        /// The service.
+        service: String,
+        /// Which run.
+        run: u64,
+        /// Passes.
+        healthy: bool,
+    },
     /// The process ended and its group is gone; every line it printed was
     /// reported before.
     Exited {
@@ -63,7 +76,7 @@ pub struct RunHandle {
 }
 
 impl RunHandle {
-    /// The process id (and process group id).
+    /// The process id (and process group id); 0 for a container.
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -95,6 +108,7 @@ fn command(
             cmd.args(args);
             cmd
         }
+        Launch::Container(_) => return Err(SpawnError::NoCommand),
     };
     if let Some(environment) = environment {
         cmd.env_clear().envs(environment);
@@ -131,6 +145,9 @@ pub fn spawn(
     events: mpsc::Sender<ProcessEvent>,
 ) -> Result<RunHandle, SpawnError> {
     let launch = spec.launch.as_ref().ok_or(SpawnError::NoCommand)?;
+    if let Launch::Container(c) = launch {
+        return Ok(container::spawn(spec, c, environment, run, events));
+    }
     let mut child = command(spec, environment, launch)?
         .spawn()
         .map_err(|source| SpawnError::Exec {

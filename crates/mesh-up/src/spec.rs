@@ -13,7 +13,8 @@ use std::{
     time::Duration,
 };
 
-use mesh_config::{Condition, Prefer, Project, RestartPolicy, ServiceConfig};
+use mesh_config::{ComposeFile, Condition, Prefer, Project, RestartPolicy, ServiceConfig};
+use mesh_docker::RunSpec;
 use mesh_core::health::HealthCheck;
 use nix::sys::signal::Signal;
 use semver::VersionReq;
@@ -28,6 +29,8 @@ pub enum Launch {
     Shell(String),
     /// `run`: the program and its arguments, without a shell.
     Argv(Vec<String>),
+    /// A service of the project's Compose file, run as a container.
+    Container(Box<mesh_docker::RunSpec>),
 }
 
 impl Launch {
@@ -36,6 +39,7 @@ impl Launch {
         match self {
             Launch::Shell(_) => "sh",
             Launch::Argv(argv) => argv.first().map_or("", String::as_str),
+            Launch::Container(c) => &c.compose.image,
         }
     }
 }
@@ -158,6 +162,26 @@ impl ServiceSpec {
     }
 }
 
+impl ServiceSpec {
+    /// The spec of a Compose service: shared on its first published TCP
+    /// port, ready when the engine says healthy (with a `healthcheck`) or
+    /// once started; restarts, dependencies and stop grace as the file
+    /// says.
+    pub fn from_compose(run: RunSpec, project_dir: &Path) -> Self {
+        let c = &run.compose;
+        Self {
+            port: run.offer().map(|o| o.port),
+            version: semver::Version::parse(&run.version())
+                .unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
+            restart: c.restart,
+            max_restarts: c.max_restarts,
+            depends_on: c.depends_on.clone(),
+            stop_timeout: run.stop_grace(),
+            ..Self::new(run.service.clone(), Some(Launch::Container(Box::new(run))), project_dir)
+        }
+    }
+}
+
 /// The services of one project.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProjectSpec {
@@ -168,9 +192,13 @@ pub struct ProjectSpec {
 }
 
 impl ProjectSpec {
-    /// The services of a loaded `devmesh.toml`; an error when their
-    /// dependencies cannot be ordered (a cycle, named).
-    pub fn from_project(project: &Project) -> Result<Self, SpecError> {
+    /// The services of a loaded `devmesh.toml` and of its Compose file;
+    /// an error when their dependencies cannot be ordered (a cycle,
+    /// named) or a name is in both files.
+    pub fn from_project(
+        project: &Project,
+        compose: Option<&ComposeFile>,
+    ) -> Result<Self, SpecError> {
         let dir = project.path.parent().unwrap_or(Path::new("."));
         let mut services = BTreeMap::new();
         // A service its container runs (`docker = ...` without a command)
@@ -195,6 +223,20 @@ impl ProjectSpec {
                 });
             }
             services.insert(name.clone(), spec);
+        }
+        if let Some(file) = compose {
+            for name in file.services.keys() {
+                if services.contains_key(name) || project.services.contains_key(name) {
+                    return Err(SpecError::InBothFiles {
+                        path: project.path.clone(),
+                        compose: file.path.clone(),
+                        service: name.clone(),
+                    });
+                }
+                if let Some(run) = RunSpec::of(file, name) {
+                    services.insert(name.clone(), ServiceSpec::from_compose(run, dir));
+                }
+            }
         }
         let external: Vec<String> = services
             .values()
@@ -277,7 +319,7 @@ depends_on = { auth = "started" }
 auth = "<3"
 "#,
         );
-        let spec = ProjectSpec::from_project(&p).unwrap();
+        let spec = ProjectSpec::from_project(&p, None).unwrap();
         let db = &spec.services["db"];
         assert_eq!(
             db.launch,
@@ -313,12 +355,12 @@ auth = "<3"
         let p = project(
             "[services.db]\nport = 5432\ndocker = \"shop_db_1\"\n[services.api]\nport = 1\ncommand = \"serve\"\n",
         );
-        let spec = ProjectSpec::from_project(&p).unwrap();
+        let spec = ProjectSpec::from_project(&p, None).unwrap();
         assert_eq!(spec.services.keys().collect::<Vec<_>>(), ["api"]);
         let p = project(
             "[services.db]\nport = 5432\ndocker = \"shop_db_1\"\n[services.api]\nport = 1\ncommand = \"serve\"\ndepends_on = { db = \"started\" }\n",
         );
-        let e = ProjectSpec::from_project(&p).unwrap_err().to_string();
+        let e = ProjectSpec::from_project(&p, None).unwrap_err().to_string();
         assert!(
             e.starts_with(
                 "/p/devmesh.toml: service `api` depends on `db`, which runs in a container"
@@ -332,7 +374,7 @@ auth = "<3"
         let p = project(
             "[services.api]\nport = 1\ndepends_on = { db = \"started\" }\n[services.db]\nport = 2\ndepends_on = { api = \"started\" }\n",
         );
-        let e = ProjectSpec::from_project(&p).unwrap_err();
+        let e = ProjectSpec::from_project(&p, None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "/p/devmesh.toml: dependency cycle: api -> db -> api"

@@ -7,7 +7,7 @@
 
 use std::{fmt, sync::Arc, time::Duration, time::Instant};
 
-use crate::{Condition, Decision, Exit, Restarts, ServiceSpec, SpawnError};
+use crate::{Condition, Decision, Exit, Launch, Restarts, ServiceSpec, SpawnError};
 
 /// The state `devmesh ps` shows for a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,7 +248,9 @@ impl Machine {
             shared: false,
             stopping: false,
             ready_line: spec.ready_log_line.clone(),
-            health_gate: spec.ready_log_line.is_none() && spec.health.is_some(),
+            health_gate: spec.ready_log_line.is_none()
+                && (spec.health.is_some()
+                    || matches!(&spec.launch, Some(Launch::Container(c)) if c.has_healthcheck())),
             launchable: spec.launch.is_some(),
             restarts: Restarts::new(spec.restart, spec.max_restarts, spec.backoff),
         }

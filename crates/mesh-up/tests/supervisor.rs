@@ -558,7 +558,7 @@ command = "echo \"$GREETING|$MODE|$PORT|$(basename \"$PWD\")\""
     let path = dir.join("devmesh.toml");
     std::fs::write(&path, toml).unwrap();
     let project = mesh_config::Project::load(&path).unwrap();
-    let spec = ProjectSpec::from_project(&project).unwrap();
+    let spec = ProjectSpec::from_project(&project, None).unwrap();
     let mut up = Up::start(spec, Options::default()).await;
     let line = up.line("web", "|").await;
     assert_eq!(line, "hello there|test|5173|web");

@@ -39,10 +39,21 @@ pub(crate) struct Up {
 
 impl Up {
     pub(crate) fn start(node: &Daemon, project: &Path, args: &[&str]) -> Up {
+        Up::start_with(node, project, args, &[])
+    }
+
+    /// `start` with `env` added to the environment of `devmesh up`.
+    pub(crate) fn start_with(
+        node: &Daemon,
+        project: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Up {
         let mut child = node
             .devmesh()
             .arg("up")
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(project)
             .stdout(Stdio::piped())
             .spawn()
@@ -66,7 +77,7 @@ impl Up {
         }
     }
 
-    fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 

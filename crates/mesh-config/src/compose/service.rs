@@ -15,7 +15,7 @@ use super::compose_duration;
 use crate::{Condition, RestartPolicy};
 
 /// One service of a Compose file.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ComposeService {
     pub image: String,

@@ -230,6 +230,15 @@ impl Actor {
                     self.feed(&line.service, Input::Line(&line.line));
                 }
             }
+            ProcessEvent::Health {
+                service,
+                run,
+                healthy,
+            } => {
+                if self.entries.get(&service).is_some_and(|e| e.run_id == run) {
+                    self.feed(&service, Input::Health { healthy });
+                }
+            }
             ProcessEvent::Exited { service, run, exit } => {
                 let Some(entry) = self.entries.get_mut(&service) else {
                     return;

@@ -17,7 +17,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use mesh_config::Project;
+use mesh_config::{ComposeFile, Project};
 use mesh_up::{Options, ProjectSpec, Selection, Supervisor, Watcher, watch::WatchSet};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -185,6 +185,18 @@ async fn attach(
     Ok((running.result(), running, events))
 }
 
+/// The project of `path`, its Compose file (read with `env`, the
+/// variables of the `devmesh up`) and what the supervisor runs.
+fn load(
+    path: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(Project, Option<ComposeFile>, ProjectSpec), RequestError> {
+    let project = Project::load(path).map_err(RequestError::Project)?;
+    let compose = ComposeFile::load(&project, env).map_err(RequestError::Project)?;
+    let spec = ProjectSpec::from_project(&project, compose.as_ref())?;
+    Ok((project, compose, spec))
+}
+
 /// The path a project is known by: its devmesh.toml with links resolved.
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_owned())
@@ -202,8 +214,7 @@ impl Server {
         if let Ok(running) = self.projects.get(&path) {
             return attach(running, request).await;
         }
-        let project = Project::load(&path).map_err(RequestError::Project)?;
-        let spec = ProjectSpec::from_project(&project)?;
+        let (project, compose, spec) = load(&path, &request.env)?;
         let watcher = Watcher::new(&path, WatchSet::new(&spec, &path, request.watch)?)?;
         let options = Options {
             selection: Selection {
@@ -247,17 +258,13 @@ impl Server {
         }
         running.hold(request.hold);
         let first = running.subscribe();
-        let engine_env = mesh_docker::Env {
-            docker_host: request.env.get("DOCKER_HOST").cloned(),
-            xdg_runtime_dir: request.env.get("XDG_RUNTIME_DIR").map(PathBuf::from),
-        };
         let runner = runner::Runner::new(
             self.clone(),
             running.clone(),
-            project,
+            runner::Files { project, compose },
             request.watch,
             watcher,
-            engine_env,
+            request.env,
         );
         tokio::spawn(runner.run());
         if let Err(e) = supervisor.start().await {
@@ -287,7 +294,7 @@ impl Server {
             .map(|s| PsRow {
                 port: ports.get(&s.name).copied(),
                 state: s.state.to_string(),
-                pid: s.pid,
+                pid: s.pid.filter(|p| *p != 0),
                 restarts: s.restarts,
                 uptime_ms: s.uptime.map(|u| u.as_millis() as u64),
                 provider: s.provider,

@@ -6,13 +6,16 @@
 
 use std::{collections::BTreeMap, path::Path, sync::Arc};
 
-use mesh_config::Project;
-use mesh_up::{Change, Event, ProjectSpec, Watcher, watch::WatchSet};
+use mesh_config::{ComposeFile, Project};
+use mesh_docker::RunSpec;
+use mesh_up::{Change, Event, Watcher, watch::WatchSet};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tracing::{info, warn};
 
 use super::{Running, mesh};
-use crate::{LogLine, ProjectEvent, RequestError, ServiceSpec, chain, server::Server};
+use crate::{
+    LogLine, ProjectEvent, RequestError, ServiceSpec, chain, container_service, server::Server,
+};
 
 /// The wire form of a line of output.
 pub(super) fn log_line(line: mesh_up::LogLine) -> LogLine {
@@ -27,11 +30,30 @@ pub(super) fn log_line(line: mesh_up::LogLine) -> LogLine {
     }
 }
 
+/// The files of a project as applied last: what each service shares.
+pub(super) struct Files {
+    pub(super) project: Project,
+    pub(super) compose: Option<ComposeFile>,
+}
+
+impl Files {
+    /// What `service` shares once it is ready on `port`: as devmesh.toml
+    /// says, or as its Compose service's container offers it.
+    fn share_spec(&self, service: &str, port: u16) -> Option<ServiceSpec> {
+        if let Some(config) = self.project.services.get(service) {
+            return Some(mesh::share_spec(service, port, config));
+        }
+        let offer = RunSpec::of(self.compose.as_ref()?, service)?.offer()?;
+        let mut spec = container_service(&offer).ok()?;
+        spec.tags = vec!["compose".into()];
+        Some(spec)
+    }
+}
+
 pub(super) struct Runner {
     server: Arc<Server>,
     running: Arc<Running>,
-    /// The devmesh.toml applied last: what each service shares.
-    project: Project,
+    files: Files,
     watch_all: bool,
     watcher: Watcher,
     /// The id the shares of this project are held under, like a held
@@ -41,18 +63,19 @@ pub(super) struct Runner {
     logs: broadcast::Receiver<mesh_up::LogLine>,
     /// What each shared service was shared as.
     shares: BTreeMap<String, ServiceSpec>,
-    /// Where the container engine of `[docker] share` is.
-    engine_env: mesh_docker::Env,
+    /// The environment of the `devmesh up` that started the project:
+    /// where the container engine is, the Compose file's variables.
+    env: BTreeMap<String, String>,
 }
 
 impl Runner {
     pub(super) fn new(
         server: Arc<Server>,
         running: Arc<Running>,
-        project: Project,
+        files: Files,
         watch_all: bool,
         watcher: Watcher,
-        engine_env: mesh_docker::Env,
+        env: BTreeMap<String, String>,
     ) -> Self {
         let owner = server.new_owner();
         let events = running.supervisor.subscribe();
@@ -60,14 +83,14 @@ impl Runner {
         Self {
             server,
             running,
-            project,
+            files,
             watch_all,
             watcher,
             owner,
             events,
             logs,
             shares: BTreeMap::new(),
-            engine_env,
+            env,
         }
     }
 
@@ -93,12 +116,16 @@ impl Runner {
 
     /// Runs until the project is asked to stop, then stops every service.
     pub(super) async fn run(mut self) {
-        if self.project.docker.share {
+        if self.files.project.docker.share {
+            let engine_env = mesh_docker::Env {
+                docker_host: self.env.get("DOCKER_HOST").cloned(),
+                xdg_runtime_dir: self.env.get("XDG_RUNTIME_DIR").map(Into::into),
+            };
             super::containers::spawn(
                 self.server.clone(),
                 self.owner,
-                &self.project.docker,
-                self.engine_env.clone(),
+                &self.files.project.docker,
+                engine_env,
                 self.running.events.clone(),
                 self.running.stop.child_token(),
             );
@@ -205,9 +232,8 @@ impl Runner {
                 error: None,
             };
         };
-        let result = match self.project.services.get(&service) {
-            Some(config) => {
-                let spec = mesh::share_spec(&service, port, config);
+        let result = match self.files.share_spec(&service, port) {
+            Some(spec) => {
                 let shared = self.server.run(spec.clone(), true, self.owner).await;
                 if shared.is_ok() {
                     self.shares.insert(service.clone(), spec);
@@ -265,8 +291,7 @@ impl Runner {
     async fn reshare(&mut self) {
         let mut changed = Vec::new();
         for (name, shared) in &self.shares {
-            if let Some(config) = self.project.services.get(name) {
-                let spec = mesh::share_spec(name, shared.port, config);
+            if let Some(spec) = self.files.share_spec(name, shared.port) {
                 if spec != *shared {
                     changed.push(spec);
                 }
@@ -286,13 +311,12 @@ impl Runner {
     }
 
     async fn apply(&mut self, path: &Path) -> Result<ProjectEvent, RequestError> {
-        let project = Project::load(path).map_err(RequestError::Project)?;
-        let spec = ProjectSpec::from_project(&project)?;
+        let (project, compose, spec) = super::load(path, &self.env)?;
         let set = WatchSet::new(&spec, path, self.watch_all)?;
         let diff = self.running.supervisor.apply(spec.clone()).await?;
         self.watcher.rewatch(set)?;
         self.running.set_spec(&spec)?;
-        self.project = project;
+        self.files = Files { project, compose };
         self.reshare().await;
         let names = |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect();
         info!(
