@@ -51,7 +51,8 @@ pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
     let project = project_path()?;
     // Read here first, so that a bad file is reported as a usage error
     // with its file, line and key, before any daemon is started.
-    Project::load(&project)?;
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    mesh_config::ComposeFile::load(&Project::load(&project)?, &env)?;
     let mut client = daemon::connect_or_start(home).await?;
     let request = Request::Up(UpRequest {
         project: project.clone(),
@@ -59,7 +60,7 @@ pub async fn up(home: &Path, args: UpArgs) -> Result<(), Failure> {
         local: args.local,
         watch: args.watch,
         hold: !args.detach,
-        env: std::env::vars().collect(),
+        env: env.into_iter().collect(),
     });
     let result: UpResult = client.call_as(&request).await?;
     let mut printer = Printer::new(result.services.iter(), colour());
