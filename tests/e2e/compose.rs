@@ -31,10 +31,10 @@ async fn compose_services_start_healthy_in_order_are_shared_and_removed() {
 services:
   db:
     image: localhost/tiny:${{TAG:-1.2.3}}
-    command: ["/bin/sh", "-c", "echo db starting; sleep 3; touch /tmp/ready; exec /bin/httpd -f -p 80 -h /www"]
+    command: ["/bin/sh", "-c", "echo db starting; sleep 3; touch /www/.ready; exec /bin/httpd -f -p 80 -h /www"]
     ports: ["127.0.0.1:{db}:80"]
     healthcheck:
-      test: ["CMD", "/bin/test", "-f", "/tmp/ready"]
+      test: ["CMD", "/bin/test", "-f", "/www/.ready"]
       interval: 1s
       retries: 60
   web:
@@ -51,7 +51,7 @@ services:
     .unwrap();
     std::fs::write(
         dir.join("devmesh.toml"),
-        "[compose]\nfile = \"compose.yaml\"\n\n[services.after]\nrun = [\"sh\", \"-c\", \"echo web answers; sleep 600\"]\ndepends_on = { web = \"started\" }\n",
+        "[compose]\nfile = \"compose.yaml\"\n\n[services.after]\nrun = [\"sh\", \"-c\", \"echo web answers; sleep 600\"]\ndepends_on = { web = \"healthy\" }\n",
     )
     .unwrap();
     let node = Daemon::start().await;
@@ -85,12 +85,16 @@ services:
         let reply = get(node.proxy, &format!("{service}.localhost"), "/").await;
         assert_eq!(reply.status, 200, "{service}: {}", reply.text());
         assert_eq!(reply.text(), "hello from a container\n");
-        node.wait_for_service(service, |s| {
-            s["providers"][0]["port"].as_u64() == Some(u64::from(port))
-        })
-        .await;
+        node.wait_for_service(service, |s| s["port"] == port && s["version"] == "1.2.3")
+            .await;
     }
-    let ps = node.devmesh().args(["ps", "--json"]).current_dir(dir).output().await.unwrap();
+    let ps = node
+        .devmesh()
+        .args(["ps", "--json"])
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
     let ps: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
     let state = |name: &str| {
         ps["services"]
@@ -123,9 +127,19 @@ async fn a_broken_compose_file_names_its_line_and_key() {
         "services:\n  app:\n    build: .\n",
     )
     .unwrap();
-    std::fs::write(dir.join("devmesh.toml"), "[compose]\nfile = \"compose.yaml\"\n").unwrap();
+    std::fs::write(
+        dir.join("devmesh.toml"),
+        "[compose]\nfile = \"compose.yaml\"\n",
+    )
+    .unwrap();
     let node = Daemon::start().await;
-    let out = node.devmesh().arg("up").current_dir(dir).output().await.unwrap();
+    let out = node
+        .devmesh()
+        .arg("up")
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

@@ -70,7 +70,26 @@ impl ComposeFile {
             .project
             .as_ref()
             .map(|p| p.get_ref().as_str());
-        Self::parse(&path, &source, &lookup, name).map(Some)
+        let file = Self::parse(&path, &source, &lookup, name)?;
+        for (service, config) in &project.services {
+            let known = |dep: &String| {
+                project.services.contains_key(dep)
+                    || file.services.contains_key(dep)
+                    || config.requires.contains_key(dep)
+            };
+            if let Some(dep) = config.depends_on.keys().find(|d| !known(d)) {
+                return Err(ConfigError::at_line(
+                    &project.path,
+                    None,
+                    Some(format!("services.{service}.depends_on.{dep}")),
+                    format!(
+                        "`{dep}` is neither a service of this file, nor of {}, nor in [services.{service}.requires]",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        Ok(Some(file))
     }
 
     /// Parses the text of the Compose file `path`; `lookup` gives the

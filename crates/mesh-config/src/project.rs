@@ -368,7 +368,7 @@ impl Project {
                     e.message,
                 );
             }
-            if let Err(e) = service.validate_up(name, &self.services) {
+            if let Err(e) = service.validate_up(name, &self.services, self.compose.file.is_some()) {
                 let span = e
                     .span
                     .or_else(|| source.find(&format!("services.{name}")).map(|i| i..i));

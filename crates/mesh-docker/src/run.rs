@@ -254,11 +254,16 @@ mod tests {
 
     #[test]
     fn network_mode_replaces_the_project_network() {
-        let s = spec("services:\n  web:\n    image: tiny:1\n    network_mode: host\n    container_name: mine\n");
+        let s = spec(
+            "services:\n  web:\n    image: tiny:1\n    network_mode: host\n    container_name: mine\n",
+        );
         assert_eq!(s.container_name(), "mine");
         assert_eq!(s.network(), None);
         let body = s.create_body(&[]);
-        assert_eq!(body.host_config.unwrap().network_mode.as_deref(), Some("host"));
+        assert_eq!(
+            body.host_config.unwrap().network_mode.as_deref(),
+            Some("host")
+        );
         assert!(body.networking_config.is_none());
     }
 }

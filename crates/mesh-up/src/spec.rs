@@ -14,8 +14,8 @@ use std::{
 };
 
 use mesh_config::{ComposeFile, Condition, Prefer, Project, RestartPolicy, ServiceConfig};
+use mesh_core::health::{HealthCheck, Probe};
 use mesh_docker::RunSpec;
-use mesh_core::health::HealthCheck;
 use nix::sys::signal::Signal;
 use semver::VersionReq;
 
@@ -164,20 +164,38 @@ impl ServiceSpec {
 
 impl ServiceSpec {
     /// The spec of a Compose service: shared on its first published TCP
-    /// port, ready when the engine says healthy (with a `healthcheck`) or
-    /// once started; restarts, dependencies and stop grace as the file
-    /// says.
+    /// port; ready when the engine says healthy (with a `healthcheck`),
+    /// else once that port answers (the check of its `devmesh.health`
+    /// label, else a TCP connect, every 500 ms), else once started;
+    /// restarts, dependencies and stop grace as the file says.
     pub fn from_compose(run: RunSpec, project_dir: &Path) -> Self {
         let c = &run.compose;
+        let offer = run.offer();
+        let health = offer.as_ref().filter(|_| !run.has_healthcheck()).map(|o| {
+            let probe = o
+                .health
+                .as_deref()
+                .and_then(|h| Probe::parse(h).ok())
+                .unwrap_or(Probe::Tcp);
+            HealthCheck {
+                interval: Duration::from_millis(500),
+                ..HealthCheck::new(probe)
+            }
+        });
         Self {
-            port: run.offer().map(|o| o.port),
+            port: offer.map(|o| o.port),
+            health,
             version: semver::Version::parse(&run.version())
                 .unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
             restart: c.restart,
             max_restarts: c.max_restarts,
             depends_on: c.depends_on.clone(),
             stop_timeout: run.stop_grace(),
-            ..Self::new(run.service.clone(), Some(Launch::Container(Box::new(run))), project_dir)
+            ..Self::new(
+                run.service.clone(),
+                Some(Launch::Container(Box::new(run))),
+                project_dir,
+            )
         }
     }
 }

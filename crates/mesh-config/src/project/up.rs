@@ -234,17 +234,20 @@ impl ServiceConfig {
 
     /// Checks the `devmesh up` keys of service `name`; `services` is the
     /// whole `[services]` table, for `depends_on`.
+    /// `compose`: the project has a Compose file, whose services may be
+    /// dependencies too.
     pub(super) fn validate_up(
         &self,
         name: &str,
         services: &BTreeMap<String, ServiceConfig>,
+        compose: bool,
     ) -> Result<(), Invalid> {
         self.validate_launch()?;
         self.validate_portless()?;
         self.validate_env()?;
         self.validate_restart()?;
         self.validate_stop()?;
-        self.validate_depends_on(name, services)?;
+        self.validate_depends_on(name, services, compose)?;
         if let Some(p) = &self.prefer
             && Prefer::parse(p.get_ref()).is_none()
         {
@@ -445,6 +448,7 @@ impl ServiceConfig {
         &self,
         name: &str,
         services: &BTreeMap<String, ServiceConfig>,
+        compose: bool,
     ) -> Result<(), Invalid> {
         for (dep, condition) in &self.depends_on {
             let key = format!("depends_on.{dep}");
@@ -466,7 +470,8 @@ impl ServiceConfig {
                 );
             }
             let Some(local) = services.get(dep) else {
-                if !self.requires.contains_key(dep) {
+                // With a Compose file, ComposeFile::load checks the others.
+                if !self.requires.contains_key(dep) && !compose {
                     return invalid(
                         condition.span(),
                         key,

@@ -162,9 +162,13 @@ impl Engine {
             .take_while(|chunk| std::future::ready(chunk.is_ok()))
             .filter_map(|chunk| async move {
                 match chunk.ok()? {
-                    bollard::container::LogOutput::StdErr { message } => Some(Output::Stderr(message)),
+                    bollard::container::LogOutput::StdErr { message } => {
+                        Some(Output::Stderr(message))
+                    }
                     bollard::container::LogOutput::StdOut { message }
-                    | bollard::container::LogOutput::Console { message } => Some(Output::Stdout(message)),
+                    | bollard::container::LogOutput::Console { message } => {
+                        Some(Output::Stdout(message))
+                    }
                     bollard::container::LogOutput::StdIn { .. } => None,
                 }
             })

@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use futures::StreamExt as _;
-use mesh_docker::{Engine, Env, EngineError, Health, Output, RunSpec};
+use mesh_docker::{Engine, EngineError, Env, Health, Output, RunSpec};
 use tokio::{
     io::AsyncWriteExt as _,
     sync::{mpsc, oneshot},
@@ -95,7 +95,8 @@ impl Run {
         let code = match started {
             Ok((engine, id)) => Some(self.supervise(&engine, &id, stopped).await),
             Err(e) => {
-                self.say(Stream::Stderr, format!("devmesh: {}", chain(&e))).await;
+                self.say(Stream::Stderr, format!("devmesh: {}", chain(&e)))
+                    .await;
                 Some(NOT_STARTED)
             }
         };
@@ -169,7 +170,8 @@ impl Run {
         match code {
             Ok(code) => i32::try_from(code).unwrap_or(i32::MAX),
             Err(e) => {
-                self.say(Stream::Stderr, format!("devmesh: {}", chain(&e))).await;
+                self.say(Stream::Stderr, format!("devmesh: {}", chain(&e)))
+                    .await;
                 NOT_STARTED
             }
         }
