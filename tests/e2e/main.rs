@@ -7,6 +7,7 @@ mod cli;
 mod docker;
 mod editor;
 mod health;
+mod home;
 mod http;
 mod http2;
 mod https;
