@@ -16,6 +16,7 @@ pub async fn route(home: &Path, args: RouteArgs) -> Result<(), Failure> {
     };
     check(&args)?;
     let mut client = daemon::connect_or_start(home).await?;
+    let known: mesh_control::Status = client.call_as(&Request::Status).await?;
     let result: RouteResult = client
         .call_as(&Request::Route(RouteSpec {
             service: args.service.clone(),
@@ -30,7 +31,7 @@ pub async fn route(home: &Path, args: RouteArgs) -> Result<(), Failure> {
     output::emit(args.json, &result, output::routes);
     if let Some(service) = &args.service
         && !args.clear
-        && !result.services.iter().any(|s| &s.service == service)
+        && !known.services.iter().any(|s| &s.name == service)
     {
         eprintln!(
             "devmesh: no node provides {service} yet; the setting applies once one does (`devmesh status` lists the services)"

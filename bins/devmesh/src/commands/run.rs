@@ -114,16 +114,24 @@ async fn reattach(home: &Path, spec: &ServiceSpec) -> Result<mesh_control::Clien
     let deadline = std::time::Instant::now() + REATTACH;
     loop {
         if let Ok(mut client) = daemon::connect(home).await {
-            client
-                .call(&Request::Run {
-                    service: spec.clone(),
-                    hold: true,
-                })
-                .await
-                .with_context(|| {
-                    format!("sharing {} again with the restarted devmeshd", spec.name)
-                })?;
-            return Ok(client);
+            let ask = Request::Run {
+                service: spec.clone(),
+                hold: true,
+            };
+            match client.call(&ask).await {
+                Ok(_) => return Ok(client),
+                // A daemon that refuses the service: say why.
+                Err(e @ mesh_control::ControlError::Refused(_)) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!(
+                            "sharing {} again with the restarted devmeshd",
+                            spec.name
+                        ))
+                        .into());
+                }
+                // One still going away (its socket not yet gone): not back.
+                Err(_) => {}
+            }
         }
         if std::time::Instant::now() >= deadline {
             return Err(anyhow::Error::new(daemon::Unreachable(format!(
