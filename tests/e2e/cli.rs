@@ -71,7 +71,7 @@ async fn bad_input_gets_clear_errors_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("semantic version"));
 
     let out = a.cli(&["run", "Bad_Name", "--port", "3000"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("invalid service name"),
         "{}",
@@ -83,12 +83,104 @@ async fn bad_input_gets_clear_errors_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not provided by this node"));
 
     let out = a.cli(&["join", "not-an-address"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a multiaddr"));
 
     let out = a.cli(&["run", "api"]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --port"));
+
+    for (args, said) in [
+        (&["run", "api", "--port", "0"][..], "--port 0 is not a port"),
+        (&["route", "api", "--peer", "bogus"][..], "is not a peer id"),
+        (
+            &["route", "api", "--require", "^^1"][..],
+            "is not a version requirement",
+        ),
+        (&["join", "foo"][..], "is not a multiaddr"),
+    ] {
+        let out = a.cli(args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+    let out = a.cli(&["route", "nosuch", "--sticky"]).await;
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no node provides nosuch yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing listens on the port: shared, with a warning.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port().to_string();
+    drop(free);
+    let out = a.cli(&["run", "ghost", "--port", &port, "--detach"]).await;
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("nothing answers on localhost port {port} yet")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = a.cli(&["daemon", "start"]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("devmeshd is already running for"));
+}
+
+/// Bad input is refused before a daemon is started for it, and `daemon
+/// stop` without a daemon says there is nothing to stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_starts_no_daemon() {
+    let home = tempfile::tempdir().unwrap();
+    let devmesh = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(bin("devmesh"));
+        c.env("DEVMESH_HOME", home.path())
+            .args(args)
+            .kill_on_drop(true);
+        c
+    };
+    for args in [
+        &["run", "API", "--port", "3000"][..],
+        &["route", "api", "--peer", "bogus"],
+        &["join", "foo"],
+    ] {
+        let out = devmesh(args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("started it"));
+    }
+    assert!(!home.path().join("devmeshd.sock").exists());
+    let out = devmesh(&["daemon", "stop"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to stop"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A reader that closed its end of the pipe (`devmesh status | true`,
+/// `devmesh peers --json | head -1`) ends the CLI quietly with code 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_ends_the_cli_quietly() {
+    let a = Daemon::start().await;
+    for args in [&["status"][..], &["peers", "--json"], &["status", "--json"]] {
+        let mut child = a
+            .devmesh()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }
 
 /// `devmesh run api` takes port and version from devmesh.toml; a bad file
@@ -186,4 +278,113 @@ async fn daemon_config_errors() {
         a.cli(&["status"]).await.status.success().then_some(())
     })
     .await;
+}
+
+/// `devmesh daemon install` writes a systemd user unit that runs this
+/// devmeshd for the home (into `XDG_CONFIG_HOME`; systemctl is not called),
+/// and `uninstall` removes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_install_writes_a_user_unit() {
+    let user = tempfile::tempdir().unwrap();
+    let xdg = user.path().join("xdg");
+    let home = user.path().join(".devmesh");
+    let devmesh = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(bin("devmesh"));
+        c.env("HOME", user.path())
+            .env("XDG_CONFIG_HOME", &xdg)
+            .env("DEVMESH_HOME", &home)
+            .args(args)
+            .kill_on_drop(true);
+        c
+    };
+    let out = devmesh(&["daemon", "install"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("systemctl --user enable --now devmeshd.service"),
+        "{stderr}"
+    );
+    let unit_path = xdg.join("systemd/user/devmeshd.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let exec = format!(
+        "ExecStart={} --home {}",
+        bin("devmeshd").display(),
+        home.display()
+    );
+    assert!(unit.contains(&exec), "{unit}");
+    assert!(unit.contains("Restart=on-failure"), "{unit}");
+    assert!(
+        !home.join("devmeshd.sock").exists(),
+        "install started a daemon"
+    );
+    let out = devmesh(&["daemon", "uninstall"]).output().await.unwrap();
+    assert!(out.status.success());
+    assert!(!unit_path.exists());
+}
+
+/// Shell completions and man pages come from the real command definitions.
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_and_man_pages() {
+    let home = tempfile::tempdir().unwrap();
+    let devmesh = |args: &[&str]| {
+        let mut c = tokio::process::Command::new(bin("devmesh"));
+        c.env("DEVMESH_HOME", home.path())
+            .args(args)
+            .kill_on_drop(true);
+        c
+    };
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef devmesh"),
+        ("fish", "complete -c devmesh"),
+    ] {
+        let out = devmesh(&["completions", shell]).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(
+            script.contains("doctor") && script.contains("--detach"),
+            "{shell}"
+        );
+    }
+    if std::process::Command::new("bash")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let out = devmesh(&["completions", "bash"]).output().await.unwrap();
+        let script = home.path().join("devmesh.bash");
+        std::fs::write(&script, &out.stdout).unwrap();
+        let check = std::process::Command::new("bash")
+            .arg("-n")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let out = devmesh(&["completions", "tcsh"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let dir = home.path().join("man");
+    let out = devmesh(&["man", "--dir", dir.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.join("devmesh.1")).unwrap();
+    assert!(page.contains(".TH devmesh"), "{page}");
+    assert!(dir.join("devmesh-run.1").exists());
+    assert!(!home.path().join("devmeshd.sock").exists());
 }

@@ -8,6 +8,7 @@ mod compose;
 mod docker;
 mod editor;
 mod health;
+mod home;
 mod http;
 mod http2;
 mod https;

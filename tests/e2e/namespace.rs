@@ -253,3 +253,132 @@ async fn members_meet_through_a_relay_and_namespaces_stay_apart() {
     let r = get(x.proxy, "api.localhost", "/name").await;
     assert_eq!(r.text(), "other-api");
 }
+
+/// `invite` on a node with teammates connected: a new secret would cut
+/// them off, so it names them and needs `--yes`; once the namespace has a
+/// secret, invites reuse it, and `--rotate` needs `--yes` too.
+#[tokio::test(flavor = "multi_thread")]
+async fn invite_keeps_the_members_connected() {
+    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
+    b.join(&a).await;
+    eventually(Duration::from_secs(10), "b to be a member of a", || async {
+        let peers = a.peers().await;
+        peers
+            .as_array()?
+            .iter()
+            .any(|p| p["kind"] == "member")
+            .then_some(())
+    })
+    .await;
+    let out = a.cli(&["invite"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("drops the member connected now"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&b.peer_id), "{stderr}");
+    assert!(out.stdout.is_empty());
+    assert_eq!(a.status().await["has_secret"], false);
+    let peers = a.peers().await;
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["peer_id"] == b.peer_id.as_str())
+    );
+
+    let out = a.cli(&["invite", "--yes"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = a.cli(&["invite"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let secret = |token: &str| Invite::decode(token).unwrap().secret.unwrap().to_hex();
+    assert_eq!(secret(&first), secret(&second), "invite made a new secret");
+
+    let out = a.cli(&["invite", "--rotate"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Pass --yes"), "{stderr}");
+    let out = a.cli(&["invite", "--rotate", "--yes"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_ne!(secret(&rotated), secret(&first));
+}
+
+/// An outsider's `join <multiaddr>` is told it was refused and why, with a
+/// non-zero exit; the member shows the refusal as a past event of the
+/// outsider's, and its doctor finds no problem in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outsider_is_told_it_was_refused() {
+    let (a, b, stranger, other) = tokio::join!(
+        Daemon::start_with(&["--namespace", "team"]),
+        Daemon::start_with(&["--namespace", "team"]),
+        Daemon::start_with(&["--namespace", "team"]),
+        Daemon::start_with(&["--namespace", "elsewhere"])
+    );
+    let out = a.cli(&["invite", "--bootstrap", &a.p2p_addr]).await;
+    assert!(out.status.success());
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = b.cli(&["join", &token]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = stranger.cli(&["join", &a.p2p_addr]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused this node"), "{stderr}");
+    assert!(
+        stderr.contains("has a secret and this node has none"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&a.peer_id));
+
+    let out = other.cli(&["join", &a.p2p_addr]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not admitted"), "{stderr}");
+
+    let status = a.status().await;
+    let failures = status["admission_failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f["peer_id"] == stranger.peer_id.as_str() && f["inbound"] == true),
+        "{status}"
+    );
+    let doctor = a.cli(&["doctor"]).await;
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(said.contains("connected and was refused"), "{said}");
+    assert!(
+        !said
+            .lines()
+            .any(|l| l.contains("PROBLEM") && l.contains("secret")),
+        "{said}"
+    );
+    // Logged once, however often the stranger tries.
+    let _ = stranger.cli(&["join", &a.p2p_addr]).await;
+    let log = a.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(&stranger.peer_id))
+        .count();
+    assert_eq!(lines, 1, "{log}");
+}

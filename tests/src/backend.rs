@@ -277,6 +277,11 @@ async fn route(mut req: Request<Incoming>, name: &str, tls: bool, health: u16) -
             let status = StatusCode::from_u16(health).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             text(status, name, format!("{status}\n"))
         }
+        "/" => text(
+            StatusCode::OK,
+            name,
+            format!("hello from {name}\nroutes: /hello /name /headers /echo /healthz\n"),
+        ),
         "/hello" => text(StatusCode::OK, name, format!("hello from {name}\n")),
         "/name" => text(StatusCode::OK, name, name.to_owned()),
         "/headers" => {

@@ -123,8 +123,18 @@ impl Daemon {
     }
 
     /// Starts a node inside the network namespace `netns` (with `ip netns
-    /// exec`), or in the test's own when `None`.
+    /// exec`), or in the test's own when `None`. Unless `extra` names a
+    /// namespace it is in namespace `test`.
     pub async fn start_in(netns: Option<&str>, extra: &[&str]) -> Daemon {
+        let mut args: Vec<&str> = Vec::new();
+        if !extra.contains(&"--namespace") {
+            args.extend(["--namespace", "test"]);
+        }
+        args.extend_from_slice(extra);
+        Self::start_plain(netns, &args).await
+    }
+
+    async fn start_plain(netns: Option<&str>, extra: &[&str]) -> Daemon {
         let home = tempfile::Builder::new()
             .prefix("devmesh-test-")
             .tempdir()
@@ -143,9 +153,6 @@ impl Daemon {
         }
         if !extra.contains(&"--mdns") {
             cmd.args(["--mdns", "false"]);
-        }
-        if !extra.contains(&"--namespace") {
-            cmd.args(["--namespace", "test"]);
         }
         cmd.env("DEVMESH_HOME", home.path())
             .env(

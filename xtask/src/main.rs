@@ -92,41 +92,55 @@ fn deny() -> anyhow::Result<()> {
         .context("cargo-deny is needed: cargo install cargo-deny --locked")
 }
 
+/// `preferred` when nothing listens there, else a free port the system
+/// picks, saying so on stderr.
+fn pick_port(preferred: u16, what: &str) -> anyhow::Result<u16> {
+    if std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok() {
+        return Ok(preferred);
+    }
+    let free = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .context("finding a free port")?
+        .local_addr()?
+        .port();
+    eprintln!("xtask demo: port {preferred} is taken; {what} uses port {free}");
+    Ok(free)
+}
+
 /// Builds everything, starts the example backend and a node, shares the
-/// example service and keeps running until Ctrl-C.
+/// example service and keeps running until Ctrl-C. Ports 3000 and 7700
+/// when they are free, else free ones (said so).
 fn demo() -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "--bins"]))?;
     let bin = root().join("target/release");
     let project = root().join("examples/hello");
     let home = root().join("target/devmesh-demo");
-    let _backend =
-        node::Guard::spawn(Command::new(bin.join("devmesh-demo-backend")).args(["3000", "hello"]))?;
-    let mut daemon = node::Daemon::start(
-        &bin,
-        &home,
-        &["--proxy", "127.0.0.1:7700", "--namespace", "demo"],
+    let backend_port = pick_port(3000, "the example backend")?;
+    let proxy_port = pick_port(7700, "the front door")?;
+    let _backend = node::Guard::spawn(
+        Command::new(bin.join("devmesh-demo-backend")).args([&backend_port.to_string(), "hello"]),
     )?;
+    let proxy = format!("127.0.0.1:{proxy_port}");
+    let mut daemon = node::Daemon::start(&bin, &home, &["--proxy", &proxy, "--namespace", "demo"])?;
     let mut share = Command::new(bin.join("devmesh"));
     share
         .env("DEVMESH_HOME", &home)
         .current_dir(&project)
-        .args(["run", "hello", "--detach"]);
+        .args([
+            "run",
+            "hello",
+            "--detach",
+            "--port",
+            &backend_port.to_string(),
+        ]);
     run(&mut share).context("sharing the example service")?;
     let status = daemon.status()?;
-    let port = status["proxy_addr"]
-        .as_str()
-        .unwrap_or("127.0.0.1:7700")
-        .rsplit(':')
-        .next()
-        .unwrap_or("7700")
-        .to_owned();
     println!();
     println!(
         "devmesh is running (node {}).",
         status["peer_id"].as_str().unwrap_or("?")
     );
-    println!("Open  http://hello.localhost:{port}/hello");
-    println!("or    curl -x http://127.0.0.1:{port} http://hello.devmesh/hello");
+    println!("Open  http://hello.localhost:{proxy_port}/");
+    println!("or    curl -x http://127.0.0.1:{proxy_port} http://hello.devmesh/hello");
     // Another machine needs an address that is not loopback.
     let addrs: Vec<&str> = status["listen_addrs"]
         .as_array()
@@ -139,10 +153,41 @@ fn demo() -> anyhow::Result<()> {
         .find(|a| !a.starts_with("/ip4/127."))
         .or(addrs.first())
         .unwrap_or(&"?");
-    println!("Join it from another node: devmesh join {join}");
+    // The namespace is private: another node comes in with a token.
+    let invite = Command::new(bin.join("devmesh"))
+        .env("DEVMESH_HOME", &home)
+        .args(["invite", "--bootstrap", *join])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .context("making an invite")?;
+    let token = String::from_utf8_lossy(&invite.stdout).trim().to_owned();
+    println!("Join it from another node:  devmesh join {token}");
+    println!("This node's CLI (paste into a shell):");
+    println!(
+        "  export DEVMESH_HOME={} PATH={}:$PATH",
+        home.display(),
+        bin.display()
+    );
+    println!("  devmesh status");
     println!("Ctrl-C stops the demo.");
     // Ctrl-C reaches devmeshd too: it withdraws the service and exits, and
     // the guards then stop the backend.
     daemon.process.0.wait()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    #[test]
+    fn a_taken_demo_port_is_replaced_by_a_free_one() {
+        let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let picked = super::pick_port(port, "the test").unwrap();
+        assert_ne!(picked, port);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", picked)).is_ok());
+        drop(taken);
+        assert_eq!(super::pick_port(port, "the test").unwrap(), port);
+    }
 }

@@ -24,6 +24,7 @@ pub enum Command {
     Up(UpArgs),
     /// The services `devmesh up` runs for the devmesh.toml here
     Ps {
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -32,18 +33,26 @@ pub enum Command {
     /// Stop the services `devmesh up` runs for the devmesh.toml here
     Down,
     /// Stop sharing a service
-    Stop { name: String },
+    Stop {
+        /// The service, as `devmesh run` or `devmesh status` names it
+        name: String,
+    },
     /// Show where requests go, or change it: pin a provider, require a version, stickiness, retries
     Route(RouteArgs),
     /// This node and every service it knows, with versions, providers and routes
     Status {
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
     /// Connected peers, their addresses and whether the link is direct or relayed
     Peers {
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
+        /// Full peer ids, every address and every service (wider than 100 columns)
+        #[arg(long)]
+        wide: bool,
     },
     /// Join a team: with an invite token, or connect to a peer by multiaddr
     Join(JoinArgs),
@@ -55,11 +64,20 @@ pub enum Command {
         /// Bootstrap multiaddr to put in the token; repeat for several [default: this node's bootstrap peers]
         #[arg(long)]
         bootstrap: Vec<String>,
+        /// Make a new secret even though the namespace has one (members
+        /// connected now are dropped until they join again)
+        #[arg(long)]
+        rotate: bool,
+        /// Make the new secret although it drops the members connected now
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
     /// Explain how this node connects: addresses, NAT, relay, peers, and what to fix
     Doctor {
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -94,6 +112,7 @@ pub enum Command {
     /// The running containers with published TCP ports (Docker Engine API),
     /// as services; --write adds them to devmesh.toml
     FromDocker {
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
         /// Add them to devmesh.toml as [services.<name>] with port, version and docker
@@ -123,6 +142,18 @@ pub enum Command {
         #[arg(long)]
         write: bool,
     },
+    /// Shell completions: `devmesh completions bash > ~/.local/share/bash-completion/completions/devmesh`
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Man pages: devmesh.1 and one per command, written into DIR (or
+    /// devmesh.1 on stdout without --dir)
+    Man {
+        /// Folder to write the pages into, such as ~/.local/share/man/man1
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Plugins: `devmesh <name> ...` runs `devmesh-<name>` from PATH
     Plugin {
         #[command(subcommand)]
@@ -138,6 +169,7 @@ pub enum Command {
 pub enum PluginAction {
     /// The plugins found on PATH
     List {
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -155,6 +187,7 @@ pub struct ConnectArgs {
     /// Forget this node's setting for the service
     #[arg(long, conflicts_with = "port")]
     pub remove: bool,
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -225,6 +258,9 @@ pub struct LogsArgs {
     /// Lines of each service to print first [default: all the daemon kept]
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
+    /// The daemon's own log instead, wherever it goes (whoever started it)
+    #[arg(long, conflicts_with = "service")]
+    pub daemon: bool,
 }
 
 /// `devmesh route`.
@@ -253,6 +289,7 @@ pub struct RouteArgs {
     /// Drop the service's settings (before applying the other flags)
     #[arg(long)]
     pub clear: bool,
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -272,6 +309,7 @@ pub struct JoinArgs {
     /// Seconds to wait for the first member before returning
     #[arg(long, default_value_t = 10)]
     pub wait: u64,
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }
@@ -284,6 +322,7 @@ pub enum CertAction {
         /// databases when certutil is installed
         #[arg(long)]
         yes: bool,
+        /// Print the result as JSON
         #[arg(long)]
         json: bool,
     },
@@ -315,4 +354,9 @@ pub enum DaemonAction {
     Start,
     /// Stop devmeshd (its services are withdrawn)
     Stop,
+    /// Start devmeshd at login and restart it when it dies: writes a
+    /// systemd user unit (Linux) or a launchd agent (macOS)
+    Install,
+    /// Remove what `daemon install` wrote
+    Uninstall,
 }

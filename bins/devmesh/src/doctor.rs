@@ -54,7 +54,17 @@ pub fn examine(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
         return out;
     }
     for f in &status.admission_failures {
-        out.push(finding(Level::Problem, f.reason.clone()));
+        if f.inbound {
+            out.push(finding(
+                Level::Warn,
+                format!(
+                    "earlier, peer {} connected and was refused (its problem, not this node's): {}",
+                    f.peer_id, f.reason
+                ),
+            ));
+        } else {
+            out.push(finding(Level::Problem, f.reason.clone()));
+        }
     }
     out.extend(status.conflicts.iter().map(conflict));
     for addr in &status.bootstrap {
@@ -132,7 +142,22 @@ fn conflict(c: &ConflictStatus) -> Finding {
 }
 
 /// Whether others can reach this node, and through what.
+/// Whether every listen address is a loopback one (127.0.0.0/8, ::1).
+fn loopback_only(status: &Status) -> bool {
+    !status.listen_addrs.is_empty()
+        && status
+            .listen_addrs
+            .iter()
+            .all(|a| a.starts_with("/ip4/127.") || a.starts_with("/ip6/::1/"))
+}
+
 fn reachability(status: &Status, relay_connected: bool) -> Option<Finding> {
+    if loopback_only(status) {
+        return Some(finding(
+            Level::Warn,
+            "listens only on loopback: only nodes on this machine can connect. To be reachable from the LAN and beyond, listen on 0.0.0.0 (`--listen /ip4/0.0.0.0/tcp/0`, or drop `listen` from config.toml)",
+        ));
+    }
     match status.reachability.as_str() {
         "private" => {
             let reserved = status.relays.iter().any(|r| r.reservation == "accepted");
@@ -155,7 +180,10 @@ fn reachability(status: &Status, relay_connected: bool) -> Option<Finding> {
         }
         "public" => Some(finding(
             Level::Ok,
-            "reachable from outside at an external address",
+            match status.external_addrs.first() {
+                Some(addr) => format!("reachable from outside at {addr}"),
+                None => "reachable from outside".to_owned(),
+            },
         )),
         _ => None,
     }
@@ -177,7 +205,7 @@ fn members(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
             )
         })
         .collect();
-    if members.is_empty() && status.admission_failures.is_empty() {
+    if members.is_empty() && !status.admission_failures.iter().any(|f| !f.inbound) {
         out.push(finding(
             Level::Warn,
             format!(
@@ -274,6 +302,7 @@ mod tests {
             services: vec![],
             conflicts: vec![],
             listeners: vec![],
+            home: None,
         }
     }
 
@@ -330,12 +359,52 @@ mod tests {
             .push(mesh_control::AdmissionFailureStatus {
                 peer_id: "B".into(),
                 reason: "secret does not match namespace team".into(),
+                inbound: false,
             });
         let f = examine(&s, &[peer("R", "relay", "direct")]);
         assert!(
             problems(&f)
                 .iter()
                 .any(|t| t.contains("secret does not match")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_loopback_node_is_not_called_reachable_from_outside() {
+        let mut s = status();
+        s.listen_addrs = vec!["/ip4/127.0.0.1/tcp/4/p2p/me".into()];
+        s.reachability = "public".into();
+        s.external_addrs = vec!["/ip4/127.0.0.1/tcp/4/p2p/me".into()];
+        let f = examine(&s, &[]);
+        assert!(
+            !f.iter().any(|f| f.text.contains("reachable from outside")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.text.starts_with("listens only on loopback")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn an_outsider_refused_is_a_past_event_not_a_problem() {
+        let mut s = status();
+        s.bootstrap.clear();
+        s.reachability = "unknown".into();
+        s.admission_failures
+            .push(mesh_control::AdmissionFailureStatus {
+                peer_id: "X".into(),
+                reason: "secret does not match namespace team".into(),
+                inbound: true,
+            });
+        let f = examine(&s, &[peer("B", "member", "direct")]);
+        assert!(problems(&f).is_empty(), "{f:?}");
+        assert!(
+            f.iter().any(|f| f.level == Level::Warn
+                && f.text
+                    .starts_with("earlier, peer X connected and was refused")),
             "{f:?}"
         );
     }

@@ -4,12 +4,17 @@
 //! Exit codes: 0 success, 1 the request failed, 2 bad usage or input,
 //! 3 the daemon could not be reached or started.
 
+#[macro_use]
+mod stdout;
+mod autostart;
 mod cli;
+mod colour;
 mod commands;
 mod daemon;
 mod doctor;
 mod hosts;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -70,7 +75,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    stdout::flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
             eprintln!("devmesh: {}", mesh_core::error::Chain(error.as_ref()));
@@ -97,6 +104,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             action: PluginAction::List { json },
         } => commands::plugin::list(json),
         Command::Vscode { write } => commands::vscode::vscode(write),
+        Command::Completions { shell } => commands::shell::completions(shell),
+        Command::Man { dir } => commands::shell::man(dir.as_deref()),
         Command::FromDocker {
             json,
             write,
@@ -116,14 +125,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Connect(args) => commands::connect::connect(home, args).await,
         Command::Db { action } => commands::db::db(home, action).await,
         Command::Status { json } => commands::status::status(home, json).await,
-        Command::Peers { json } => commands::status::peers(home, json).await,
+        Command::Peers { json, wide } => commands::status::peers(home, json, wide).await,
         Command::Doctor { json } => commands::status::doctor(home, json).await,
         Command::Join(args) => commands::join::join(home, args).await,
         Command::Invite {
             namespace,
             bootstrap,
+            rotate,
+            yes,
             json,
-        } => commands::join::invite(home, namespace, bootstrap, json).await,
+        } => {
+            let ask = commands::join::InviteAsk {
+                namespace,
+                bootstrap,
+                rotate,
+                yes,
+            };
+            commands::join::invite(home, ask, json).await
+        }
         Command::Install { yes, remove } => commands::install::install(home, yes, remove).await,
         Command::Cert {
             action: CertAction::Install { yes, json },
@@ -134,5 +153,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Daemon {
             action: DaemonAction::Stop,
         } => commands::daemon::stop(home).await,
+        Command::Daemon {
+            action: DaemonAction::Install,
+        } => commands::daemon::install(home),
+        Command::Daemon {
+            action: DaemonAction::Uninstall,
+        } => commands::daemon::uninstall(),
     }
 }

@@ -28,13 +28,19 @@ fn short(peer: &str) -> String {
     }
 }
 
-/// Prints `rows` as aligned columns.
+/// Prints `rows` as aligned columns, in colour on a terminal.
 fn table(rows: &[Vec<String>]) {
-    print!("{}", aligned(rows));
+    print!("{}", aligned_with(rows, crate::colour::stdout_enabled()));
 }
 
 /// `rows` as aligned columns, two spaces apart, one line each.
 pub fn aligned(rows: &[Vec<String>]) -> String {
+    aligned_with(rows, false)
+}
+
+/// [`aligned`], with the state words (health, kind, connection) in colour
+/// when `colour`; the words stay, so meaning never rests on colour alone.
+fn aligned_with(rows: &[Vec<String>], colour: bool) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -50,7 +56,14 @@ pub fn aligned(rows: &[Vec<String>]) -> String {
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+            .map(|(i, cell)| {
+                let padded = format!("{cell:<w$}", w = widths[i]);
+                if colour {
+                    crate::colour::state(cell, &padded)
+                } else {
+                    padded
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -99,7 +112,30 @@ pub fn status(s: &Status) {
         println!("listen     {addr}");
     }
     for f in &s.admission_failures {
-        println!("problem    {}", f.reason);
+        if f.inbound {
+            println!("refused    {} earlier: {}", short(&f.peer_id), f.reason);
+        } else {
+            println!("problem    {}", f.reason);
+        }
+    }
+    if let Some(h) = &s.home {
+        println!("home       {}", h.home);
+        println!("config     {}", h.config_file);
+        if let Some(log) = &h.log_file {
+            println!("log        {log}");
+        }
+        if !h.restored_shares.is_empty() || !h.restored_joins.is_empty() {
+            println!(
+                "restored   {} detached share(s){}, {} join(s) from before the last restart",
+                h.restored_shares.len(),
+                if h.restored_shares.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", h.restored_shares.join(", "))
+                },
+                h.restored_joins.len()
+            );
+        }
     }
     println!();
     if s.role == "relay" {
@@ -182,7 +218,7 @@ pub fn routes(r: &RouteResult) {
         r.versions
     );
     println!(
-        "retry      {} (requests sent again to the next provider)",
+        "retry      {} (which failed requests are sent again to the next provider)",
         r.retry
     );
     if r.services.is_empty() {
@@ -223,12 +259,20 @@ pub fn routes(r: &RouteResult) {
     }
 }
 
-/// `devmesh peers`.
-pub fn peers(peers: &[PeerStatus]) {
+/// Widest a cell of the peers table gets without `--wide`.
+const NARROW_CELL: usize = 24;
+
+/// `devmesh peers`: fits 100 columns (short ids, the first address without
+/// its `/p2p`, the services cut), or everything with `wide`.
+pub fn peers(peers: &[PeerStatus], wide: bool) {
     if peers.is_empty() {
         println!("no connected peers: connect with `devmesh join <multiaddr>`");
         return;
     }
+    table(&peer_rows(peers, wide));
+}
+
+fn peer_rows(peers: &[PeerStatus], wide: bool) -> Vec<Vec<String>> {
     let mut rows = vec![vec![
         "PEER".into(),
         "KIND".into(),
@@ -238,18 +282,67 @@ pub fn peers(peers: &[PeerStatus]) {
         "SERVICES".into(),
     ]];
     for p in peers {
+        let address = p.addresses.first().cloned().unwrap_or_default();
+        let services = if p.services.is_empty() {
+            "-".into()
+        } else {
+            p.services.join(",")
+        };
+        let (peer, address, services) = if wide {
+            (p.peer_id.clone(), p.addresses.join(" "), services)
+        } else {
+            let bare = address.split("/p2p/").next().unwrap_or_default().to_owned();
+            (short(&p.peer_id), cut(&bare), cut(&services))
+        };
         rows.push(vec![
-            p.peer_id.clone(),
+            peer,
             p.kind.clone(),
             p.connection.clone(),
             p.rtt_ms.map_or("-".into(), |ms| format!("{ms:.1} ms")),
-            p.addresses.first().cloned().unwrap_or_default(),
-            if p.services.is_empty() {
-                "-".into()
-            } else {
-                p.services.join(",")
-            },
+            address,
+            services,
         ]);
     }
-    table(&rows);
+    rows
+}
+
+/// `text` cut to [`NARROW_CELL`] characters, with `…` where it was cut.
+fn cut(text: &str) -> String {
+    if text.chars().count() <= NARROW_CELL {
+        return text.to_owned();
+    }
+    let kept: String = text.chars().take(NARROW_CELL - 1).collect();
+    format!("{kept}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peers_table_fits_100_columns_unless_wide() {
+        let peer = PeerStatus {
+            peer_id: "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
+            addresses: vec![
+                "/ip4/198.51.100.200/udp/41234/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
+            ],
+            connection: "relayed".into(),
+            kind: "member".into(),
+            rtt_ms: Some(123.4),
+            agent: None,
+            services: vec!["api@1.4.2".into(), "web@2.0.0".into(), "db@15.4.0".into(), "cache@7.2.0".into()],
+        };
+        let narrow = aligned(&peer_rows(std::slice::from_ref(&peer), false));
+        for line in narrow.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(narrow.contains("12D3KooW…x6nXTN"), "{narrow}");
+        let wide = aligned(&peer_rows(&[peer], true));
+        assert!(wide.contains("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"));
+        assert!(wide.contains("cache@7.2.0"));
+    }
 }

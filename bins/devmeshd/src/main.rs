@@ -2,6 +2,7 @@
 //! SIGTERM: config -> tracing -> node -> proxy -> control API -> signals.
 
 mod observe;
+mod ports;
 mod settings;
 
 use std::{os::unix::fs::PermissionsExt, process::ExitCode, sync::Arc, time::Duration};
@@ -19,7 +20,16 @@ use crate::settings::{Args, Settings};
 fn main() -> ExitCode {
     one_malloc_arena();
     let args = Args::parse();
-    let settings = match Settings::resolve(args) {
+    // One daemon per home, the first one started: the lock comes before
+    // anything else touches the home (identity, sockets, ports).
+    let _lock = match lock_home(&args) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("devmeshd: {}", mesh_core::error::Chain(e.as_ref()));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut settings = match Settings::resolve(args) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("devmeshd: {}", mesh_core::error::Chain(e.as_ref()));
@@ -27,6 +37,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&settings.log, settings.observe.json);
+    if settings.listen_defaulted {
+        settings.listen = ports::reuse(&settings.home, std::mem::take(&mut settings.listen));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,6 +57,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes the home directory (only its owner may enter) and takes its lock.
+fn lock_home(args: &Args) -> anyhow::Result<mesh_control::lock::HomeLock> {
+    let home = settings::home(args)?;
+    std::fs::create_dir_all(&home)
+        .with_context(|| format!("creating home directory {}", home.display()))?;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restricting {} to its owner", home.display()))?;
+    Ok(mesh_control::lock::HomeLock::acquire(&home)?)
 }
 
 /// Keeps glibc's malloc to one arena. By default every thread that allocates
@@ -121,6 +144,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     config.mdns = settings.mdns;
     config.agent = format!("devmeshd/{}", env!("CARGO_PKG_VERSION"));
     let (node, node_task) = Node::spawn(config)?;
+    if settings.listen_defaulted {
+        tokio::spawn(ports::remember(settings.home.clone(), node.clone()));
+    }
     info!(
         peer_id = %node.peer_id(),
         role = ?settings.role,
@@ -159,6 +185,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     );
+    // What the user set up before the last stop: detached shares, joins.
+    server.restore().await;
     let projects = server.clone();
     tasks.spawn(async move {
         server.serve(control_listener).await;

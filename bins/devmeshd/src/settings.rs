@@ -69,11 +69,24 @@ pub struct Args {
     pub observe: crate::observe::ObserveArgs,
 }
 
+/// The home directory of `args`: `--home`, `DEVMESH_HOME`, or `~/.devmesh`.
+pub fn home(args: &Args) -> anyhow::Result<PathBuf> {
+    match &args.home {
+        Some(h) => Ok(h.clone()),
+        None => {
+            mesh_control::default_home().context("HOME is not set; pass --home or set DEVMESH_HOME")
+        }
+    }
+}
+
 /// The settings devmeshd runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub home: PathBuf,
     pub listen: Vec<Multiaddr>,
+    /// No listen address was given: the default ones, whose ports are
+    /// picked once and kept (`ports.rs`).
+    pub listen_defaulted: bool,
     pub proxy: SocketAddr,
     pub namespace: Namespace,
     pub role: Role,
@@ -92,16 +105,14 @@ pub struct Settings {
 impl Settings {
     /// Merges flags, environment, file and defaults.
     pub fn resolve(args: Args) -> anyhow::Result<Self> {
-        let home = match args.home {
-            Some(h) => h,
-            None => mesh_control::default_home()
-                .context("HOME is not set; pass --home or set DEVMESH_HOME")?,
-        };
+        let home = home(&args)?;
         let config_path = args.config.unwrap_or_else(|| home.join("config.toml"));
         let file = DaemonFile::load(&config_path)?;
         let role = role(args.relay, &file, &config_path)?;
         let default_port = if role == Role::Relay { 4001 } else { 0 };
-        let listen = first_list(args.listen, file.listen.clone()).unwrap_or_else(|| {
+        let listen_given = first_list(args.listen, file.listen.clone());
+        let listen_defaulted = listen_given.is_none() && role == Role::Member;
+        let listen = listen_given.unwrap_or_else(|| {
             vec![
                 format!("/ip4/0.0.0.0/tcp/{default_port}"),
                 format!("/ip4/0.0.0.0/udp/{default_port}/quic-v1"),
@@ -127,6 +138,7 @@ impl Settings {
             routing: routing(args.versions, args.retry, &file)?,
             shutdown_grace: shutdown_grace(args.shutdown_grace, &file),
             listen: parse_addrs(&listen, "listen")?,
+            listen_defaulted,
             bootstrap: parse_addrs(&bootstrap, "bootstrap")?,
             external: parse_addrs(&external, "external")?,
             role,

@@ -135,6 +135,21 @@ pub enum RequestError {
     RelayJoins,
     #[error("a relay is in no namespace: pass --namespace <name> for the team's namespace")]
     RelayNeedsNamespace,
+    /// A new secret would cut off members connected now.
+    #[error(
+        "a new secret for namespace {namespace} drops {} connected now: {}; they must join again with the new token. Pass --yes to go ahead",
+        if peers.len() == 1 { "the member".to_owned() } else { format!("the {} members", peers.len()) },
+        peers.join(", ")
+    )]
+    WouldDropMembers {
+        namespace: String,
+        peers: Vec<String>,
+    },
+    /// `invite --rotate` without `--yes`.
+    #[error(
+        "--rotate makes a new secret for namespace {namespace}: every member must join again with the new token (none is connected now). Pass --yes to go ahead"
+    )]
+    RotateNeedsYes { namespace: String },
     /// A namespace name that cannot be used.
     #[error(transparent)]
     BadNamespace(Cause),

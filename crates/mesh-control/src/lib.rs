@@ -17,6 +17,7 @@
 
 mod client;
 mod error;
+pub mod lock;
 mod project;
 mod server;
 
@@ -75,6 +76,12 @@ pub enum Request {
         /// Bootstrap addresses to put in the token instead of the node's.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         bootstrap: Vec<String>,
+        /// Make a new secret even though the namespace has one.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        rotate: bool,
+        /// Go ahead although a new secret drops the members connected now.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        yes: bool,
     },
     /// Show or change how the front door routes. Without a service, changes
     /// the node-wide defaults (`versions`, `retry`).
@@ -302,6 +309,26 @@ pub struct Status {
     /// Loopback listeners of remote TCP services.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<ListenerStatus>,
+    /// Where the daemon keeps its things, and what it restored at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<HomeStatus>,
+}
+
+/// The daemon's files and the setup it restored when it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeStatus {
+    pub home: String,
+    pub config_file: String,
+    /// Where its log goes, when that is a file (a daemon the CLI started
+    /// logs to `<home>/devmeshd.log`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<String>,
+    /// Saved `join <multiaddr>` addresses dialled again at start.
+    #[serde(default)]
+    pub restored_joins: Vec<String>,
+    /// Saved `run --detach` services shared again at start.
+    #[serde(default)]
+    pub restored_shares: Vec<String>,
 }
 
 /// A version requirement that no provider of the service satisfies.
@@ -365,6 +392,10 @@ pub struct RelayStatus {
 pub struct AdmissionFailureStatus {
     pub peer_id: String,
     pub reason: String,
+    /// The peer connected to this node and was refused: a past event of
+    /// the peer's, not a fault of this node.
+    #[serde(default)]
+    pub inbound: bool,
 }
 
 /// One provider of one service, as `status` lists it.

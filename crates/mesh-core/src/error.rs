@@ -68,22 +68,22 @@ pub enum Error {
     /// The node could not subscribe to its namespace's records topic.
     #[error("starting the libp2p node: subscribing to records topic: {0}")]
     Subscribe(#[source] gossipsub::SubscriptionError),
-    /// A listen address was rejected.
-    #[error("cannot listen on {addr}: {source}")]
+    /// A listen address was rejected. (The cause is written into the
+    /// message, one per line, so it is a field, not a source.)
+    #[error("cannot listen on {addr}{}", lines(&transport_causes(.cause)))]
     Listen {
         addr: String,
-        #[source]
-        source: Box<TransportError<std::io::Error>>,
+        cause: Box<TransportError<std::io::Error>>,
     },
     /// A dial was asked for without any address.
     #[error("cannot connect: no address given")]
     NoAddress,
-    /// A dial failed.
-    #[error("cannot connect to {addr}: {source}")]
+    /// A dial failed: `target` names the peer and the addresses tried;
+    /// the message gives each cause on its own line.
+    #[error("cannot connect to {target}{}", lines(&dial_causes(.cause)))]
     Dial {
-        addr: String,
-        #[source]
-        source: Box<DialError>,
+        target: String,
+        cause: Box<DialError>,
     },
     /// A service record failed validation before it was published.
     #[error(transparent)]
@@ -91,6 +91,95 @@ pub enum Error {
     /// The node's event loop has stopped.
     #[error("the devmesh node has stopped")]
     Stopped,
+}
+
+/// Who a failed dial was for: the peer (when known) and the addresses
+/// tried.
+pub fn dial_target(peer: Option<PeerId>, tried: &[libp2p::Multiaddr], error: &DialError) -> String {
+    let mut addrs: Vec<String> = match error {
+        DialError::Transport(errors) => errors.iter().map(|(a, _)| a.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    if addrs.is_empty() {
+        addrs = tried.iter().map(ToString::to_string).collect();
+    }
+    // An address's own `/p2p/<peer>` says the peer again: name it once.
+    let peer = peer.or_else(|| tried.iter().find_map(crate::peer_of));
+    if let Some(p) = peer {
+        let suffix = format!("/p2p/{p}");
+        for a in &mut addrs {
+            if let Some(bare) = a.strip_suffix(&suffix) {
+                *a = bare.to_owned();
+            }
+        }
+    }
+    match (peer, addrs.is_empty()) {
+        (Some(p), true) => format!("peer {p}"),
+        (Some(p), false) => format!("peer {p} at {}", addrs.join(", ")),
+        (None, false) => addrs.join(", "),
+        (None, true) => "a peer with no address".to_owned(),
+    }
+}
+
+/// The causes of a failed dial, each once: per address tried, what went
+/// wrong (libp2p nests them several levels deep in one line).
+pub fn dial_causes(error: &DialError) -> Vec<String> {
+    let mut causes = match error {
+        DialError::Transport(errors) => {
+            let several = errors.len() > 1;
+            errors
+                .iter()
+                .flat_map(|(addr, e)| {
+                    transport_causes(e)
+                        .into_iter()
+                        .map(move |c| if several { format!("{addr}: {c}") } else { c })
+                })
+                .collect()
+        }
+        DialError::WrongPeerId { obtained, address } => vec![format!(
+            "the node at {} is {obtained}, not the peer asked for",
+            address
+        )],
+        DialError::NoAddresses => vec!["no address is known for the peer".to_owned()],
+        other => vec![other.to_string()],
+    };
+    causes.dedup();
+    causes
+}
+
+/// The causes inside a transport error: libp2p's `TransportError::Other`
+/// writes nothing itself, and the DNS transport puts several dials in one.
+pub fn transport_causes(error: &TransportError<std::io::Error>) -> Vec<String> {
+    match error {
+        TransportError::MultiaddrNotSupported(addr) => {
+            vec![format!("{addr} is not an address this node can use")]
+        }
+        TransportError::Other(io) => split_multiple(&Chain(io).to_string()),
+    }
+}
+
+/// The dials of libp2p-dns's "Multiple dial errors occurred:" text, one
+/// each, or `text` as it is.
+fn split_multiple(text: &str) -> Vec<String> {
+    match text.split_once("Multiple dial errors occurred:") {
+        Some((_, rest)) => rest
+            .split("\n - ")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => vec![text.trim().to_owned()],
+    }
+}
+
+/// `causes` after a colon: on the same line when there is one, else one
+/// indented line each.
+fn lines(causes: &[String]) -> String {
+    match causes {
+        [] => ": no reason given".to_owned(),
+        [one] => format!(": {one}"),
+        many => format!(":\n  {}", many.join("\n  ")),
+    }
 }
 
 /// Why a record from the network was dropped.
@@ -128,6 +217,59 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("context")]
     struct Context(#[source] Repeats);
+
+    #[test]
+    fn dial_errors_name_the_peer_and_give_one_cause_per_line() {
+        let peer = PeerId::random();
+        let a: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/1"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        let b: libp2p::Multiaddr = "/ip4/127.0.0.1/udp/1/quic-v1"
+            .parse()
+            .unwrap_or_else(|_| unreachable!());
+        let refused = || {
+            TransportError::Other(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "Connection refused (os error 111)",
+            ))
+        };
+        let error = DialError::Transport(vec![(a.clone(), refused()), (b.clone(), refused())]);
+        let e = Error::Dial {
+            target: dial_target(Some(peer), &[], &error),
+            cause: Box::new(error),
+        };
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot connect to peer {peer} at {a}, {b}:\n  {a}: Connection refused (os error 111)\n  {b}: Connection refused (os error 111)"
+            )
+        );
+        let tried = a.clone().with(libp2p::multiaddr::Protocol::P2p(peer));
+        let one = DialError::Transport(vec![(tried.clone(), refused())]);
+        assert_eq!(
+            Error::Dial {
+                target: dial_target(None, &[tried], &one),
+                cause: Box::new(one),
+            }
+            .to_string(),
+            format!("cannot connect to peer {peer} at {a}: Connection refused (os error 111)")
+        );
+        assert_eq!(
+            split_multiple("Multiple dial errors occurred:\n - x: refused\n - y: timed out"),
+            ["x: refused", "y: timed out"]
+        );
+        let busy = Error::Listen {
+            addr: a.to_string(),
+            cause: Box::new(TransportError::Other(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "Address already in use (os error 98)",
+            ))),
+        };
+        assert_eq!(
+            busy.to_string(),
+            format!("cannot listen on {a}: Address already in use (os error 98)")
+        );
+    }
 
     #[test]
     fn chain_writes_each_source_once() {

@@ -142,6 +142,10 @@ pub struct AdmissionFailure {
     pub peer: PeerId,
     /// What a person should read.
     pub reason: String,
+    /// The peer connected to this node and was refused: its problem, not
+    /// this node's (shown as a past event). False when this node dialled
+    /// it and was refused: this node's problem.
+    pub inbound: bool,
 }
 
 /// A remote provider of a service.

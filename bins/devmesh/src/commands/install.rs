@@ -109,13 +109,14 @@ pub async fn install(home: &Path, yes: bool, remove: bool) -> Result<(), Failure
         eprintln!("devmesh: removed the devmesh block from {shown}");
     } else {
         eprintln!(
-            "devmesh: {} the devmesh block in {shown} ({} names)",
+            "devmesh: {} the devmesh block in {shown} ({} name{})",
             if current.is_some() {
                 "updated"
             } else {
                 "added"
             },
-            wanted.names.len()
+            wanted.names.len(),
+            if wanted.names.len() == 1 { "" } else { "s" }
         );
         wanted.print_urls();
         wanted.remind();

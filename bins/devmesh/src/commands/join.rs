@@ -37,6 +37,13 @@ fn join_ask(args: &JoinArgs) -> Result<JoinAsk, Failure> {
             secret: invite.secret.map(|s| s.to_hex()),
         });
     }
+    let target = args.target.trim();
+    if let Err(error) = target.parse::<mesh_core::Multiaddr>() {
+        return Err(Failure::usage(mesh_control::RequestError::BadMultiaddr {
+            addr: target.to_owned(),
+            error,
+        }));
+    }
     let secret = match &args.secret_file {
         Some(path) => Some(
             mesh_core::Secret::load(path)
@@ -46,7 +53,7 @@ fn join_ask(args: &JoinArgs) -> Result<JoinAsk, Failure> {
         None => None,
     };
     Ok(JoinAsk {
-        addrs: vec![args.target.clone()],
+        addrs: vec![target.to_owned()],
         namespace: args.namespace.clone(),
         secret,
     })
@@ -70,13 +77,23 @@ pub async fn join(home: &Path, args: JoinArgs) -> Result<(), Failure> {
         eprintln!("devmesh: cannot reach {u}");
     }
     if !moving {
+        let refusals = wait_for_admission(&mut client, &joined.peers, args.wait).await?;
         output::emit(args.json, &joined, |joined| {
             for p in &joined.peers {
-                println!("{p}");
-                eprintln!("devmesh: connected to {p}");
+                if !refusals.iter().any(|(peer, _)| peer == p) {
+                    println!("{p}");
+                    eprintln!("devmesh: connected to {p}");
+                }
             }
         });
-        return Ok(());
+        if refusals.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = refusals.into_iter().map(|(_, why)| why).collect();
+        return Err(Failure::failed(anyhow::anyhow!(
+            "not admitted:\n  {}",
+            lines.join("\n  ")
+        )));
     }
     let (members, failure) = wait_for_members(&mut client, args.wait).await?;
     if args.json {
@@ -105,15 +122,80 @@ async fn wait_for_members(
     wait: u64,
 ) -> Result<(usize, Option<String>), Failure> {
     let deadline = Instant::now() + Duration::from_secs(wait);
+    let spinner = crate::progress::spinner("waiting for a member of the namespace to answer");
     loop {
         let status: Status = client.call_as(&Request::Status).await?;
         let peers: Vec<PeerStatus> = client.call_as(&Request::Peers).await?;
         let members = peers.iter().filter(|p| p.kind == "member").count();
-        let failure = status.admission_failures.first().map(|f| f.reason.clone());
+        let failure = status
+            .admission_failures
+            .iter()
+            .find(|f| !f.inbound)
+            .map(|f| f.reason.clone());
         if members > 0 || failure.is_some() || Instant::now() >= deadline {
+            spinner.finish_and_clear();
             return Ok((members, failure));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until each peer joined by multiaddr admitted this node (as a
+/// member, or it is a relay) or refused it, at most `wait` seconds: the
+/// peers that did not admit it, each with why.
+async fn wait_for_admission(
+    client: &mut Client,
+    peers: &[String],
+    wait: u64,
+) -> Result<Vec<(String, String)>, Failure> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(wait);
+    let spinner = crate::progress::spinner("waiting for the peer to admit this node");
+    loop {
+        let status: Status = client.call_as(&Request::Status).await?;
+        let table: Vec<PeerStatus> = client.call_as(&Request::Peers).await?;
+        let mut refused = Vec::new();
+        let mut pending = Vec::new();
+        for peer in peers {
+            let kind = table
+                .iter()
+                .find(|p| &p.peer_id == peer)
+                .map(|p| p.kind.as_str());
+            let failure = status
+                .admission_failures
+                .iter()
+                .find(|f| &f.peer_id == peer && !f.inbound);
+            let why = match (failure, kind) {
+                (Some(f), _) => format!("{peer} refused this node: {}", f.reason),
+                (None, Some("member" | "relay")) => continue,
+                (None, Some("foreign")) => format!(
+                    "{peer} is a member of another namespace than {}: ask one of its members for an invite (`devmesh invite`) and run `devmesh join <token>`",
+                    status.namespace
+                ),
+                // Not in the table yet, a moment after the dial.
+                (None, None) if started.elapsed() < Duration::from_secs(1) => {
+                    pending.push(peer.clone());
+                    continue;
+                }
+                (None, None) => format!(
+                    "{peer} closed the connection without admitting this node: it is in another namespace or holds another secret (`devmesh doctor` there says which)"
+                ),
+                (None, Some(_)) => {
+                    pending.push(peer.clone());
+                    continue;
+                }
+            };
+            refused.push((peer.clone(), why));
+        }
+        if pending.is_empty() || Instant::now() >= deadline {
+            spinner.finish_and_clear();
+            refused.extend(pending.into_iter().map(|p| {
+                let why = format!("{p} did not admit this node within {wait} s");
+                (p, why)
+            }));
+            return Ok(refused);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -137,19 +219,24 @@ fn joined_line(joined: &JoinResult, members: usize) -> String {
     }
 }
 
+/// What `devmesh invite` asks for.
+pub struct InviteAsk {
+    pub namespace: Option<String>,
+    pub bootstrap: Vec<String>,
+    pub rotate: bool,
+    pub yes: bool,
+}
+
 /// `devmesh invite`: prints the token on stdout, and on stderr what
 /// happened to make it and how to pass it on.
-pub async fn invite(
-    home: &Path,
-    namespace: Option<String>,
-    bootstrap: Vec<String>,
-    json: bool,
-) -> Result<(), Failure> {
+pub async fn invite(home: &Path, ask: InviteAsk, json: bool) -> Result<(), Failure> {
     let mut client = daemon::connect_or_start(home).await?;
     let invite: InviteResult = client
         .call_as(&Request::Invite {
-            namespace,
-            bootstrap,
+            namespace: ask.namespace,
+            bootstrap: ask.bootstrap,
+            rotate: ask.rotate,
+            yes: ask.yes,
         })
         .await?;
     output::emit(json, &invite, print_invite);
@@ -214,6 +301,13 @@ mod tests {
             .unwrap();
         assert_eq!(ask.addrs, ["/ip4/127.0.0.1/tcp/1"]);
         assert_eq!(ask.secret, None);
+        let refused = join_ask(&args("foo", None)).err().unwrap();
+        assert_eq!(refused.code, 2);
+        assert!(
+            format!("{:#}", refused.error).starts_with("\"foo\" is not a multiaddr ("),
+            "{:#}",
+            refused.error
+        );
     }
 
     #[test]

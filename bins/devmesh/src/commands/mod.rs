@@ -12,6 +12,7 @@ pub mod plugin;
 pub mod project;
 pub mod route;
 pub mod run;
+pub mod shell;
 pub mod status;
 pub mod up;
 pub mod vscode;

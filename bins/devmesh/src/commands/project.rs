@@ -68,6 +68,9 @@ fn uptime(d: Duration) -> String {
 
 /// `devmesh logs [SERVICE] [-f] [--tail N]`.
 pub async fn logs(home: &Path, args: LogsArgs) -> Result<(), Failure> {
+    if args.daemon {
+        return super::daemon::log(home, args.follow, args.tail).await;
+    }
     let project = project_path()?;
     let mut client = daemon::connect(home).await?;
     let request = Request::Logs(LogsRequest {

@@ -21,11 +21,14 @@ use crate::{
 /// until Ctrl-C, SIGTERM or the daemon stops.
 pub async fn run(home: &Path, args: RunArgs) -> Result<(), Failure> {
     let (detach, json) = (args.detach, args.json);
-    let spec = service_spec(args)?;
+    let (spec, wanted_namespace) = service_spec(args)?;
+    let port = spec.port;
     let mut client = daemon::connect_or_start(home).await?;
+    let status: mesh_control::Status = client.call_as(&Request::Status).await?;
+    audience(&status, &spec.name, wanted_namespace.as_deref());
     let result: RunResult = client
         .call_as(&Request::Run {
-            service: spec,
+            service: spec.clone(),
             hold: !detach,
         })
         .await?;
@@ -39,15 +42,33 @@ pub async fn run(home: &Path, args: RunArgs) -> Result<(), Failure> {
             if detach { "" } else { " (Ctrl-C to stop)" }
         );
     });
+    if !answers(port).await {
+        eprintln!(
+            "devmesh: warning: nothing answers on localhost port {port} yet; requests for {} fail until the service listens there",
+            result.name
+        );
+    }
     if detach {
         return Ok(());
     }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = sigterm.recv() => {}
-        _ = client.closed() => {
-            return Err(anyhow::anyhow!("devmeshd stopped; {} is no longer shared", result.name).into());
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+            _ = client.closed() => {
+                eprintln!(
+                    "devmesh: devmeshd stopped; {} is no longer shared (waiting up to {}s for devmeshd to come back)",
+                    result.name,
+                    REATTACH.as_secs()
+                );
+                tokio::select! {
+                    back = reattach(home, &spec) => client = back?,
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = sigterm.recv() => return Ok(()),
+                }
+                eprintln!("devmesh: devmeshd is back; sharing {} again", result.name);
+            }
         }
     }
     // Closing the connection withdraws the service; stop explicitly
@@ -61,6 +82,84 @@ pub async fn run(home: &Path, args: RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Says who will reach the service: everyone who knows the name of an open
+/// namespace, or nobody of the team when devmesh.toml names another one.
+fn audience(status: &mesh_control::Status, service: &str, wanted: Option<&str>) {
+    if status.role == "relay" {
+        return;
+    }
+    if let Some(wanted) = wanted
+        && status.namespace != wanted
+    {
+        eprintln!(
+            "devmesh: warning: devmesh.toml names namespace {wanted}, but this node is in {}; teammates in {wanted} will not see {service} until this node joins it (`devmesh join <invite token>`)",
+            status.namespace
+        );
+    }
+    if !status.has_secret {
+        eprintln!(
+            "devmesh: namespace {} is open (no secret): any node that knows its name can reach {service}, and mDNS finds this node for anyone on the LAN; `devmesh invite` makes it private",
+            status.namespace
+        );
+    }
+}
+
+/// How long `devmesh run` waits for its daemon to come back after losing it
+/// (a service manager restarting it, `devmesh daemon stop && start`).
+const REATTACH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Registers `spec` again, held, with the daemon that comes back within
+/// [`REATTACH`]; an error when none does or it refuses.
+async fn reattach(home: &Path, spec: &ServiceSpec) -> Result<mesh_control::Client, Failure> {
+    let deadline = std::time::Instant::now() + REATTACH;
+    loop {
+        if let Ok(mut client) = daemon::connect(home).await {
+            let ask = Request::Run {
+                service: spec.clone(),
+                hold: true,
+            };
+            match client.call(&ask).await {
+                Ok(_) => return Ok(client),
+                // A daemon that refuses the service: say why.
+                Err(e @ mesh_control::ControlError::Refused(_)) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!(
+                            "sharing {} again with the restarted devmeshd",
+                            spec.name
+                        ))
+                        .into());
+                }
+                // One still going away (its socket not yet gone): not back.
+                Err(_) => {}
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(anyhow::Error::new(daemon::Unreachable(format!(
+                "devmeshd stopped and did not come back within {}s; {} is no longer shared",
+                REATTACH.as_secs(),
+                spec.name
+            )))
+            .into());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether something accepts TCP connections on `port` of this machine
+/// (127.0.0.1 or ::1, where the node connects to local backends).
+async fn answers(port: u16) -> bool {
+    let try_connect = |addr: std::net::SocketAddr| async move {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok())
+    };
+    try_connect((std::net::Ipv4Addr::LOCALHOST, port).into()).await
+        || try_connect((std::net::Ipv6Addr::LOCALHOST, port).into()).await
+}
+
 /// `devmesh stop`.
 pub async fn stop(home: &Path, name: String) -> Result<(), Failure> {
     let mut client = daemon::connect(home).await?;
@@ -70,31 +169,44 @@ pub async fn stop(home: &Path, name: String) -> Result<(), Failure> {
 }
 
 /// Builds the service to share from the flags, filling gaps from
-/// `[services.<name>]` of the nearest devmesh.toml.
-fn service_spec(args: RunArgs) -> Result<ServiceSpec, Failure> {
+/// `[services.<name>]` of the nearest devmesh.toml; also the namespace its
+/// `[mesh]` names, if any.
+fn service_spec(args: RunArgs) -> Result<(ServiceSpec, Option<String>), Failure> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = match Project::find(&cwd) {
         Some(path) => Some(Project::load(&path)?),
         None => None,
     };
     let from_file = project.as_ref().and_then(|p| p.services.get(&args.name));
-    spec_from(args, from_file)
+    let namespace = project.as_ref().and_then(|p| p.mesh.namespace.clone());
+    Ok((spec_from(args, from_file)?, namespace))
 }
 
 /// The service of `args`, each flag overriding the same setting of
 /// `from_file`.
 fn spec_from(args: RunArgs, from_file: Option<&ServiceConfig>) -> Result<ServiceSpec, Failure> {
     let name = args.name;
+    mesh_core::record::validate_service_name(&name).map_err(Failure::usage)?;
     let port = args
         .port
         .or(from_file.and_then(|s| s.port))
         .ok_or_else(|| Failure::usage(anyhow::anyhow!(
             "no port for service {name:?}: pass --port <port>, or add [services.{name}] with port = <port> to devmesh.toml"
         )))?;
+    if port == 0 {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--port 0 is not a port a service listens on: pass the port of the running service, such as --port 3000"
+        )));
+    }
     let version = args
         .service_version
         .or(from_file.map(|s| s.version.get_ref().clone()))
         .unwrap_or_else(|| "0.0.0".to_owned());
+    // The common `v1.2.3` spelling of a tag.
+    let version = match version.strip_prefix(['v', 'V']) {
+        Some(bare) if semver::Version::parse(bare).is_ok() => bare.to_owned(),
+        _ => version,
+    };
     if let Err(e) = semver::Version::parse(&version) {
         return Err(Failure::usage(anyhow::anyhow!(
             "invalid --version {version:?}: {e}; use a semantic version such as 1.4.2"
@@ -316,6 +428,14 @@ mod tests {
             text.ends_with("needs --health <PATH|URL|tcp> (or health in devmesh.toml)"),
             "{text}"
         );
+        let (code, text) = error(spec_from(args(&["API", "--port", "1"]), None));
+        assert_eq!(code, 2);
+        assert!(text.starts_with("invalid service name \"API\""), "{text}");
+        let (code, text) = error(spec_from(args(&["api", "--port", "0"]), None));
+        assert_eq!(code, 2);
+        assert!(text.starts_with("--port 0 is not a port"), "{text}");
+        let tagged = spec_from(args(&["api", "--port", "1", "--version", "v1.2.3"]), None);
+        assert_eq!(tagged.ok().unwrap().version, "1.2.3");
         let (_, text) = error(spec_from(
             args(&["api", "--port", "1", "--scheme", "ftp"]),
             None,

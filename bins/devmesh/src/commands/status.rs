@@ -15,10 +15,10 @@ pub async fn status(home: &Path, json: bool) -> Result<(), Failure> {
 }
 
 /// `devmesh peers`.
-pub async fn peers(home: &Path, json: bool) -> Result<(), Failure> {
+pub async fn peers(home: &Path, json: bool, wide: bool) -> Result<(), Failure> {
     let mut client = daemon::connect_or_start(home).await?;
     let peers: Vec<PeerStatus> = client.call_as(&Request::Peers).await?;
-    output::emit(json, &peers, |p| output::peers(p));
+    output::emit(json, &peers, |p| output::peers(p, wide));
     Ok(())
 }
 

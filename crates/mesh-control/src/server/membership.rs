@@ -127,6 +127,16 @@ impl Server {
         if namespace.is_none() && peers.is_empty() {
             return Err(RequestError::NoPeerReached { failures });
         }
+        if namespace.is_none() {
+            // Kept for the next start (a token's bootstrap addresses are
+            // in config.toml already).
+            let reached: Vec<Multiaddr> = addrs
+                .iter()
+                .filter(|a| mesh_core::peer_of(a).is_none_or(|p| peers.contains(&p.to_string())))
+                .cloned()
+                .collect();
+            self.saved.joined(&reached);
+        }
         Ok(JoinResult {
             namespace: self.node.snapshot().namespace.clone(),
             peers,
@@ -169,7 +179,7 @@ impl Server {
     /// Dials every peer of `addrs` at once (the addresses of one peer
     /// together, the first that works wins): the peers connected to, and
     /// the ones that could not be reached.
-    async fn dial_all(&self, addrs: &[Multiaddr]) -> (Vec<String>, Vec<DialFailure>) {
+    pub(super) async fn dial_all(&self, addrs: &[Multiaddr]) -> (Vec<String>, Vec<DialFailure>) {
         let dials = mesh_core::group_by_peer(addrs).into_iter().map(|group| {
             let node = self.node.clone();
             async move {
@@ -212,6 +222,7 @@ impl Server {
         &self,
         namespace: Option<String>,
         bootstrap: Vec<String>,
+        new_secret: NewSecret,
     ) -> Result<InviteResult, RequestError> {
         let snapshot = self.node.snapshot();
         let name = match namespace {
@@ -220,7 +231,11 @@ impl Server {
             None => snapshot.namespace.clone(),
         };
         check_name(&name)?;
-        let (secret, created) = match self.stored_secret(&name)? {
+        let stored = self.stored_secret(&name)?.filter(|_| !new_secret.rotate);
+        if stored.is_none() {
+            new_secret.check(&snapshot, &name)?;
+        }
+        let (secret, created) = match stored {
             Some(s) => (s, false),
             None => {
                 let s = Secret::generate();
@@ -258,6 +273,45 @@ impl Server {
             created_secret: created,
             joined: plan.joined,
         })
+    }
+}
+
+/// Whether `invite` may make a new secret for a namespace: one that has
+/// none, or `--rotate`. A new secret cuts off every member connected now,
+/// so it takes `--yes` when there is any, and always with `--rotate`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct NewSecret {
+    pub rotate: bool,
+    pub yes: bool,
+}
+
+impl NewSecret {
+    fn check(self, snapshot: &mesh_core::Snapshot, name: &str) -> Result<(), RequestError> {
+        if self.yes {
+            return Ok(());
+        }
+        let dropped: Vec<String> = if snapshot.namespace == name {
+            snapshot
+                .peers
+                .iter()
+                .filter(|(_, link)| link.kind == mesh_core::admission::PeerKind::Member)
+                .map(|(peer, _)| peer.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !dropped.is_empty() {
+            return Err(RequestError::WouldDropMembers {
+                namespace: name.to_owned(),
+                peers: dropped,
+            });
+        }
+        if self.rotate {
+            return Err(RequestError::RotateNeedsYes {
+                namespace: name.to_owned(),
+            });
+        }
+        Ok(())
     }
 }
 

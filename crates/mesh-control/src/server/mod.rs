@@ -10,11 +10,14 @@
 //! - `projects`: `up`, `ps`, `logs` and `down`, the projects whose
 //!   services this daemon supervises.
 //! - `connect`: `connect`, the loopback listeners of TCP services.
+//! - `saved`: the joins and detached shares kept in the home and restored
+//!   at start.
 
 mod connect;
 mod membership;
 mod projects;
 mod routing;
+mod saved;
 mod services;
 mod status;
 
@@ -30,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use membership::NewSecret;
 use mesh_core::NodeHandle;
 use tokio::{
     io::BufReader,
@@ -68,6 +72,8 @@ pub struct Server {
     owners: services::Owners,
     /// The projects `devmesh up` gave this daemon.
     projects: projects::Projects,
+    /// The joins and detached shares that survive a restart.
+    saved: saved::Store,
     next_conn: AtomicU64,
     /// The open control connections, drained by [`Server::serve`].
     connections: TaskTracker,
@@ -79,12 +85,14 @@ impl Server {
     /// open connections.
     pub fn new(node: NodeHandle, info: ServerInfo, shutdown: CancellationToken) -> Arc<Self> {
         connect::restore(&info);
+        let saved = saved::Store::load(&info.home);
         Arc::new(Self {
             node,
             info,
             shutdown,
             owners: services::Owners::default(),
             projects: projects::Projects::default(),
+            saved,
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
         })
@@ -219,7 +227,13 @@ impl Server {
             Request::Invite {
                 namespace,
                 bootstrap,
-            } => answer(&self.invite(namespace, bootstrap).await?),
+                rotate,
+                yes,
+            } => answer(
+                &self
+                    .invite(namespace, bootstrap, NewSecret { rotate, yes })
+                    .await?,
+            ),
             Request::Route(spec) => answer(&self.route(spec)?),
             Request::Ps { project } => answer(&self.ps(&project).await?),
             Request::Logs(logs) => answer(&self.logs(&logs).await?),

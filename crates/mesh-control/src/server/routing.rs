@@ -128,7 +128,9 @@ impl RouteChange {
                         s.retry = retry;
                     }
                 });
-                info!(%service, ?route, "routing of service changed");
+                // As the settings read in JSON, `{"pin":"12D3…","sticky":true}`.
+                let route = serde_json::to_string(&route).unwrap_or_default();
+                info!(%service, %route, "routing of service changed");
             }
         }
     }

@@ -104,6 +104,7 @@ impl Server {
         hold: bool,
         conn: u64,
     ) -> Result<RunResult, RequestError> {
+        let saved = spec.clone();
         let service = local_service(spec)?;
         let name = service.record.name.clone();
         let version = service.record.version.to_string();
@@ -115,12 +116,14 @@ impl Server {
         };
         self.node.register(service).await?;
         self.owners.set(&name, hold.then_some(conn));
+        self.saved.shared(&saved, !hold);
         Ok(RunResult { url, name, version })
     }
 
     /// Stops providing `name`, held or not.
     pub(super) async fn stop(&self, name: &str) -> Result<(), RequestError> {
         self.owners.set(name, None);
+        self.saved.stopped(name);
         if self.node.unregister(name).await? {
             Ok(())
         } else {

@@ -127,7 +127,11 @@ pub(super) fn status(
                 .map(move |p| service_status(snapshot, info.proxy_addr, name, &p, now))
         })
         .collect();
-    let with_id = |a: &Multiaddr| format!("{a}/p2p/{}", snapshot.local_peer);
+    // `/p2p/<id>` once, also for an address that carries it already.
+    let with_id = |a: &Multiaddr| match a.iter().last() {
+        Some(mesh_core::multiaddr::Protocol::P2p(p)) if p == snapshot.local_peer => a.to_string(),
+        _ => format!("{a}/p2p/{}", snapshot.local_peer),
+    };
     Status {
         peer_id: snapshot.local_peer.to_string(),
         role: match snapshot.role {
@@ -163,6 +167,7 @@ pub(super) fn status(
             .map(|f| AdmissionFailureStatus {
                 peer_id: f.peer.to_string(),
                 reason: f.reason.clone(),
+                inbound: f.inbound,
             })
             .collect(),
         proxy_addr: info.proxy_addr.map(|a| a.to_string()),
@@ -170,6 +175,7 @@ pub(super) fn status(
         conflicts,
         services,
         listeners: Vec::new(),
+        home: None,
     }
 }
 
@@ -251,6 +257,7 @@ impl Server {
         let snapshot = self.node.snapshot();
         let conflicts = conflicts(&snapshot, self.info.routing.as_deref());
         let mut status = status(&snapshot, &self.info, conflicts, now);
+        status.home = Some(self.saved.status(&self.info));
         self.add_listeners(&snapshot, &mut status);
         status
     }

@@ -92,11 +92,26 @@ impl Node {
     }
 
     fn admission_failed(&mut self, peer: PeerId, reason: Rejection, now: Instant) {
-        warn!(%peer, %reason, "admission failed; disconnecting");
+        let inbound = self.peers.came_to_us(&peer);
+        let text = reason.to_string();
+        // Once per peer and reason: an outsider that keeps trying is
+        // worth one line, not one per attempt.
+        if self
+            .failures
+            .iter()
+            .any(|f| f.peer == peer && f.reason == text)
+        {
+            debug!(%peer, %reason, inbound, "admission failed again; disconnecting");
+        } else if inbound {
+            warn!(%peer, %reason, "admission failed for a peer that connected to this node (its problem, not ours); disconnecting");
+        } else {
+            warn!(%peer, %reason, "admission failed; disconnecting");
+        }
         self.failures.retain(|f| f.peer != peer);
         self.failures.push_back(AdmissionFailure {
             peer,
-            reason: reason.to_string(),
+            reason: text,
+            inbound,
         });
         while self.failures.len() > MAX_FAILURES {
             self.failures.pop_front();

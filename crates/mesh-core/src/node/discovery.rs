@@ -54,8 +54,8 @@ impl Node {
                 answer(
                     reply,
                     Err(Error::Dial {
-                        addr: first.to_string(),
-                        source: Box::new(source),
+                        target: crate::error::dial_target(peer, &addrs, &source),
+                        cause: Box::new(source),
                     }),
                 );
             }
@@ -111,6 +111,7 @@ impl Node {
         self.peers.clear_back_offs();
         let _ = self.events.send(Event::ServicesChanged);
         self.namespace_changed();
+        self.redial_lan();
         let _ = self.discovery.add(bootstrap);
         self.discovery.find_fast();
         self.provide();
@@ -140,6 +141,24 @@ impl Node {
             changed |= self.use_relay(peer);
         }
         changed
+    }
+
+    /// Dials again the peers mDNS knows on the LAN: after a move into
+    /// another namespace (a `join` with a token that names no bootstrap
+    /// peer), the members there are among them, and mDNS reports a peer
+    /// only once until its record expires.
+    fn redial_lan(&mut self) {
+        let Some(mdns) = self.swarm.behaviour().mdns.as_ref() else {
+            return;
+        };
+        let known: Vec<PeerId> = mdns.discovered_nodes().copied().collect();
+        for peer in known {
+            if !self.swarm.is_connected(&peer) {
+                debug!(%peer, "dialling a peer mDNS found, after a namespace change");
+                // mDNS (and Kademlia) hand the swarm the peer's addresses.
+                let _ = self.swarm.dial(DialOpts::peer_id(peer).build());
+            }
+        }
     }
 
     /// mDNS found peers on the LAN: dial those not connected.

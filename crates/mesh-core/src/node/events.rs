@@ -9,7 +9,7 @@ use libp2p::{
     gossipsub, request_response,
     swarm::{ConnectionId, SwarmEvent},
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{Changed, Node, handle::Event};
 use crate::{
@@ -76,14 +76,25 @@ impl Node {
             } => {
                 debug!(peer = ?peer_id, %error, "outgoing connection failed");
                 if let Some(peer) = peer_id
+                    && self.discovery.is_bootstrap(&peer)
+                    && self.discovery.bootstrap_failed(peer)
+                {
+                    let causes = crate::error::dial_causes(&error).join("; ");
+                    warn!(
+                        bootstrap = %crate::error::dial_target(Some(peer), &[], &error),
+                        cause = %causes,
+                        "cannot reach a bootstrap peer; trying again every few seconds"
+                    );
+                }
+                if let Some(peer) = peer_id
                     && let Some(backoff) = self.peers.dial_failed(peer, Instant::now())
                 {
                     debug!(%peer, ?backoff, "member from the DHT unreachable; trying again later");
                 }
                 if let Some(reply) = self.pending_dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
-                        addr: peer_id.map(|p| p.to_string()).unwrap_or_default(),
-                        source: Box::new(error),
+                        target: crate::error::dial_target(peer_id, &[], &error),
+                        cause: Box::new(error),
                     }));
                 }
                 Changed::NO
@@ -110,6 +121,9 @@ impl Node {
     ) -> Changed {
         if let Some(reply) = self.pending_dials.remove(&id) {
             let _ = reply.send(Ok(peer));
+        }
+        if self.discovery.bootstrap_reached(&peer) {
+            info!(%peer, "bootstrap peer reached again");
         }
         if conn.dialer && !conn.relayed {
             self.swarm

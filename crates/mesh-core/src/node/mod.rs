@@ -204,7 +204,7 @@ impl Node {
                 .listen_on(addr.clone())
                 .map_err(|source| Error::Listen {
                     addr: addr.to_string(),
-                    source: Box::new(source),
+                    cause: Box::new(source),
                 })?;
         }
         for addr in &config.external {

@@ -114,7 +114,15 @@ impl Node {
     }
 
     fn reject_record(&self, from: PeerId, reason: RecordRejection) {
-        warn!(peer = %from, %reason, "dropped malformed or invalid record");
+        match &reason {
+            // Gossip that arrives while the handshake is still running: a
+            // normal race of every join (the sync after admission brings
+            // the records), nothing a person need look at.
+            RecordRejection::NotMember {
+                kind: crate::admission::PeerKind::Pending,
+            } => debug!(peer = %from, %reason, "dropped a record that came before admission"),
+            _ => warn!(peer = %from, %reason, "dropped malformed or invalid record"),
+        }
         let reason = Arc::new(reason);
         let _ = self.events.send(Event::RecordRejected { from, reason });
     }

@@ -339,6 +339,14 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         })
     }
 
+    /// Whether every open connection to the peer is one it dialled (it
+    /// came to this node, not the other way round).
+    pub(crate) fn came_to_us(&self, peer: &PeerId) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| !p.conns.is_empty() && p.conns.values().all(|c| !c.dialer))
+    }
+
     /// For each connection to the peer, whether it is QUIC.
     pub(crate) fn transports(&self, peer: &PeerId) -> Vec<bool> {
         self.peers

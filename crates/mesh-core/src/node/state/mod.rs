@@ -20,6 +20,8 @@ const FIND_FAST_FOR: Duration = Duration::from_secs(60);
 pub(super) struct Discovery {
     bootstrap: Vec<Multiaddr>,
     find_fast_until: Instant,
+    /// Bootstrap peers whose failed dial was logged (once per outage).
+    unreachable: std::collections::HashSet<libp2p::PeerId>,
 }
 
 impl Discovery {
@@ -27,7 +29,26 @@ impl Discovery {
         Self {
             bootstrap,
             find_fast_until: Instant::now(),
+            unreachable: std::collections::HashSet::new(),
         }
+    }
+
+    /// Whether `peer` is a bootstrap peer.
+    pub(super) fn is_bootstrap(&self, peer: &libp2p::PeerId) -> bool {
+        self.bootstrap
+            .iter()
+            .any(|a| crate::peer_of(a).as_ref() == Some(peer))
+    }
+
+    /// A dial of bootstrap peer `peer` failed: true the first time since it
+    /// was last reached (worth a warning), false while it stays down.
+    pub(super) fn bootstrap_failed(&mut self, peer: libp2p::PeerId) -> bool {
+        self.unreachable.insert(peer)
+    }
+
+    /// Bootstrap peer `peer` is reached: its next failure is news again.
+    pub(super) fn bootstrap_reached(&mut self, peer: &libp2p::PeerId) -> bool {
+        self.unreachable.remove(peer)
     }
 
     pub(super) fn bootstrap(&self) -> &[Multiaddr] {
