@@ -10,6 +10,7 @@ mod health;
 mod http;
 mod http2;
 mod https;
+mod inspect;
 mod install;
 mod large;
 mod lifecycle;
