@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use self::finish::{Finish, Inspected};
-pub(crate) use self::finish::Observed;
+pub(crate) use self::finish::{BoxError, Observed};
 use super::Front;
 use crate::{
     Proxy,

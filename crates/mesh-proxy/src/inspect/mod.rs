@@ -12,6 +12,7 @@
 //! entries; `peer` serves and asks the provider side over libp2p.
 
 mod capture;
+mod chunked;
 pub mod diff;
 mod entry;
 mod inspector;

@@ -6,25 +6,52 @@
 //! a request head (gathered across reads, at most [`MAX_HEAD`]), its body
 //! by `Content-Length` or chunked framing, the response head (interim 1xx
 //! skipped) and its body by its framing or until the stream closes. Only
-//! the first [`BODY_PREFIX`](super::BODY_PREFIX) bytes of each body are
-//! copied. Anything that does not parse, and whatever follows a protocol
+//! the first [`BODY_PREFIX`](super::BODY_PREFIX) bytes of each body's data
+//! are copied (a chunked body without its framing). Anything that does not parse, and whatever follows a protocol
 //! switch (101), turns the capture off for that stream.
 
 use std::time::SystemTime;
 
 use bytes::BytesMut;
 
-use super::{BODY_PREFIX, Entry, Prefix, Side, Timings, entry::header_pair};
+use super::{BODY_PREFIX, Entry, Prefix, Side, Timings, chunked::Dechunk, entry::header_pair};
 use crate::{
     reqlog,
-    trace::{
-        context::TRACEPARENT,
-        sniff::{Framing, MAX_HEADERS, next_framing},
-    },
+    trace::{context::TRACEPARENT, sniff::MAX_HEADERS},
 };
 
 /// Most bytes of a head gathered across reads.
 pub(crate) const MAX_HEAD: usize = 64 << 10;
+
+/// How a body's end is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Dechunk),
+    /// Until the stream closes.
+    UntilClose,
+}
+
+impl Framing {
+    /// Feeds body bytes into `prefix`: `Some(true)` once the body ended,
+    /// `None` when it is malformed.
+    fn feed(&mut self, bytes: &[u8], prefix: &mut Prefix) -> Option<bool> {
+        match self {
+            Framing::Length(left) => {
+                let n = (*left).min(bytes.len() as u64);
+                prefix.see(&bytes[..n as usize]);
+                *left -= n;
+                Some(*left == 0)
+            }
+            Framing::Chunked(d) => d.feed(bytes, |data| prefix.see(data)).ok(),
+            Framing::UntilClose => {
+                prefix.see(bytes);
+                Some(false)
+            }
+        }
+    }
+}
 
 /// Who a tunnel is between.
 #[derive(Debug, Clone)]
@@ -113,8 +140,10 @@ impl Capture {
                     Parsed::Complete(mut flight, len) => {
                         let consumed_before = head.len().saturating_sub(bytes.len());
                         let body_at = len.saturating_sub(consumed_before);
-                        flight_request_body(&mut flight, &bytes[body_at.min(bytes.len())..]);
-                        State::InFlight(flight)
+                        match flight_request_body(&mut flight, &bytes[body_at.min(bytes.len())..]) {
+                            Some(()) => State::InFlight(flight),
+                            None => State::Off,
+                        }
                     }
                     Parsed::Partial if head.len().max(bytes.len()) <= MAX_HEAD => {
                         if fresh {
@@ -126,13 +155,15 @@ impl Capture {
                 };
             }
             State::InFlight(mut flight) => {
-                flight_request_body(&mut flight, bytes);
-                self.state = State::InFlight(flight);
+                if flight_request_body(&mut flight, bytes).is_some() {
+                    self.state = State::InFlight(flight);
+                }
             }
-            State::Draining(left) => {
-                self.state = match next_framing(left, bytes) {
-                    Some(left) => State::Draining(left),
-                    None => State::Idle(BytesMut::new()),
+            State::Draining(mut left) => {
+                self.state = match left.feed(bytes, &mut Prefix::new(0)) {
+                    Some(false) => State::Draining(left),
+                    Some(true) => State::Idle(BytesMut::new()),
+                    None => State::Off,
                 };
             }
             State::Off => {}
@@ -142,9 +173,13 @@ impl Capture {
     /// Bytes from the backend, as they go to the consumer; the entry when
     /// they end a response.
     pub(crate) fn on_backend(&mut self, bytes: &[u8], now: SystemTime) -> Option<Entry> {
-        let State::InFlight(mut flight) = std::mem::replace(&mut self.state, State::Off) else {
-            // Not a response this capture follows (and off stays off).
-            return None;
+        let mut flight = match std::mem::replace(&mut self.state, State::Off) {
+            State::InFlight(flight) => flight,
+            other => {
+                // Not a response this capture follows.
+                self.state = other;
+                return None;
+            }
         };
         let body = match &mut flight.response {
             Response::Head(head) => {
@@ -187,14 +222,13 @@ impl Capture {
         let Response::Body { prefix, left, .. } = &mut flight.response else {
             unreachable!("the response head was read above");
         };
-        prefix.see(body);
-        match next_framing(*left, body) {
-            Some(next) => {
-                *left = next;
+        match left.feed(body, prefix) {
+            None => None,
+            Some(false) => {
                 self.state = State::InFlight(flight);
                 None
             }
-            None => {
+            Some(true) => {
                 let request_left = flight.request_left;
                 let entry = self.entry(*flight, now);
                 self.state = match request_left {
@@ -285,13 +319,16 @@ impl Capture {
     }
 }
 
-/// Request body bytes of `flight`, while its body lasts.
-fn flight_request_body(flight: &mut Flight, bytes: &[u8]) {
-    let Some(left) = flight.request_left else {
-        return;
+/// Request body bytes of `flight`, while its body lasts; `None` when the
+/// body is malformed.
+fn flight_request_body(flight: &mut Flight, bytes: &[u8]) -> Option<()> {
+    let Some(left) = &mut flight.request_left else {
+        return Some(());
     };
-    flight.request.see(bytes);
-    flight.request_left = next_framing(left, bytes);
+    if left.feed(bytes, &mut flight.request)? {
+        flight.request_left = None;
+    }
+    Some(())
 }
 
 /// The final response head at the start of `bytes` (interim heads
@@ -341,7 +378,7 @@ fn body_framing(headers: &[httparse::Header<'_>]) -> Option<Framing> {
             .next()
             .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     }) {
-        return Some(Framing::Chunked([0; 5]));
+        return Some(Framing::Chunked(Dechunk::default()));
     }
     match find(headers, "content-length") {
         Some(v) => std::str::from_utf8(v)

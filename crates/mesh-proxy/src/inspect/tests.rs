@@ -1,3 +1,5 @@
+use http::HeaderMap;
+
 use super::*;
 
 fn entry(service: &str, status: u16, body: usize) -> Entry {

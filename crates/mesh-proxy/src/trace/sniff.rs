@@ -41,7 +41,7 @@ struct Pending {
 
 /// How the response's end is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+enum Framing {
     /// This many body bytes are still to come.
     Length(u64),
     /// Chunked: ends with a last chunk; the last bytes seen so far.
@@ -245,7 +245,7 @@ fn response_head(bytes: &[u8], pending: &mut Pending) -> Option<(usize, Framing)
 }
 
 /// The framing after `body` bytes more, `None` once the response ended.
-pub(crate) fn next_framing(framing: Framing, body: &[u8]) -> Option<Framing> {
+fn next_framing(framing: Framing, body: &[u8]) -> Option<Framing> {
     match framing {
         Framing::Length(left) => {
             let left = left.saturating_sub(body.len() as u64);

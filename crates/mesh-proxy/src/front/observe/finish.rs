@@ -36,7 +36,7 @@ pub(crate) struct Inspected {
 }
 
 /// A request, as recorded once its response has been sent.
-pub(super) struct Finish {
+pub(crate) struct Finish {
     pub observe: Observe,
     /// The connection's last metric series.
     pub series: Arc<metrics::LastSeries>,
