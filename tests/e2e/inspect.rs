@@ -42,17 +42,22 @@ fn header<'a>(side: &'a serde_json::Value, list: &str, name: &str) -> Option<&'a
 #[tokio::test(flavor = "multi_thread")]
 async fn both_ends_of_a_request_with_secrets_bodies_and_filters() {
     // A masks secrets (the default); B keeps them.
-    let (a, b) = tokio::join!(
-        Daemon::start(),
-        Daemon::start_with(&["--inspect-secrets"])
-    );
+    let (a, b) = tokio::join!(Daemon::start(), Daemon::start_with(&["--inspect-secrets"]));
     b.join(&a).await;
     let backend = Backend::start("api-a").await;
     let _run = a.run_service("api", backend.port(), "1.0.0").await;
     b.wait_for_service("api", |s| s["route"] == "remote").await;
 
     let auth = [("authorization", "Bearer s3cret")];
-    let r = request(b.proxy, "GET", "api.localhost", "/headers?x=1", Bytes::new(), &auth).await;
+    let r = request(
+        b.proxy,
+        "GET",
+        "api.localhost",
+        "/headers?x=1",
+        Bytes::new(),
+        &auth,
+    )
+    .await;
     assert_eq!(r.status, 200);
     let trace = r.header("x-devmesh-trace-id").to_owned();
 
@@ -63,7 +68,11 @@ async fn both_ends_of_a_request_with_secrets_bodies_and_filters() {
     assert_eq!(summary["trace_id"], trace.as_str());
     let id = summary["id"].as_u64().unwrap().to_string();
     let full = inspect(&b, &[&id]).await;
-    assert_eq!(header(&full, "request_headers", "authorization"), Some("Bearer s3cret"), "B keeps secrets");
+    assert_eq!(
+        header(&full, "request_headers", "authorization"),
+        Some("Bearer s3cret"),
+        "B keeps secrets"
+    );
     assert_eq!(full["provider"], a.peer_id.as_str());
     let side = &full["provider_side"];
     assert_eq!(side["side"], "provider", "{full:#}");
@@ -72,20 +81,52 @@ async fn both_ends_of_a_request_with_secrets_bodies_and_filters() {
     assert_eq!(side["status"], 200);
     // What A's backend received: devmesh's rewrites.
     let port = backend.port();
-    assert_eq!(header(side, "request_headers", "host"), Some(format!("localhost:{port}").as_str()));
-    assert!(header(side, "request_headers", "x-forwarded-for").is_some(), "{side:#}");
+    assert_eq!(
+        header(side, "request_headers", "host"),
+        Some(format!("localhost:{port}").as_str())
+    );
+    assert!(
+        header(side, "request_headers", "x-forwarded-for").is_some(),
+        "{side:#}"
+    );
     assert!(header(side, "request_headers", "traceparent").is_some());
-    assert_eq!(header(side, "request_headers", "authorization"), Some("<masked>"), "A masks");
-    assert!(side["response_body"]["data"].as_str().unwrap().contains("\"uri\":\"/headers?x=1\""));
+    assert_eq!(
+        header(side, "request_headers", "authorization"),
+        Some("<masked>"),
+        "A masks"
+    );
+    assert!(
+        side["response_body"]["data"]
+            .as_str()
+            .unwrap()
+            .contains("\"uri\":\"/headers?x=1\"")
+    );
     // A's own listing has the provider side too.
     let on_a = inspect(&a, &[]).await;
-    assert!(on_a.as_array().unwrap().iter().any(|e| e["side"] == "provider" && e["trace_id"] == trace.as_str()));
+    assert!(
+        on_a.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["side"] == "provider" && e["trace_id"] == trace.as_str())
+    );
 
     // A 1 MiB body is delivered whole and kept as 64 KiB on both ends.
     let big: Vec<u8> = (0..1 << 20).map(|i: u32| b'a' + (i % 26) as u8).collect();
-    let r = request(b.proxy, "POST", "api.localhost", "/echo", Bytes::from(big.clone()), &[]).await;
+    let r = request(
+        b.proxy,
+        "POST",
+        "api.localhost",
+        "/echo",
+        Bytes::from(big.clone()),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 200);
-    assert!(r.body == big, "the echoed body arrived whole ({} bytes)", r.body.len());
+    assert!(
+        r.body == big,
+        "the echoed body arrived whole ({} bytes)",
+        r.body.len()
+    );
     let summary = entry_for(&b, "/echo").await;
     let full = inspect(&b, &[&summary["id"].as_u64().unwrap().to_string()]).await;
     for (who, e) in [("caller", &full), ("provider", &full["provider_side"])] {
@@ -107,7 +148,10 @@ async fn both_ends_of_a_request_with_secrets_bodies_and_filters() {
     let failed = failed.as_array().unwrap();
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["status"], 503);
-    assert_eq!(inspect(&b, &["--service", "nothing"]).await, serde_json::json!([]));
+    assert_eq!(
+        inspect(&b, &["--service", "nothing"]).await,
+        serde_json::json!([])
+    );
     let bad = b.cli(&["inspect", "--status", "500"]).await;
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a class"));
@@ -137,7 +181,10 @@ async fn follow_prints_new_requests_as_they_come() {
     // The stream is open once a request made now shows up.
     let deadline = tokio::time::Instant::now() + SHORT;
     let seen = loop {
-        assert!(tokio::time::Instant::now() < deadline, "--follow printed no request");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "--follow printed no request"
+        );
         let r = get(a.proxy, "api.localhost", "/hello").await;
         assert_eq!(r.status, 200);
         let Ok(line) = tokio::time::timeout(Duration::from_secs(1), lines.next_line()).await else {
@@ -165,27 +212,60 @@ async fn replay_to_another_version_shows_the_diff() {
     b.wait_for_service("api", |s| s["version"] == "2.0.0").await;
     b.wait_for_service("api", |s| s["version"] == "1.0.0").await;
 
-    let r = request(b.proxy, "GET", "api.localhost", "/name", Bytes::new(), &[("x-devmesh-require", "^1")]).await;
+    let r = request(
+        b.proxy,
+        "GET",
+        "api.localhost",
+        "/name",
+        Bytes::new(),
+        &[("x-devmesh-require", "^1")],
+    )
+    .await;
     assert_eq!(r.text(), "api-v1");
-    let id = entry_for(&b, "/name").await["id"].as_u64().unwrap().to_string();
+    let id = entry_for(&b, "/name").await["id"]
+        .as_u64()
+        .unwrap()
+        .to_string();
 
     let replay = b.cli_json(&["replay", &id, "--require", "^2"]).await;
     assert_eq!(replay["original"]["status"], 200);
     assert_eq!(replay["replayed"]["status"], 200);
     assert_eq!(replay["replayed"]["body"]["data"], "api-v2");
     let diff = replay["diff"].as_str().unwrap();
-    assert!(diff.contains("-api-v1\n") && diff.contains("+api-v2\n"), "{diff}");
+    assert!(
+        diff.contains("-api-v1\n") && diff.contains("+api-v2\n"),
+        "{diff}"
+    );
     assert!(diff.contains("+x-devmesh-service: api@2.0.0"), "{diff}");
-    let new_id = replay["replayed"]["id"].as_u64().expect("the replay's own entry").to_string();
+    let new_id = replay["replayed"]["id"]
+        .as_u64()
+        .expect("the replay's own entry")
+        .to_string();
     let again = inspect(&b, &[&new_id]).await;
     assert_eq!(again["provider"], c.peer_id.as_str());
     assert_eq!(again["provider_side"]["provider"], c.peer_id.as_str());
 
     // Pinned to a peer, with a header set: the human form.
-    let out = b.cli(&["replay", &id, "--to-peer", &a.peer_id, "--set-header", "X-Try: 1"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = b
+        .cli(&[
+            "replay",
+            &id,
+            "--to-peer",
+            &a.peer_id,
+            "--set-header",
+            "X-Try: 1",
+        ])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("original") && text.contains("replayed"), "{text}");
+    assert!(
+        text.contains("original") && text.contains("replayed"),
+        "{text}"
+    );
     assert!(text.contains("the responses are the same"), "{text}");
     let bad = b.cli(&["replay", &id, "--to-peer", "nobody"]).await;
     assert!(!bad.status.success());
@@ -209,7 +289,12 @@ async fn the_count_bound_evicts_the_oldest_and_off_keeps_nothing() {
         (list[0]["url"] == "/hello?n=4").then_some(list)
     })
     .await;
-    let urls: Vec<&str> = list.as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap()).collect();
+    let urls: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
     assert_eq!(urls, ["/hello?n=4", "/hello?n=3", "/hello?n=2"]);
     let oldest = list[2]["id"].as_u64().unwrap();
     let gone = a.cli(&["inspect", &(oldest - 1).to_string()]).await;

@@ -117,7 +117,13 @@ pub fn section(md: &mut String, bin: &Path, quick: bool) -> anyhow::Result<()> {
     let off = ["--metrics", "off", "--inspect", "off"];
     let metrics = ["--inspect", "off"];
     let (a_off, b_off) = pair(bin, &tmp.path().join("off"), "bench-off", port, &off)?;
-    let (a_m, b_m) = pair(bin, &tmp.path().join("metrics"), "bench-metrics", port, &metrics)?;
+    let (a_m, b_m) = pair(
+        bin,
+        &tmp.path().join("metrics"),
+        "bench-metrics",
+        port,
+        &metrics,
+    )?;
     let (a_d, b_d) = pair(bin, &tmp.path().join("default"), "bench-default", port, &[])?;
     let (a_all, b_all) = pair(bin, &tmp.path().join("all"), "bench-all", port, &all)?;
     let nodes = [&a_off, &a_m, &a_d, &a_all, &b_off, &b_m, &b_d, &b_all];

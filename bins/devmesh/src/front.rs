@@ -35,7 +35,12 @@ impl Front {
         Ok(Front { addr })
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<http::Response<Incoming>> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<http::Response<Incoming>> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .with_context(|| format!("connecting to the front door at {}", self.addr))?;
@@ -50,7 +55,10 @@ impl Front {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = sender.send_request(req).await.context("asking the front door")?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .context("asking the front door")?;
         if !resp.status().is_success() {
             let status = resp.status();
             let body = resp.into_body().collect().await?.to_bytes();
@@ -65,12 +73,22 @@ impl Front {
 
     /// `GET path` as JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        let body = self.send(Method::GET, path, None).await?.into_body().collect().await?.to_bytes();
+        let body = self
+            .send(Method::GET, path, None)
+            .await?
+            .into_body()
+            .collect()
+            .await?
+            .to_bytes();
         serde_json::from_slice(&body).context("the front door's answer is not JSON")
     }
 
     /// `POST path` with a JSON body, as JSON.
-    pub async fn post(&self, path: &str, value: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    pub async fn post(
+        &self,
+        path: &str,
+        value: &serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
         let body = self
             .send(Method::POST, path, Some(serde_json::to_vec(value)?))
             .await?
@@ -83,18 +101,25 @@ impl Front {
 
     /// The events of `GET path` (server-sent events), each `data:` line's
     /// JSON given to `each`, until the stream ends.
-    pub async fn events(&self, path: &str, mut each: impl FnMut(serde_json::Value)) -> anyhow::Result<()> {
+    pub async fn events(
+        &self,
+        path: &str,
+        mut each: impl FnMut(serde_json::Value),
+    ) -> anyhow::Result<()> {
         let mut body = self.send(Method::GET, path, None).await?.into_body();
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.context("reading the event stream")?;
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             pending.extend_from_slice(data);
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line);
                 if let Some(json) = line.trim_end().strip_prefix("data:") {
-                    let value = serde_json::from_str(json.trim()).map_err(|e| anyhow!("a malformed event: {e}"))?;
+                    let value = serde_json::from_str(json.trim())
+                        .map_err(|e| anyhow!("a malformed event: {e}"))?;
                     each(value);
                 }
             }

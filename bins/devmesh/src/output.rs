@@ -288,13 +288,17 @@ pub fn request_row(e: &serde_json::Value) {
 pub fn requests(list: &serde_json::Value) {
     let entries = list.as_array().map(Vec::as_slice).unwrap_or_default();
     if entries.is_empty() {
-        println!("no requests yet (or none match): make one through the front door, then run `devmesh inspect` again");
+        println!(
+            "no requests yet (or none match): make one through the front door, then run `devmesh inspect` again"
+        );
         return;
     }
     let mut rows = vec![
-        ["ID", "TIME", "SIDE", "METHOD", "STATUS", "SERVICE", "ROUTE", "MS", "URL"]
-            .map(String::from)
-            .to_vec(),
+        [
+            "ID", "TIME", "SIDE", "METHOD", "STATUS", "SERVICE", "ROUTE", "MS", "URL",
+        ]
+        .map(String::from)
+        .to_vec(),
     ];
     rows.extend(entries.iter().map(request_cells));
     table(&rows);
@@ -308,7 +312,11 @@ fn body_text(b: &serde_json::Value) -> String {
         _ => data.to_owned(),
     };
     if b["truncated"].as_bool() == Some(true) {
-        out.push_str(&format!("\n… (first {} of {} bytes)", data.len(), b["total"]));
+        out.push_str(&format!(
+            "\n… (first {} of {} bytes)",
+            data.len(),
+            b["total"]
+        ));
     }
     out
 }
@@ -327,7 +335,11 @@ fn request_side(e: &serde_json::Value) {
     );
     let headers = |k: &str, mark: &str| {
         for h in e[k].as_array().map(Vec::as_slice).unwrap_or_default() {
-            println!("{mark} {}: {}", h[0].as_str().unwrap_or(""), h[1].as_str().unwrap_or(""));
+            println!(
+                "{mark} {}: {}",
+                h[0].as_str().unwrap_or(""),
+                h[1].as_str().unwrap_or("")
+            );
         }
     };
     headers("request_headers", ">");
@@ -351,7 +363,11 @@ pub fn request(e: &serde_json::Value) {
         text("time"),
         text("service"),
         text("version"),
-        if text("provider").is_empty() { "-" } else { text("provider") },
+        if text("provider").is_empty() {
+            "-"
+        } else {
+            text("provider")
+        },
         text("route"),
     );
     request_side(e);
@@ -362,7 +378,10 @@ pub fn request(e: &serde_json::Value) {
             e["provider_side_reason"].as_str().unwrap_or("not asked")
         ),
         side => {
-            println!("provider side, on {}:", side["provider"].as_str().unwrap_or("?"));
+            println!(
+                "provider side, on {}:",
+                side["provider"].as_str().unwrap_or("?")
+            );
             request_side(side);
         }
     }
@@ -370,11 +389,21 @@ pub fn request(e: &serde_json::Value) {
 
 /// `devmesh replay`: both statuses and the diff.
 pub fn replay(r: &serde_json::Value) {
-    for w in r["warnings"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for w in r["warnings"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         eprintln!("devmesh: {}", w.as_str().unwrap_or(""));
     }
-    println!("original  #{}  {}", r["original"]["id"], r["original"]["status"]);
-    println!("replayed  #{}  {}", r["replayed"]["id"], r["replayed"]["status"]);
+    println!(
+        "original  #{}  {}",
+        r["original"]["id"], r["original"]["status"]
+    );
+    println!(
+        "replayed  #{}  {}",
+        r["replayed"]["id"], r["replayed"]["status"]
+    );
     match r["diff"].as_str() {
         Some("") | None => println!("the responses are the same"),
         Some(diff) => print!("{diff}"),

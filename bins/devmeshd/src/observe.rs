@@ -290,8 +290,14 @@ mod tests {
             inspect_bytes: Some("huge".into()),
             ..ObserveArgs::default()
         };
-        let err = format!("{:#}", ObserveSettings::resolve(bad, &file("")).unwrap_err());
-        assert!(err.contains("--inspect-bytes") && err.contains("64MiB"), "{err}");
+        let err = format!(
+            "{:#}",
+            ObserveSettings::resolve(bad, &file("")).unwrap_err()
+        );
+        assert!(
+            err.contains("--inspect-bytes") && err.contains("64MiB"),
+            "{err}"
+        );
     }
 
     #[test]

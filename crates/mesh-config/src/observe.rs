@@ -34,7 +34,9 @@ pub struct InspectSection {
 
 /// A size that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a size; write a number of bytes with an optional unit: 65536, 512KiB, 64MiB, 1GiB")]
+#[error(
+    "{0:?} is not a size; write a number of bytes with an optional unit: 65536, 512KiB, 64MiB, 1GiB"
+)]
 pub struct SizeError(pub String);
 
 /// A size in bytes: a number with an optional binary unit (`B`, `K`/`KB`/`KiB`,

@@ -175,7 +175,12 @@ impl Proxy {
     }
 
     /// What the inspector captures of a tunnel for `service` from `peer`.
-    fn tunnel_capture(&self, peer: PeerId, service: &str, inspector: Arc<Inspector>) -> TunnelCapture {
+    fn tunnel_capture(
+        &self,
+        peer: PeerId,
+        service: &str,
+        inspector: Arc<Inspector>,
+    ) -> TunnelCapture {
         let snapshot = self.node.snapshot();
         let ends = Ends {
             service: service.to_owned(),

@@ -15,8 +15,8 @@ use std::{
 use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use self::finish::{Finish, Inspected};
 pub(crate) use self::finish::{BoxError, Observed};
+use self::finish::{Finish, Inspected};
 use super::Front;
 use crate::{
     Proxy,

@@ -53,7 +53,10 @@ pub(super) fn text(status: StatusCode, body: &'static str) -> Response<Observed>
 /// A JSON answer of the front door.
 pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Observed> {
     let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut resp = Response::new(Observed::new(Either::Right(Full::new(Bytes::from(body))), None));
+    let mut resp = Response::new(Observed::new(
+        Either::Right(Full::new(Bytes::from(body))),
+        None,
+    ));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

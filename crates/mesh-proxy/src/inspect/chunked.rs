@@ -49,7 +49,11 @@ impl Dechunk {
                     data(&bytes[i..i + n]);
                     i += n;
                     let left = left - n as u64;
-                    if left == 0 { Dechunk::DataEnd } else { Dechunk::Data(left) }
+                    if left == 0 {
+                        Dechunk::DataEnd
+                    } else {
+                        Dechunk::Data(left)
+                    }
                 }
                 Dechunk::Size { size, digits, ext } => {
                     i += 1;
@@ -59,11 +63,19 @@ impl Dechunk {
                         b'\n' => Dechunk::Data(size),
                         b'\r' => Dechunk::Size { size, digits, ext },
                         _ if ext => Dechunk::Size { size, digits, ext },
-                        b';' | b' ' | b'\t' => Dechunk::Size { size, digits, ext: true },
+                        b';' | b' ' | b'\t' => Dechunk::Size {
+                            size,
+                            digits,
+                            ext: true,
+                        },
                         _ => {
                             let d = (b as char).to_digit(16).ok_or(Malformed)?;
                             let size = size.checked_mul(16).ok_or(Malformed)? + u64::from(d);
-                            Dechunk::Size { size, digits: true, ext }
+                            Dechunk::Size {
+                                size,
+                                digits: true,
+                                ext,
+                            }
                         }
                     }
                 }

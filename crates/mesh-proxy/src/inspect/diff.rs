@@ -69,7 +69,10 @@ mod tests {
             ("a".to_owned(), "1".to_owned()),
             ("x-devmesh-trace-id".to_owned(), "abc".to_owned()),
         ];
-        assert_eq!(render(200, &headers, &body("hi")), "HTTP 200\na: 1\nx-b: 2\n\nhi\n");
+        assert_eq!(
+            render(200, &headers, &body("hi")),
+            "HTTP 200\na: 1\nx-b: 2\n\nhi\n"
+        );
         let binary = BodyPrefix {
             bytes: vec![0xff].into(),
             truncated: true,

@@ -13,8 +13,10 @@ use super::{
     sniff::{Capture, Ends},
 };
 
-/// New entries a slow subscriber may fall behind by before it misses some.
-const FEED: usize = 1024;
+/// New entries a slow subscriber may fall behind by before it misses some
+/// (also what the feed may hold beyond the buffer's budget: at most 128
+/// entries of two 64 KiB prefixes each).
+const FEED: usize = 128;
 
 /// How a node inspects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

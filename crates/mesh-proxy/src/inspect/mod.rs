@@ -24,8 +24,8 @@ use std::{collections::VecDeque, sync::Arc};
 
 pub use capture::Prefix;
 pub use entry::{BodyPrefix, Entry, Side, Summary, Timings, headers};
-pub use inspector::{Inspector, Settings};
 pub(crate) use inspector::TunnelCapture;
+pub use inspector::{Inspector, Settings};
 
 /// Requests kept by default.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;

@@ -58,7 +58,10 @@ impl Proxy {
             return;
         }
         let mut stream = stream.compat();
-        let read = tokio::time::timeout(ASK_TIMEOUT, wire::read::<_, Ask>(&mut stream, wire::MAX_ASK));
+        let read = tokio::time::timeout(
+            ASK_TIMEOUT,
+            wire::read::<_, Ask>(&mut stream, wire::MAX_ASK),
+        );
         let ask = match read.await {
             Ok(Ok(ask)) if ask.v == wire::VERSION && ask.valid() => ask,
             Ok(Ok(ask)) => {
@@ -99,7 +102,10 @@ impl Proxy {
                 Some(e) => (serde_json::to_value(&*e).ok(), None),
                 None => (
                     None,
-                    Some("no capture of this trace (evicted, an HTTP/2 tunnel, or not parsed)".to_owned()),
+                    Some(
+                        "no capture of this trace (evicted, an HTTP/2 tunnel, or not parsed)"
+                            .to_owned(),
+                    ),
                 ),
             },
         };
@@ -139,14 +145,20 @@ impl Proxy {
                 peer,
                 after: ASK_TIMEOUT,
             })?
-            .inspect_err(|e| warn!(%peer, error = %Chain(e), "asking a provider for its capture failed"))?;
+            .inspect_err(
+                |e| warn!(%peer, error = %Chain(e), "asking a provider for its capture failed"),
+            )?;
         checked(peer, trace_id, answer)
     }
 }
 
 /// The entry of an answer, when it is one of the provider side for
 /// `trace_id`; a malformed answer is logged.
-fn checked(peer: PeerId, trace_id: &str, answer: Answer) -> Result<serde_json::Value, ProviderSideError> {
+fn checked(
+    peer: PeerId,
+    trace_id: &str,
+    answer: Answer,
+) -> Result<serde_json::Value, ProviderSideError> {
     match answer.entry {
         Some(entry)
             if answer.v == wire::VERSION
@@ -184,7 +196,10 @@ mod tests {
             entry: Some(serde_json::json!({"side": "caller", "trace_id": t})),
             ..good.clone()
         };
-        assert!(matches!(checked(peer, t, wrong), Err(ProviderSideError::Malformed { .. })));
+        assert!(matches!(
+            checked(peer, t, wrong),
+            Err(ProviderSideError::Malformed { .. })
+        ));
         let none = Answer {
             v: 1,
             entry: None,

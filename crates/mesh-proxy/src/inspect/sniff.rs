@@ -110,6 +110,9 @@ pub(crate) struct Capture {
     state: State,
 }
 
+/// A response head: status, headers and body framing.
+type ResponseHead = (u16, Vec<(String, String)>, Framing);
+
 /// What a head parse found.
 enum Parsed<T> {
     Complete(T, usize),
@@ -333,11 +336,7 @@ fn flight_request_body(flight: &mut Flight, bytes: &[u8]) -> Option<()> {
 
 /// The final response head at the start of `bytes` (interim heads
 /// skipped): status, headers and body framing.
-fn response_head(
-    bytes: &[u8],
-    head_request: bool,
-    secrets: bool,
-) -> Parsed<(u16, Vec<(String, String)>, Framing)> {
+fn response_head(bytes: &[u8], head_request: bool, secrets: bool) -> Parsed<ResponseHead> {
     let mut offset = 0;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -366,7 +365,10 @@ fn response_head(
         let Some(framing) = framing else {
             return Parsed::Invalid;
         };
-        return Parsed::Complete((status, pairs(resp.headers, secrets), framing), offset + len);
+        return Parsed::Complete(
+            (status, pairs(resp.headers, secrets), framing),
+            offset + len,
+        );
     }
 }
 

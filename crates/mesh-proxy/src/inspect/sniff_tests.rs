@@ -21,15 +21,27 @@ fn a_request_and_its_response_make_one_entry() {
     );
     c.on_consumer(req.as_bytes(), now);
     c.on_consumer(b"lo", now);
-    assert!(c.on_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab", now).is_none());
+    assert!(
+        c.on_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nab", now)
+            .is_none()
+    );
     let e = c.on_backend(b"cd", now).expect("the response ended");
-    assert_eq!((e.method.as_str(), e.url.as_str(), e.status), ("POST", "/x?y=1", 200));
+    assert_eq!(
+        (e.method.as_str(), e.url.as_str(), e.status),
+        ("POST", "/x?y=1", 200)
+    );
     assert_eq!(e.side, Side::Provider);
     assert_eq!(e.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(&e.request_body.bytes[..], b"hello");
     assert_eq!(&e.response_body.bytes[..], b"abcd");
-    assert!(e.request_headers.contains(&("authorization".into(), "<masked>".into())));
-    assert!(e.request_headers.contains(&("host".into(), "localhost:3000".into())));
+    assert!(
+        e.request_headers
+            .contains(&("authorization".into(), "<masked>".into()))
+    );
+    assert!(
+        e.request_headers
+            .contains(&("host".into(), "localhost:3000".into()))
+    );
     assert_eq!((e.consumer.as_str(), e.route.as_str()), ("B", "tunnel"));
 
     // The next request on the same stream, with a head split across reads.
@@ -37,10 +49,17 @@ fn a_request_and_its_response_make_one_entry() {
     c.on_consumer(b"st: x\r\n\r\n", now);
     c.on_backend(b"HTTP/1.1 404 Not", now);
     let e = c
-        .on_backend(b" Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", now)
+        .on_backend(
+            b" Found\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            now,
+        )
         .expect("the chunked response ended");
     assert_eq!((e.url.as_str(), e.status), ("/two", 404));
-    assert_eq!(&e.response_body.bytes[..], b"abc", "the data, without the framing");
+    assert_eq!(
+        &e.response_body.bytes[..],
+        b"abc",
+        "the data, without the framing"
+    );
     assert!(!e.response_body.truncated);
 }
 
@@ -56,7 +75,9 @@ fn bodies_keep_only_their_prefix_and_secrets_stay_when_asked() {
         c.on_consumer(&chunk, now);
     }
     c.on_backend(b"HTTP/1.1 201 Created\r\n\r\n", now);
-    let e = c.on_close(now).expect("a response until close ends with the stream");
+    let e = c
+        .on_close(now)
+        .expect("a response until close ends with the stream");
     assert_eq!(e.request_body.bytes.len(), BODY_PREFIX);
     assert!(e.request_body.truncated);
     assert_eq!(e.request_body.total, big as u64);
@@ -90,7 +111,10 @@ fn an_early_response_waits_for_the_rest_of_the_request_and_garbage_turns_it_off(
 fn a_protocol_switch_ends_the_capture() {
     let now = SystemTime::now();
     let mut c = capture(false);
-    c.on_consumer(b"GET /ws HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n", now);
+    c.on_consumer(
+        b"GET /ws HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        now,
+    );
     let e = c
         .on_backend(b"HTTP/1.1 101 Switching Protocols\r\n\r\n\x81\x01a", now)
         .unwrap();

@@ -125,7 +125,10 @@ impl Proxy {
                     }
                     Ok(Err(broadcast::error::RecvError::Closed)) => return None,
                 };
-                return Some((Ok::<_, BoxError>(Frame::data(line)), (feed, filter, closing)));
+                return Some((
+                    Ok::<_, BoxError>(Frame::data(line)),
+                    (feed, filter, closing),
+                ));
             }
         });
         // The first bytes right away: the client knows the stream is on.
@@ -173,6 +176,8 @@ fn bad_id(id: &str) -> Response<Observed> {
 fn gone(id: u64) -> Response<Observed> {
     own::error(
         StatusCode::NOT_FOUND,
-        format!("no entry {id}: it never existed or was evicted (the buffer keeps the most recent requests)"),
+        format!(
+            "no entry {id}: it never existed or was evicted (the buffer keeps the most recent requests)"
+        ),
     )
 }

@@ -29,7 +29,11 @@ impl Query {
                 }
                 "limit" => match value.parse::<usize>() {
                     Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = Some(n),
-                    _ => return Err(format!("limit {value:?} must be a number from 1 to {MAX_LIMIT}")),
+                    _ => {
+                        return Err(format!(
+                            "limit {value:?} must be a number from 1 to {MAX_LIMIT}"
+                        ));
+                    }
                 },
                 "follow" => q.follow = matches!(value.as_str(), "" | "1" | "true"),
                 _ => {
@@ -75,7 +79,10 @@ mod tests {
     fn queries_parse_with_clear_errors() {
         let q = Query::parse("service=my%2Dapi&status=5xx&limit=3").unwrap();
         assert_eq!(q.filter.service.as_deref(), Some("my-api"));
-        assert_eq!((q.filter.status_class, q.limit, q.follow), (Some(5), Some(3), false));
+        assert_eq!(
+            (q.filter.status_class, q.limit, q.follow),
+            (Some(5), Some(3), false)
+        );
         assert!(Query::parse("follow=1").unwrap().follow);
         assert_eq!(Query::parse("").unwrap(), Query::default());
         let e = Query::parse("status=500").unwrap_err();

@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -62,7 +62,10 @@ pub(super) struct Edits {
 }
 
 /// The request a replay sends, and what it could not copy.
-pub(super) fn request(original: &Entry, edits: &Edits) -> Result<(Request<Full<Bytes>>, Vec<String>), String> {
+pub(super) fn request(
+    original: &Entry,
+    edits: &Edits,
+) -> Result<(Request<Full<Bytes>>, Vec<String>), String> {
     let mut warnings = Vec::new();
     let method = Method::from_bytes(original.method.as_bytes())
         .map_err(|_| format!("the entry's method {:?} is invalid", original.method))?;
@@ -80,7 +83,10 @@ pub(super) fn request(original: &Entry, edits: &Edits) -> Result<(Request<Full<B
             warnings.push(format!("{name} was masked in the capture and is not sent; pass it with set_headers (or run devmeshd with --inspect-secrets)"));
             continue;
         }
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             headers.append(n, v);
         }
     }
@@ -97,8 +103,14 @@ pub(super) fn request(original: &Entry, edits: &Edits) -> Result<(Request<Full<B
         headers.insert(REQUIRE_HEADER, v);
     }
     if let Some(peer) = &edits.to_peer {
-        let _: mesh_core::PeerId = peer.trim().parse().map_err(|_| format!("{peer:?} is not a peer id; `devmesh peers` lists them"))?;
-        headers.insert(PEER_HEADER, HeaderValue::from_str(peer.trim()).map_err(|e| e.to_string())?);
+        let _: mesh_core::PeerId = peer
+            .trim()
+            .parse()
+            .map_err(|_| format!("{peer:?} is not a peer id; `devmesh peers` lists them"))?;
+        headers.insert(
+            PEER_HEADER,
+            HeaderValue::from_str(peer.trim()).map_err(|e| e.to_string())?,
+        );
     }
     let body = match &edits.body_base64 {
         Some(b64) => Bytes::from(
@@ -135,12 +147,22 @@ struct Replayed {
 }
 
 impl Proxy {
-    pub(super) async fn replay(&self, inspector: &Inspector, id: u64, req: Request<Incoming>) -> Response<Observed> {
+    pub(super) async fn replay(
+        &self,
+        inspector: &Inspector,
+        id: u64,
+        req: Request<Incoming>,
+    ) -> Response<Observed> {
         let Some(original) = inspector.get(id) else {
             return gone(id);
         };
         if original.side != Side::Caller {
-            return own::error(StatusCode::BAD_REQUEST, format!("entry {id} is a provider's side; replay the caller's entry (the one on the node the request came in on)"));
+            return own::error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "entry {id} is a provider's side; replay the caller's entry (the one on the node the request came in on)"
+                ),
+            );
         }
         let edits = match read_edits(req).await {
             Ok(edits) => edits,
@@ -151,15 +173,34 @@ impl Proxy {
             Err(e) => return own::error(StatusCode::BAD_REQUEST, e),
         };
         let Some(addr) = self.front_addr.get().copied() else {
-            return own::error(StatusCode::SERVICE_UNAVAILABLE, "the front door is not listening");
+            return own::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the front door is not listening",
+            );
         };
-        let replayed = match tokio::time::timeout(REPLAY_TIMEOUT, send(addr, out, inspector.secrets())).await {
+        let replayed = match tokio::time::timeout(
+            REPLAY_TIMEOUT,
+            send(addr, out, inspector.secrets()),
+        )
+        .await
+        {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return own::error(StatusCode::BAD_GATEWAY, format!("sending the replay: {e}")),
-            Err(_) => return own::error(StatusCode::GATEWAY_TIMEOUT, format!("the replay got no whole response within {REPLAY_TIMEOUT:?}")),
+            Ok(Err(e)) => {
+                return own::error(StatusCode::BAD_GATEWAY, format!("sending the replay: {e}"));
+            }
+            Err(_) => {
+                return own::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("the replay got no whole response within {REPLAY_TIMEOUT:?}"),
+                );
+            }
         };
         let new_id = new_entry(inspector, &replayed.trace_id).await;
-        let before = diff::render(original.status, &original.response_headers, &original.response_body);
+        let before = diff::render(
+            original.status,
+            &original.response_headers,
+            &original.response_body,
+        );
         let after = diff::render(replayed.status, &replayed.headers, &replayed.body);
         let mut answer = serde_json::json!({
             "original": side(original.status, &original.response_headers, &original.response_body),
@@ -191,8 +232,14 @@ async fn read_edits(req: Request<Incoming>) -> Result<Edits, String> {
 
 /// Sends `req` to the front door at `addr` and keeps the start of the
 /// response body (the rest is read and dropped).
-async fn send(addr: SocketAddr, req: Request<Full<Bytes>>, secrets: bool) -> Result<Replayed, String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+async fn send(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+    secrets: bool,
+) -> Result<Replayed, String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| e.to_string())?;
@@ -216,7 +263,12 @@ async fn send(addr: SocketAddr, req: Request<Full<Bytes>>, secrets: bool) -> Res
             prefix.see(data);
         }
     }
-    Ok(Replayed { status, headers, body: prefix.finish(), trace_id })
+    Ok(Replayed {
+        status,
+        headers,
+        body: prefix.finish(),
+        trace_id,
+    })
 }
 
 /// The id of the replay's own entry, once its response has been recorded.
@@ -252,7 +304,11 @@ mod tests {
                 ("traceparent".into(), "00-…".into()),
                 ("accept".into(), "*/*".into()),
             ],
-            request_body: BodyPrefix { bytes: Bytes::from_static(b"abc"), truncated: false, total: 3 },
+            request_body: BodyPrefix {
+                bytes: Bytes::from_static(b"abc"),
+                truncated: false,
+                total: 3,
+            },
             status: 200,
             response_headers: vec![],
             response_body: BodyPrefix::default(),
@@ -269,7 +325,10 @@ mod tests {
     #[test]
     fn a_replay_copies_the_request_without_secrets_framing_or_trace() {
         let (req, warnings) = request(&entry(), &Edits::default()).unwrap();
-        assert_eq!((req.method(), req.uri().to_string().as_str()), (&Method::POST, "/orders?x=1"));
+        assert_eq!(
+            (req.method(), req.uri().to_string().as_str()),
+            (&Method::POST, "/orders?x=1")
+        );
         let h = req.headers();
         assert_eq!(h["host"], "api.localhost:7700");
         assert_eq!(h["accept"], "*/*");
@@ -277,7 +336,10 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone}");
         }
         assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("authorization was masked"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("authorization was masked"),
+            "{warnings:?}"
+        );
     }
 
     #[test]
@@ -294,9 +356,19 @@ mod tests {
         assert_eq!(h["accept"], "text/plain");
         assert_eq!(h["x-devmesh-require"], "^2");
         assert_eq!(h["x-devmesh-peer"], peer.as_str());
-        let bad = Edits { to_peer: Some("nobody".into()), ..Edits::default() };
-        assert!(request(&entry(), &bad).unwrap_err().contains("not a peer id"));
-        let bad = Edits { body_base64: Some("!!".into()), ..Edits::default() };
+        let bad = Edits {
+            to_peer: Some("nobody".into()),
+            ..Edits::default()
+        };
+        assert!(
+            request(&entry(), &bad)
+                .unwrap_err()
+                .contains("not a peer id")
+        );
+        let bad = Edits {
+            body_base64: Some("!!".into()),
+            ..Edits::default()
+        };
         assert!(request(&entry(), &bad).unwrap_err().contains("not base64"));
     }
 }
