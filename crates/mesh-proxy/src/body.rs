@@ -116,3 +116,37 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_teeing_tally_keeps_the_start_and_counts_everything() {
+        let chunks = (0..10u8)
+            .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![i; 1000]))));
+        let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
+        let tally = Arc::new(Tally::teeing(2500));
+        let passed = Counted::new(body, Some(tally.clone()))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(passed.len(), 10_000, "the body passes whole");
+        assert_eq!(tally.get(), 10_000);
+        let kept = tally.take_prefix().unwrap();
+        assert_eq!(kept.bytes.len(), 2500);
+        assert_eq!(
+            (&kept.bytes[..1000], kept.bytes[2499]),
+            (&[0u8; 1000][..], 2)
+        );
+        assert!(kept.truncated);
+        assert_eq!(kept.total, 10_000);
+        assert!(
+            Tally::default().take_prefix().is_none(),
+            "a plain tally keeps nothing"
+        );
+    }
+}
