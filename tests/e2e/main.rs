@@ -12,6 +12,7 @@ mod home;
 mod http;
 mod http2;
 mod https;
+mod inspect;
 mod install;
 mod large;
 mod lifecycle;

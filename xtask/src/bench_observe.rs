@@ -1,7 +1,8 @@
-//! The cost of observability: the local and remote routes with metrics,
+//! The cost of observability: the local and remote routes with metrics
+//! only, with metrics and the inspector (the default), and with those,
 //! the request log (to a file) and trace export (to an OTLP sink) on,
 //! measured side by side, alternating, against the same routes with
-//! metrics off and no log or export. `cargo xtask bench --observe` runs
+//! metrics and the inspector off and no log or export. `cargo xtask bench --observe` runs
 //! only these rows.
 
 use std::{
@@ -113,11 +114,19 @@ pub fn section(md: &mut String, bin: &Path, quick: bool) -> anyhow::Result<()> {
     let log = tmp.path().join("requests.log");
     let log_arg = log.display().to_string();
     let all = ["--request-log", &log_arg, "--otlp", &otlp];
-    let off = ["--metrics", "off"];
+    let off = ["--metrics", "off", "--inspect", "off"];
+    let metrics = ["--inspect", "off"];
     let (a_off, b_off) = pair(bin, &tmp.path().join("off"), "bench-off", port, &off)?;
-    let (a_m, b_m) = pair(bin, &tmp.path().join("metrics"), "bench-metrics", port, &[])?;
+    let (a_m, b_m) = pair(
+        bin,
+        &tmp.path().join("metrics"),
+        "bench-metrics",
+        port,
+        &metrics,
+    )?;
+    let (a_d, b_d) = pair(bin, &tmp.path().join("default"), "bench-default", port, &[])?;
     let (a_all, b_all) = pair(bin, &tmp.path().join("all"), "bench-all", port, &all)?;
-    let nodes = [&a_off, &a_m, &a_all, &b_off, &b_m, &b_all];
+    let nodes = [&a_off, &a_m, &a_d, &a_all, &b_off, &b_m, &b_d, &b_all];
     let urls: Vec<String> = nodes
         .iter()
         .map(|d| Ok(format!("http://{}/hello", d.proxy()?)))
@@ -125,10 +134,12 @@ pub fn section(md: &mut String, bin: &Path, quick: bool) -> anyhow::Result<()> {
     let names = [
         "local, off",
         "local, metrics",
-        "local, metrics + log + traces",
+        "local, metrics + inspector",
+        "local, all",
         "remote, off",
         "remote, metrics",
-        "remote, metrics + log + traces",
+        "remote, metrics + inspector",
+        "remote, all",
     ];
     let acct = Accounted {
         backend: vec![backend.pid()],
@@ -160,31 +171,34 @@ pub fn section(md: &mut String, bin: &Path, quick: bool) -> anyhow::Result<()> {
     )?;
     writeln!(
         md,
-        "| route | off: requests/s | metrics (default): requests/s | / off | metrics + log + traces: requests/s | / off | target | p50 off / metrics / all |"
+        "| route | off: requests/s | metrics: requests/s | / off | metrics + inspector (default): requests/s | / off | all (+ log + traces): requests/s | / off | target | p50 off / metrics / default / all |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
-    for (route, first) in [("local route", 0), ("remote route", 3)] {
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for (route, first) in [("local route", 0), ("remote route", 4)] {
         let rps = |i: usize| med(first + i, |w| w.rps);
         let p50 = |i: usize| med(first + i, |w| w.p50_ms);
         writeln!(
             md,
-            "| {route} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | ≥ 0.95 | {:.2} / {:.2} / {:.2} ms |",
+            "| {route} | {:.0} | {:.0} | {:.3} | {:.0} | {:.3} | {:.0} | {:.3} | ≥ 0.95 | {:.2} / {:.2} / {:.2} / {:.2} ms |",
             rps(0),
             rps(1),
             rps(1) / rps(0),
             rps(2),
             rps(2) / rps(0),
+            rps(3),
+            rps(3) / rps(0),
             p50(0),
             p50(1),
             p50(2),
+            p50(3),
         )?;
     }
     writeln!(
         md,
-        "\n- off: `devmeshd --metrics off`, no request log, no trace export (requests still carry trace context and `X-DevMesh-Trace-Id`). \
-         metrics: the default, metrics counted. metrics + log + traces: also one JSON line per request to a file (`--request-log`; {logged} lines written in this run) and every client and server span exported (`--otlp`) to a sink on loopback that reads and discards them. \
-         Three pairs of nodes in their own namespaces share the one backend; the six routes alternate, and all of it shares the machine's cores with wrk and the backend."
+        "\n- off: `devmeshd --metrics off --inspect off`, no request log, no trace export (requests still carry trace context and `X-DevMesh-Trace-Id`). \
+         metrics: metrics counted (`--inspect off`). metrics + inspector: the default, also every request captured on both ends (headers, 64 KiB body prefixes) in the inspector's buffer. all: also one JSON line per request to a file (`--request-log`; {logged} lines written in this run) and every client and server span exported (`--otlp`) to a sink on loopback that reads and discards them. \
+         Four pairs of nodes in their own namespaces share the one backend; the eight routes alternate, and all of it shares the machine's cores with wrk and the backend."
     )?;
-    drop((a_off, b_off, a_m, b_m, a_all, b_all, backend));
+    drop((a_off, b_off, a_m, b_m, a_d, b_d, a_all, b_all, backend));
     Ok(())
 }

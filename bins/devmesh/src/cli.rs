@@ -101,6 +101,12 @@ pub enum Command {
         #[command(subcommand)]
         action: CertAction,
     },
+    /// The recent requests this node handled, newest first, or one of them
+    /// (`devmesh inspect ID`) with the provider's side
+    Inspect(InspectArgs),
+    /// Send a request of `devmesh inspect` again, optionally edited or to
+    /// another provider or version, and show the diff of the responses
+    Replay(ReplayArgs),
     /// Listen on 127.0.0.1 for a teammate's TCP service (a database, Redis):
     /// on the provider's port when it is free here, else on --port
     Connect(ConnectArgs),
@@ -162,6 +168,48 @@ pub enum Command {
     /// `devmesh <name> ...`: the plugin `devmesh-<name>` on PATH
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+/// `devmesh inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// One entry in full (both sides); without it, the list
+    pub id: Option<u64>,
+    /// Only requests for this service
+    #[arg(long, conflicts_with = "id")]
+    pub service: Option<String>,
+    /// Only responses of this status class: 2xx, 4xx, 5xx …
+    #[arg(long, value_name = "CLASS", conflicts_with = "id")]
+    pub status: Option<String>,
+    /// Keep printing new requests as they come, until Ctrl-C
+    #[arg(long, conflicts_with = "id")]
+    pub follow: bool,
+    /// Most entries listed
+    #[arg(long, default_value_t = 100, conflicts_with = "id")]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `devmesh replay`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The entry to send again (an id of `devmesh inspect`)
+    pub id: u64,
+    /// Send it to this provider (a peer id)
+    #[arg(long, value_name = "PEER", conflicts_with = "require")]
+    pub to_peer: Option<String>,
+    /// Send it to a provider whose version satisfies this, such as ^2
+    #[arg(long, value_name = "REQ")]
+    pub require: Option<String>,
+    /// Set a header, replacing one of the same name; repeat for several
+    #[arg(long = "set-header", value_name = "K:V")]
+    pub set_headers: Vec<String>,
+    /// Send this file as the body instead of the captured one
+    #[arg(long, value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `devmesh plugin`.

@@ -12,6 +12,7 @@ mod colour;
 mod commands;
 mod daemon;
 mod doctor;
+mod front;
 mod hosts;
 mod output;
 mod progress;
@@ -122,6 +123,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::External(args) => commands::plugin::run(home, args).await,
         Command::Stop { name } => commands::run::stop(home, name).await,
         Command::Route(args) => commands::route::route(home, args).await,
+        Command::Inspect(args) => commands::inspect::inspect(home, args).await,
+        Command::Replay(args) => commands::inspect::replay(home, args).await,
         Command::Connect(args) => commands::connect::connect(home, args).await,
         Command::Db { action } => commands::db::db(home, action).await,
         Command::Status { json } => commands::status::status(home, json).await,

@@ -346,3 +346,159 @@ mod tests {
         assert!(wide.contains("cache@7.2.0"));
     }
 }
+
+/// The header of `devmesh inspect`'s table.
+pub fn requests_header() {
+    println!("ID  TIME  SIDE  METHOD  STATUS  SERVICE  ROUTE  MS  URL");
+}
+
+fn request_cells(e: &serde_json::Value) -> Vec<String> {
+    let text = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+    let time = text("time");
+    let status = match e["status"].as_u64() {
+        Some(0) | None => "-".to_owned(),
+        Some(s) => s.to_string(),
+    };
+    vec![
+        e["id"].to_string(),
+        time.get(11..23).unwrap_or(&time).to_owned(),
+        text("side"),
+        text("method"),
+        status,
+        text("service"),
+        text("route"),
+        format!("{:.1}", e["duration_ms"].as_f64().unwrap_or(0.0)),
+        text("url"),
+    ]
+}
+
+/// One row of `devmesh inspect --follow`, as it comes.
+pub fn request_row(e: &serde_json::Value) {
+    println!("{}", request_cells(e).join("  "));
+}
+
+/// `devmesh inspect`: the requests, newest first.
+pub fn requests(list: &serde_json::Value) {
+    let entries = list.as_array().map(Vec::as_slice).unwrap_or_default();
+    if entries.is_empty() {
+        println!(
+            "no requests yet (or none match): make one through the front door, then run `devmesh inspect` again"
+        );
+        return;
+    }
+    let mut rows = vec![
+        [
+            "ID", "TIME", "SIDE", "METHOD", "STATUS", "SERVICE", "ROUTE", "MS", "URL",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    rows.extend(entries.iter().map(request_cells));
+    table(&rows);
+}
+
+/// A body of an entry: text, or base64 said so.
+fn body_text(b: &serde_json::Value) -> String {
+    let data = b["data"].as_str().unwrap_or("");
+    let mut out = match b["encoding"].as_str() {
+        Some("base64") => format!("(binary, base64) {data}"),
+        _ => data.to_owned(),
+    };
+    if b["truncated"].as_bool() == Some(true) {
+        out.push_str(&format!(
+            "\n… (first {} of {} bytes)",
+            data.len(),
+            b["total"]
+        ));
+    }
+    out
+}
+
+/// One side of an entry: request and response.
+fn request_side(e: &serde_json::Value) {
+    let text = |k: &str| e[k].as_str().unwrap_or("");
+    println!(
+        "{} {} → {}  ({} ms, {} side, trace {})",
+        text("method"),
+        text("url"),
+        e["status"],
+        e["timings"]["duration_ms"],
+        text("side"),
+        text("trace_id"),
+    );
+    let headers = |k: &str, mark: &str| {
+        for h in e[k].as_array().map(Vec::as_slice).unwrap_or_default() {
+            println!(
+                "{mark} {}: {}",
+                h[0].as_str().unwrap_or(""),
+                h[1].as_str().unwrap_or("")
+            );
+        }
+    };
+    headers("request_headers", ">");
+    let body = body_text(&e["request_body"]);
+    if !body.is_empty() {
+        println!("{body}");
+    }
+    headers("response_headers", "<");
+    let body = body_text(&e["response_body"]);
+    if !body.is_empty() {
+        println!("{body}");
+    }
+}
+
+/// `devmesh inspect ID`: both sides of one request.
+pub fn request(e: &serde_json::Value) {
+    let text = |k: &str| e[k].as_str().unwrap_or("");
+    println!(
+        "#{}  {}  {}@{}  provider {}  route {}",
+        e["id"],
+        text("time"),
+        text("service"),
+        text("version"),
+        if text("provider").is_empty() {
+            "-"
+        } else {
+            text("provider")
+        },
+        text("route"),
+    );
+    request_side(e);
+    println!();
+    match &e["provider_side"] {
+        serde_json::Value::Null => println!(
+            "provider side: none ({})",
+            e["provider_side_reason"].as_str().unwrap_or("not asked")
+        ),
+        side => {
+            println!(
+                "provider side, on {}:",
+                side["provider"].as_str().unwrap_or("?")
+            );
+            request_side(side);
+        }
+    }
+}
+
+/// `devmesh replay`: both statuses and the diff.
+pub fn replay(r: &serde_json::Value) {
+    for w in r["warnings"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        eprintln!("devmesh: {}", w.as_str().unwrap_or(""));
+    }
+    println!(
+        "original  #{}  {}",
+        r["original"]["id"], r["original"]["status"]
+    );
+    println!(
+        "replayed  #{}  {}",
+        r["replayed"]["id"], r["replayed"]["status"]
+    );
+    match r["diff"].as_str() {
+        Some("") | None => println!("the responses are the same"),
+        Some(diff) => print!("{diff}"),
+    }
+}

@@ -241,6 +241,7 @@ fn start_proxy(
     let proxy = Proxy::observed(node.clone(), routing, Some(tls), observe);
     tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
     tasks.spawn(proxy.clone().serve_tcp_tunnels(shutdown.clone()));
+    tasks.spawn(proxy.clone().serve_inspect(shutdown.clone()));
     tasks.spawn(proxy.clone().serve_tcp_listeners(shutdown.clone()));
     let (checked, stop_checks) = (node.clone(), shutdown.clone());
     tasks.spawn(async move {

@@ -1,7 +1,7 @@
 //! The daemon's observability settings (flag > `DEVMESH_*` environment >
 //! config file > default) and their start: metrics counted by the proxy
 //! and served on the front door and, when asked, on an address of their
-//! own; the request log; the OTLP export of traces.
+//! own; the request log; the OTLP export of traces; the inspector.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -10,6 +10,7 @@ use mesh_config::DaemonFile;
 use mesh_core::NodeHandle;
 use mesh_proxy::{
     Observe,
+    inspect::{self, Inspector},
     metrics::Metrics,
     reqlog::{Destination, RequestLog},
     trace::otlp::{Endpoint, Exporter, Origin},
@@ -36,6 +37,19 @@ pub struct ObserveArgs {
     /// http://127.0.0.1:4318/v1/traces
     #[arg(long, env = "DEVMESH_OTLP", value_name = "URL")]
     pub otlp: Option<String>,
+    /// `off` keeps no requests for `devmesh inspect` [default: on]
+    #[arg(long, env = "DEVMESH_INSPECT", value_parser = ["on", "off"])]
+    pub inspect: Option<String>,
+    /// Most requests the inspector keeps [default: 10000]
+    #[arg(long, env = "DEVMESH_INSPECT_ENTRIES", value_name = "N")]
+    pub inspect_entries: Option<usize>,
+    /// Most bytes the inspector keeps, such as 64MiB [default: 64MiB]
+    #[arg(long, env = "DEVMESH_INSPECT_BYTES", value_name = "SIZE")]
+    pub inspect_bytes: Option<String>,
+    /// Keep Authorization, Cookie and Set-Cookie values in the inspector
+    /// instead of masking them
+    #[arg(long, env = "DEVMESH_INSPECT_SECRETS")]
+    pub inspect_secrets: bool,
 }
 
 /// Where metrics go.
@@ -57,11 +71,14 @@ pub struct ObserveSettings {
     pub requests: Option<Destination>,
     /// Where traces are exported to.
     pub otlp: Option<Endpoint>,
+    /// The inspector's buffer, unless it is off.
+    pub inspect: Option<inspect::Settings>,
 }
 
 impl ObserveSettings {
     /// Merges flags (and environment) with the config file.
     pub fn resolve(args: ObserveArgs, file: &DaemonFile) -> anyhow::Result<Self> {
+        let inspect = resolve_inspect(&args, file)?;
         let metrics = match args.metrics.or(file.metrics.clone()) {
             None => MetricsSetting::On(None),
             Some(v) => parse_metrics(&v)?,
@@ -87,6 +104,7 @@ impl ObserveSettings {
             json,
             requests,
             otlp,
+            inspect,
         })
     }
 
@@ -98,6 +116,9 @@ impl ObserveSettings {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Observe> {
         let mut observe = Observe::default();
+        if let Some(settings) = self.inspect {
+            observe = observe.with_inspector(Inspector::new(settings));
+        }
         if let Some(destination) = &self.requests {
             let log = RequestLog::start(destination.clone())
                 .with_context(|| format!("opening the request log {destination:?}"))?;
@@ -126,6 +147,35 @@ impl ObserveSettings {
         }
         Ok(observe)
     }
+}
+
+/// The inspector's settings from flags (and environment) and the file;
+/// `None` when it is off.
+fn resolve_inspect(
+    args: &ObserveArgs,
+    file: &DaemonFile,
+) -> anyhow::Result<Option<inspect::Settings>> {
+    let f = &file.inspect;
+    let on = match args.inspect.as_deref() {
+        Some(v) => v == "on",
+        None => f.enabled.unwrap_or(true),
+    };
+    if !on {
+        return Ok(None);
+    }
+    let max_bytes = match (&args.inspect_bytes, &f.bytes) {
+        (Some(v), _) => mesh_config::parse_size(v).context("--inspect-bytes")?,
+        (None, Some(v)) => mesh_config::parse_size(v.get_ref()).context("inspect.bytes")?,
+        (None, None) => inspect::DEFAULT_MAX_BYTES,
+    };
+    Ok(Some(inspect::Settings {
+        max_entries: args
+            .inspect_entries
+            .or(f.entries)
+            .unwrap_or(inspect::DEFAULT_MAX_ENTRIES),
+        max_bytes,
+        secrets: args.inspect_secrets || f.secrets == Some(true),
+    }))
 }
 
 /// `off`, or the address of the metrics listener.
@@ -199,6 +249,55 @@ mod tests {
         assert_eq!((s.requests, s.json), (Some(Destination::Stderr), false));
         let s = resolve(ObserveArgs::default(), "[log]\nformat = \"json\"\n");
         assert!(s.json);
+    }
+
+    #[test]
+    fn the_inspector_is_on_by_default_and_sized_by_flag_or_file() {
+        let file = |text: &str| DaemonFile::parse(Path::new("/h/config.toml"), text).unwrap();
+        let resolve =
+            |args: ObserveArgs, text: &str| ObserveSettings::resolve(args, &file(text)).unwrap();
+        assert_eq!(
+            resolve(ObserveArgs::default(), "").inspect,
+            Some(inspect::Settings::default())
+        );
+        let off = ObserveArgs {
+            inspect: Some("off".into()),
+            ..ObserveArgs::default()
+        };
+        assert_eq!(resolve(off, "").inspect, None);
+        assert_eq!(
+            resolve(ObserveArgs::default(), "[inspect]\nenabled = false\n").inspect,
+            None
+        );
+        let s = resolve(
+            ObserveArgs::default(),
+            "[inspect]\nentries = 5\nbytes = \"1MiB\"\nsecrets = true\n",
+        );
+        let want = inspect::Settings {
+            max_entries: 5,
+            max_bytes: 1 << 20,
+            secrets: true,
+        };
+        assert_eq!(s.inspect, Some(want));
+        let flags = ObserveArgs {
+            inspect_entries: Some(7),
+            inspect_bytes: Some("2MiB".into()),
+            ..ObserveArgs::default()
+        };
+        let s = resolve(flags, "[inspect]\nentries = 5\n").inspect.unwrap();
+        assert_eq!((s.max_entries, s.max_bytes, s.secrets), (7, 2 << 20, false));
+        let bad = ObserveArgs {
+            inspect_bytes: Some("huge".into()),
+            ..ObserveArgs::default()
+        };
+        let err = format!(
+            "{:#}",
+            ObserveSettings::resolve(bad, &file("")).unwrap_err()
+        );
+        assert!(
+            err.contains("--inspect-bytes") && err.contains("64MiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct DaemonFile {
     pub otlp: Option<String>,
     /// `[log]`: the request log and the log format.
     pub log: crate::LogSection,
+    /// `[inspect]`: the inspector's buffer.
+    pub inspect: crate::InspectSection,
 }
 
 /// `[routing]` of the daemon's config file.
@@ -174,6 +176,17 @@ impl DaemonFile {
                     v.get_ref()
                 ),
             ));
+        }
+        if let Some(v) = &file.inspect.bytes {
+            crate::parse_size(v.get_ref()).map_err(|e| {
+                ConfigError::at(
+                    path,
+                    source,
+                    Some(v.span()),
+                    Some("inspect.bytes".into()),
+                    e.to_string(),
+                )
+            })?;
         }
         check(
             &file.routing.retry,

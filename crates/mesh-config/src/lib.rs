@@ -29,7 +29,7 @@ use std::{
 
 pub use compose::{ComposeFile, ComposeHealth, ComposeSection, ComposeService, Mount, PortBinding};
 pub use daemon::{DaemonFile, RoutingSection, write_membership};
-pub use observe::LogSection;
+pub use observe::{InspectSection, LogSection, SizeError, parse_size};
 pub use project::edit;
 pub use project::up::{Condition, DEFAULT_STOP_TIMEOUT, Prefer, RestartPolicy, STOP_SIGNALS};
 pub use project::{DockerSection, MeshSection, PROJECT_FILE, Project, ProxySection, ServiceConfig};

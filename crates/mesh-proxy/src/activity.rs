@@ -20,7 +20,7 @@ use std::{
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::{metrics::io::StreamCounters, trace::TunnelTrace};
+use crate::{inspect::TunnelCapture, metrics::io::StreamCounters, trace::TunnelTrace};
 
 /// How long a tunnel whose backend spoke last must be quiet to count as
 /// idle during a drain.
@@ -38,6 +38,8 @@ pub(crate) struct Activity {
     counters: Option<StreamCounters>,
     /// The tunnel's server spans, when the node exports traces.
     trace: Option<TunnelTrace>,
+    /// The tunnel's requests for the inspector, when it captures.
+    capture: Option<TunnelCapture>,
 }
 
 /// One side of a splice.
@@ -52,10 +54,15 @@ pub(crate) enum Side {
 impl Activity {
     /// An activity that also counts the bytes in `counters` and finds the
     /// requests `trace` records.
-    pub(crate) fn observed(counters: Option<StreamCounters>, trace: Option<TunnelTrace>) -> Self {
+    pub(crate) fn observed(
+        counters: Option<StreamCounters>,
+        trace: Option<TunnelTrace>,
+        capture: Option<TunnelCapture>,
+    ) -> Self {
         Self {
             counters,
             trace,
+            capture,
             ..Self::default()
         }
     }
@@ -68,12 +75,21 @@ impl Activity {
             (Some(t), Side::Backend) => t.backend(bytes),
             (None, _) => {}
         }
+        // After the tracer: the capture sees what the backend receives.
+        match (&self.capture, side) {
+            (Some(c), Side::Consumer) => c.consumer(bytes),
+            (Some(c), Side::Backend) => c.backend(bytes),
+            (None, _) => {}
+        }
     }
 
-    /// The splice ended: a traced response still open ends now.
+    /// The splice ended: a traced or captured response still open ends now.
     pub(crate) fn closed(&self) {
         if let Some(t) = &self.trace {
             t.close();
+        }
+        if let Some(c) = &self.capture {
+            c.close();
         }
     }
 

@@ -71,6 +71,8 @@ pub use route::SERVICE_HEADER;
 
 /// Request header with a version requirement for this request: `^2.1`.
 pub const REQUIRE_HEADER: HeaderName = HeaderName::from_static("x-devmesh-require");
+/// Request header pinning this request to one provider: its peer id.
+pub const PEER_HEADER: HeaderName = HeaderName::from_static("x-devmesh-peer");
 /// Request header choosing the version mode of this request: `strict` or `warn`.
 pub const VERSIONS_HEADER: HeaderName = HeaderName::from_static("x-devmesh-versions");
 
@@ -96,6 +98,8 @@ pub struct Proxy {
     tcp: Arc<tcp::Listeners>,
     /// Metrics (and what else observes requests).
     observe: Observe,
+    /// The front door's address, once it listens (replays go through it).
+    front_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Proxy {
@@ -137,7 +141,14 @@ impl Proxy {
             closing: CancellationToken::new(),
             tcp: Arc::default(),
             observe,
+            front_addr: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The inspector, when requests are captured: its buffer and the feed
+    /// of new entries ([`inspect::Inspector::subscribe`]).
+    pub fn inspector(&self) -> Option<Arc<inspect::Inspector>> {
+        self.observe.inspector.clone()
     }
 
     /// The TCP listeners' settings and state, for the control API.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::{metrics::Metrics, reqlog::RequestLog, trace::otlp::Exporter};
+use crate::{inspect::Inspector, metrics::Metrics, reqlog::RequestLog, trace::otlp::Exporter};
 
 /// The observability of one proxy.
 #[derive(Debug, Default, Clone)]
@@ -16,6 +16,8 @@ pub struct Observe {
     pub log: Option<Arc<RequestLog>>,
     /// Spans are recorded and exported, when set.
     pub exporter: Option<Arc<Exporter>>,
+    /// Requests are captured on both ends, when set.
+    pub inspector: Option<Arc<Inspector>>,
 }
 
 impl Observe {
@@ -37,8 +39,17 @@ impl Observe {
         self
     }
 
+    /// Captures requests in `inspector`.
+    pub fn with_inspector(mut self, inspector: Arc<Inspector>) -> Self {
+        self.inspector = Some(inspector);
+        self
+    }
+
     /// Whether anything is recorded at the end of a request.
     pub(crate) fn records(&self) -> bool {
-        self.metrics.is_some() || self.log.is_some() || self.exporter.is_some()
+        self.metrics.is_some()
+            || self.log.is_some()
+            || self.exporter.is_some()
+            || self.inspector.is_some()
     }
 }

@@ -20,6 +20,7 @@ use crate::{
     backend::Alpn,
     error::{Chain, TunnelRefusal},
     forward,
+    inspect::{Inspector, TunnelCapture, sniff::Ends},
     metrics::Opened,
     trace::TunnelTrace,
     tunnel,
@@ -139,7 +140,10 @@ impl Proxy {
         let trace = (self.observe.exporter.clone())
             .filter(|_| !hello.h2)
             .map(|e| TunnelTrace::new(hello.service.clone(), peer.to_string(), e));
-        let activity = Activity::observed(counters, trace);
+        let capture = (self.observe.inspector.clone())
+            .filter(|_| !hello.h2)
+            .map(|inspector| self.tunnel_capture(peer, &hello.service, inspector));
+        let activity = Activity::observed(counters, trace, capture);
         let (mut consumer, mut backend) = (
             activity.count(Side::Consumer, &mut stream),
             activity.count(Side::Backend, &mut io),
@@ -168,6 +172,26 @@ impl Proxy {
             }
         }
         activity.closed();
+    }
+
+    /// What the inspector captures of a tunnel for `service` from `peer`.
+    fn tunnel_capture(
+        &self,
+        peer: PeerId,
+        service: &str,
+        inspector: Arc<Inspector>,
+    ) -> TunnelCapture {
+        let snapshot = self.node.snapshot();
+        let ends = Ends {
+            service: service.to_owned(),
+            version: (snapshot.local.get(service))
+                .map(|l| l.record.version.to_string())
+                .unwrap_or_default(),
+            provider: snapshot.local_peer.to_string(),
+            consumer: peer.to_string(),
+            secrets: inspector.secrets(),
+        };
+        TunnelCapture::new(ends, inspector)
     }
 
     /// The backend a hello asks for, connected; or why the tunnel is refused.

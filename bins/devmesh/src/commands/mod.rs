@@ -6,6 +6,7 @@ pub mod connect;
 pub mod daemon;
 pub mod db;
 pub mod docker;
+pub mod inspect;
 pub mod install;
 pub mod join;
 pub mod plugin;

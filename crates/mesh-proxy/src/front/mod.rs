@@ -2,7 +2,9 @@
 //! connection (hyper-util's auto server: HTTP/1.1 with upgrades, or HTTP/2
 //! by the connection preface). [`pipeline`] handles each request.
 
+mod api;
 pub(crate) mod observe;
+mod own;
 mod pipeline;
 
 use std::{
@@ -55,6 +57,7 @@ impl Proxy {
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
         let local_addr = listener.local_addr()?;
+        let _ = self.front_addr.set(local_addr);
         info!(addr = %local_addr, "proxy front door listening");
         loop {
             let (tcp, client) = tokio::select! {

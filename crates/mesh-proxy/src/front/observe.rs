@@ -13,16 +13,15 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::Either;
 use hyper::body::Incoming;
 
-use self::finish::Finish;
-pub(crate) use self::finish::Observed;
+pub(crate) use self::finish::{BoxError, Observed};
+use self::finish::{Finish, Inspected};
 use super::Front;
 use crate::{
     Proxy,
     body::Tally,
-    metrics, route, stamp,
+    inspect, metrics, route, stamp,
     trace::{self, SpanId, TraceParent, context::TRACEPARENT},
 };
 
@@ -104,12 +103,10 @@ impl Proxy {
         let span = SpanId::random();
         let (trace, parent) = continue_trace(req.headers(), span);
         let trace_id = trace_id_value(&trace);
-        if let Some(m) = self.observe.metrics.as_deref()
-            && metrics::is_metrics_request(req.uri(), req.headers())
-        {
-            let mut resp = metrics::response(m).map(Either::Right);
+        if super::own::is_own_host(req.uri(), req.headers()) {
+            let mut resp = self.own(req).await;
             resp.headers_mut().insert(trace::TRACE_ID_HEADER, trace_id);
-            return resp.map(|b| Observed::new(b, None));
+            return resp;
         }
         let outgoing = HeaderValue::from_bytes(&trace.to_bytes()).expect("traceparent is ascii");
         req.headers_mut().insert(TRACEPARENT, outgoing);
@@ -125,10 +122,20 @@ impl Proxy {
             .then(|| req.uri().path_and_query().map(|pq| pq.as_str().to_owned()))
             .flatten()
             .unwrap_or_default();
-        let tally = (self.observe.log.is_some()).then(|| Arc::new(Tally::default()));
+        let inspector = self.observe.inspector.as_ref();
+        let tally = match inspector {
+            Some(_) => Some(Arc::new(Tally::teeing(inspect::BODY_PREFIX))),
+            None => (self.observe.log.is_some()).then(|| Arc::new(Tally::default())),
+        };
         if let Some(t) = &tally {
             req.extensions_mut().insert(t.clone());
         }
+        let inspected = inspector.map(|i| Inspected {
+            inspector: i.clone(),
+            url: req.uri().to_string(),
+            request_headers: inspect::headers(req.headers(), i.secrets()),
+            response_headers: Vec::new(),
+        });
         let mut resp = self.handle(req, front).await;
         let unserved = resp.extensions_mut().remove::<Unserved>();
         let routed = resp.extensions_mut().remove::<Routed>().map(|r| r.0);
@@ -152,9 +159,17 @@ impl Proxy {
             bytes_in: tally,
             trace,
             parent,
+            inspected: None,
         };
         resp.headers_mut().insert(trace::TRACE_ID_HEADER, trace_id);
-        resp.map(|b| Observed::new(b, Some(Box::new(finish))))
+        let finish = Box::new(Finish {
+            inspected: inspected.map(|mut i| {
+                i.response_headers = inspect::headers(resp.headers(), i.inspector.secrets());
+                Box::new(i)
+            }),
+            ..finish
+        });
+        resp.map(|b| Observed::new(b, Some(finish)))
     }
 }
 

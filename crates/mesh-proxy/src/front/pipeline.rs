@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use super::Front;
 use crate::{
-    Proxy, REQUIRE_HEADER, VERSIONS_HEADER,
+    PEER_HEADER, Proxy, REQUIRE_HEADER, VERSIONS_HEADER,
     body::{Body, Counted, Tally, UpBody},
     choose,
     error::{AskError, Chain},
@@ -93,6 +93,10 @@ impl Proxy {
             Ok(ask) => ask,
             Err(e) => return ControlFlow::Break(pages::bad_request(&Chain(&e).to_string(), json)),
         };
+        let pin = match header_pin(req.headers()) {
+            Ok(pin) => pin.or(settings.and_then(|s| s.pin)),
+            Err(e) => return ControlFlow::Break(pages::bad_request(&e, json)),
+        };
         let sticky = settings.is_some_and(|s| s.sticky);
         let cookie = sticky
             .then(|| stamp::sticky_cookie(req.headers(), &service))
@@ -101,7 +105,7 @@ impl Proxy {
         let asked = choose::Ask {
             requirements,
             mode: ask.mode,
-            pin: settings.and_then(|s| s.pin),
+            pin,
             sticky: cookie,
         };
         let choice = match choose::choose(snapshot, &service, &asked, &self.routing, Instant::now())
@@ -290,6 +294,17 @@ fn ask(
     })
 }
 
+/// The provider an `X-DevMesh-Peer` header pins the request to.
+fn header_pin(headers: &HeaderMap) -> Result<Option<PeerId>, String> {
+    let Some(value) = headers.get(PEER_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    text.parse().map(Some).map_err(|_| {
+        format!("X-DevMesh-Peer: {text:?} is not a peer id; `devmesh peers` and `devmesh status` show them")
+    })
+}
+
 /// The requirement of an `X-DevMesh-Require` header.
 fn header_requirement(value: &http::HeaderValue) -> Result<choose::Requirement, AskError> {
     let text = value.to_str().unwrap_or_default().trim();
@@ -351,6 +366,7 @@ fn strip_devmesh_headers(headers: &mut HeaderMap, from_header: bool) {
         headers.remove(REQUIRE_HEADER);
     }
     headers.remove(VERSIONS_HEADER);
+    headers.remove(PEER_HEADER);
 }
 
 /// The path and query of a request, as the upstream gets it.

@@ -1,18 +1,31 @@
-//! The inspector's capture buffer: the most recent requests a node
-//! handled, bounded by count and by bytes (10,000 requests and 64 MiB by
-//! default), each with its method, URL, headers, the first 64 KiB of each
-//! body, status, timings, provider and trace id. Secrets in `Authorization`,
+//! The inspector: the most recent requests a node handled, on both ends,
+//! bounded by count and by bytes (10,000 requests and 64 MiB by default),
+//! each with its method, URL, headers, the first 64 KiB of each body,
+//! status, timings, provider and trace id. Secrets in `Authorization`,
 //! `Cookie` and `Set-Cookie` are masked unless the node is told to keep
-//! them. Pure: the front door and the provider feed it.
+//! them.
+//!
+//! The pure parts: [`Buffer`] and [`Entry`] (here), [`Prefix`] (the kept
+//! start of a body), `sniff` (a provider's requests found in the bytes of
+//! its splice), `wire` (the `/devmesh/inspect/1` messages) and [`diff`] (a
+//! replay's diff). [`Inspector`] is the shared buffer with its feed of new
+//! entries; `peer` serves and asks the provider side over libp2p.
 
 mod capture;
+mod chunked;
+pub mod diff;
+mod entry;
+mod inspector;
+pub(crate) mod peer;
+pub(crate) mod sniff;
+pub mod wire;
 
-use std::collections::VecDeque;
-
-use http::HeaderMap;
-use serde::Serialize;
+use std::{collections::VecDeque, sync::Arc};
 
 pub use capture::Prefix;
+pub use entry::{BodyPrefix, Entry, Side, Summary, Timings, headers};
+pub(crate) use inspector::TunnelCapture;
+pub use inspector::{Inspector, Settings};
 
 /// Requests kept by default.
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
@@ -22,77 +35,6 @@ pub const DEFAULT_MAX_BYTES: usize = 64 << 20;
 pub const BODY_PREFIX: usize = 64 << 10;
 /// What a masked header value shows.
 pub const MASKED: &str = "<masked>";
-
-/// Which end of a request an entry was captured on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Side {
-    /// The caller's node: the request as the client sent it.
-    Caller,
-    /// The provider's node: the request as its backend received it.
-    Provider,
-}
-
-/// One captured request.
-#[derive(Debug, Clone, Serialize)]
-pub struct Entry {
-    /// Increasing id, unique on this node.
-    pub id: u64,
-    pub side: Side,
-    /// Arrival, RFC 3339 UTC.
-    pub time: String,
-    pub method: String,
-    pub url: String,
-    pub request_headers: Vec<(String, String)>,
-    /// The first [`BODY_PREFIX`] bytes of the request body, lossy UTF-8.
-    pub request_body: String,
-    /// The request body was longer than what is kept.
-    pub request_truncated: bool,
-    pub status: u16,
-    pub response_headers: Vec<(String, String)>,
-    pub response_body: String,
-    pub response_truncated: bool,
-    pub service: String,
-    pub provider: String,
-    pub route: String,
-    pub duration_ms: f64,
-    pub trace_id: String,
-}
-
-impl Entry {
-    /// The bytes this entry counts for in the buffer's budget.
-    fn size(&self) -> usize {
-        let headers =
-            |h: &[(String, String)]| h.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        self.url.len()
-            + headers(&self.request_headers)
-            + headers(&self.response_headers)
-            + self.request_body.len()
-            + self.response_body.len()
-            + 256
-    }
-}
-
-/// The headers of a request or response as an entry keeps them: secrets
-/// masked unless `secrets`.
-pub fn headers(h: &HeaderMap, secrets: bool) -> Vec<(String, String)> {
-    h.iter()
-        .map(|(k, v)| {
-            let masked = !secrets
-                && matches!(
-                    k.as_str(),
-                    "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
-                );
-            let value = if masked {
-                MASKED.to_owned()
-            } else {
-                String::from_utf8_lossy(v.as_bytes()).into_owned()
-            };
-            (k.as_str().to_owned(), value)
-        })
-        .collect()
-}
 
 /// Which entries a listing shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,7 +60,8 @@ pub fn status_class(text: &str) -> Result<u16, StatusClassError> {
 }
 
 impl Filter {
-    fn matches(&self, e: &Entry) -> bool {
+    /// Whether `e` is selected.
+    pub fn matches(&self, e: &Entry) -> bool {
         self.service.as_ref().is_none_or(|s| *s == e.service)
             && self.status_class.is_none_or(|c| e.status / 100 == c)
     }
@@ -128,7 +71,7 @@ impl Filter {
 /// go first.
 #[derive(Debug)]
 pub struct Buffer {
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Arc<Entry>>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,
@@ -153,16 +96,16 @@ impl Buffer {
         }
     }
 
-    /// Adds `entry` with the next id (returned), evicting the oldest
-    /// entries until it fits. An entry larger than the whole budget is not
-    /// kept.
-    pub fn push(&mut self, mut entry: Entry) -> u64 {
-        let id = self.next_id;
+    /// Adds `entry` with the next id, evicting the oldest entries until it
+    /// fits; returns it as kept. An entry larger than the whole budget is
+    /// not kept (its id is still used).
+    pub fn push(&mut self, mut entry: Entry) -> Arc<Entry> {
+        entry.id = self.next_id;
         self.next_id += 1;
-        entry.id = id;
         let size = entry.size();
+        let entry = Arc::new(entry);
         if size > self.max_bytes || self.max_entries == 0 {
-            return id;
+            return entry;
         }
         while self.entries.len() >= self.max_entries || self.bytes + size > self.max_bytes {
             let Some(old) = self.entries.pop_front() else {
@@ -171,23 +114,34 @@ impl Buffer {
             self.bytes -= old.size();
         }
         self.bytes += size;
-        self.entries.push_back(entry);
-        id
+        self.entries.push_back(entry.clone());
+        entry
     }
 
-    /// The entries `filter` selects, newest first.
-    pub fn list(&self, filter: &Filter) -> Vec<&Entry> {
+    /// At most `limit` of the entries `filter` selects, newest first.
+    pub fn list(&self, filter: &Filter, limit: usize) -> Vec<Arc<Entry>> {
         self.entries
             .iter()
             .rev()
             .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
             .collect()
     }
 
     /// The entry with `id`, while it is kept.
-    pub fn get(&self, id: u64) -> Option<&Entry> {
+    pub fn get(&self, id: u64) -> Option<Arc<Entry>> {
         let i = self.entries.binary_search_by_key(&id, |e| e.id).ok()?;
-        self.entries.get(i)
+        self.entries.get(i).cloned()
+    }
+
+    /// The newest entry of `side` with `trace_id`.
+    pub fn by_trace(&self, trace_id: &str, side: Side) -> Option<Arc<Entry>> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| e.side == side && e.trace_id == trace_id)
+            .cloned()
     }
 
     /// Entries and bytes kept now.

@@ -29,7 +29,7 @@ use prometheus_client::{
 };
 
 pub(crate) use serve::response;
-pub use serve::{METRICS_HOST, METRICS_PATH, is_metrics_request, serve};
+pub use serve::{METRICS_HOST, METRICS_PATH, is_metrics_request, is_own_host, serve};
 
 /// Bucket bounds of request durations, seconds (Traefik's defaults, with
 /// finer steps below 100 ms where a dev mesh lives).

@@ -25,9 +25,12 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// Whether a front-door request asks for the metrics: `GET /metrics` with
 /// `Host: devmesh.localhost` (port optional) or that authority in the URI.
 pub fn is_metrics_request(uri: &Uri, headers: &HeaderMap) -> bool {
-    if uri.path() != METRICS_PATH {
-        return false;
-    }
+    uri.path() == METRICS_PATH && is_own_host(uri, headers)
+}
+
+/// Whether a front-door request is for the front door itself: `Host:
+/// devmesh.localhost` (port optional) or that authority in the URI.
+pub fn is_own_host(uri: &Uri, headers: &HeaderMap) -> bool {
     let host = match uri.host() {
         Some(host) => host,
         None => match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {

@@ -22,7 +22,7 @@ use super::{
 };
 
 /// Most headers looked at in a head.
-const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 /// The end of a chunked body with no trailers.
 const LAST_CHUNK: &[u8; 5] = b"0\r\n\r\n";
 

@@ -13,15 +13,30 @@ use bytes::{Buf as _, Bytes};
 use http::Method;
 use hyper::body::{Frame, SizeHint};
 
+use http_body_util::combinators::UnsyncBoxBody;
+
 use crate::{
     Observe,
     body::{Body, Tally},
+    inspect::{self, Entry, Inspector, Prefix, Side, Timings},
     metrics, reqlog,
     trace::{self, SpanId, TraceParent},
 };
 
+/// The error of the front door's response bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the inspector keeps of a request besides what [`Finish`] has.
+pub(crate) struct Inspected {
+    pub inspector: Arc<Inspector>,
+    /// As the client sent it.
+    pub url: String,
+    pub request_headers: Vec<(String, String)>,
+    pub response_headers: Vec<(String, String)>,
+}
+
 /// A request, as recorded once its response has been sent.
-pub(super) struct Finish {
+pub(crate) struct Finish {
     pub observe: Observe,
     /// The connection's last metric series.
     pub series: Arc<metrics::LastSeries>,
@@ -45,11 +60,17 @@ pub(super) struct Finish {
     pub trace: TraceParent,
     /// The parent the request came with.
     pub parent: Option<SpanId>,
+    /// Captured for the inspector, when it is on.
+    pub inspected: Option<Box<Inspected>>,
 }
 
 impl Finish {
-    fn run(self, bytes_out: u64) {
+    fn run(mut self, bytes_out: u64, response: Option<Prefix>) {
         let duration = self.start.elapsed();
+        if let Some(inspected) = self.inspected.take() {
+            let inspector = inspected.inspector.clone();
+            inspector.record(self.entry(*inspected, duration, response));
+        }
         if let Some(m) = &self.observe.metrics {
             let served = metrics::Served {
                 service: &self.service,
@@ -85,6 +106,36 @@ impl Finish {
             && self.trace.flags & 1 == 1
         {
             exporter.record(self.client_span(duration));
+        }
+    }
+
+    /// The caller side's inspector entry.
+    fn entry(&self, i: Inspected, duration: Duration, response: Option<Prefix>) -> Entry {
+        let response_body = response.unwrap_or_default().finish();
+        Entry {
+            id: 0,
+            side: Side::Caller,
+            time: reqlog::time_text(self.started_at),
+            method: self.method.to_string(),
+            url: i.url,
+            request_headers: i.request_headers,
+            request_body: (self.bytes_in.as_ref())
+                .and_then(|t| t.take_prefix())
+                .unwrap_or_default(),
+            status: self.code,
+            response_headers: i.response_headers,
+            response_body,
+            service: self.service.clone(),
+            version: self.version.clone(),
+            provider: self.provider.clone(),
+            consumer: String::new(),
+            route: self.route.to_owned(),
+            timings: Timings {
+                duration_ms: reqlog::millis(duration),
+                response_head_ms: Some(reqlog::millis(self.head_after)),
+                routing_ms: self.routed.map(reqlog::millis),
+            },
+            trace_id: self.trace.trace_id.to_string(),
         }
     }
 
@@ -124,20 +175,43 @@ impl Finish {
     }
 }
 
-/// A front-door response body that counts its bytes and, once it has been
-/// sent (or the client went away), records the request.
+/// A front-door response body that counts its bytes, keeps its start when
+/// the inspector captures it and, once it has been sent (or the client
+/// went away), records the request.
 pub(crate) struct Observed {
-    inner: Body,
+    inner: Inner,
     finish: Option<Box<Finish>>,
     sent: u64,
+    prefix: Option<Prefix>,
+}
+
+/// A proxied body (or a page), or one of the front door's own answers
+/// (an event stream, say).
+enum Inner {
+    Proxied(Body),
+    Own(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl Observed {
-    pub(super) fn new(inner: Body, finish: Option<Box<Finish>>) -> Self {
+    pub(crate) fn new(inner: Body, finish: Option<Box<Finish>>) -> Self {
+        let prefix = (finish.as_ref())
+            .filter(|f| f.inspected.is_some())
+            .map(|_| Prefix::new(inspect::BODY_PREFIX));
         Self {
-            inner,
+            inner: Inner::Proxied(inner),
             finish,
             sent: 0,
+            prefix,
+        }
+    }
+
+    /// One of the front door's own answers, recorded nowhere.
+    pub(crate) fn own(inner: UnsyncBoxBody<Bytes, BoxError>) -> Self {
+        Self {
+            inner: Inner::Own(inner),
+            finish: None,
+            sent: 0,
+            prefix: None,
         }
     }
 }
@@ -150,28 +224,41 @@ impl hyper::body::Body for Observed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let this = &mut *self;
+        let frame = match &mut this.inner {
+            Inner::Proxied(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Inner::Own(body) => ready!(Pin::new(body).poll_frame(cx)),
+        };
         if let Some(Ok(f)) = &frame
             && let Some(data) = f.data_ref()
         {
-            self.sent += data.remaining() as u64;
+            this.sent += data.remaining() as u64;
+            if let Some(prefix) = &mut this.prefix {
+                prefix.see(data);
+            }
         }
         Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::Proxied(body) => body.is_end_stream(),
+            Inner::Own(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Proxied(body) => body.size_hint(),
+            Inner::Own(body) => body.size_hint(),
+        }
     }
 }
 
 impl Drop for Observed {
     fn drop(&mut self) {
         if let Some(finish) = self.finish.take() {
-            finish.run(self.sent);
+            finish.run(self.sent, self.prefix.take());
         }
     }
 }
