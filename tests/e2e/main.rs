@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod cli;
+mod dashboard;
 mod docker;
 mod editor;
 mod health;

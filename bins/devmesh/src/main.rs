@@ -10,6 +10,7 @@ mod daemon;
 mod doctor;
 mod hosts;
 mod output;
+mod site;
 
 use std::process::ExitCode;
 
@@ -118,6 +119,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => commands::status::status(home, json).await,
         Command::Peers { json } => commands::status::peers(home, json).await,
         Command::Doctor { json } => commands::status::doctor(home, json).await,
+        Command::Graph { json, dot } => {
+            use commands::graph::Format;
+            let format = match (json, dot) {
+                (true, _) => Format::Json,
+                (_, true) => Format::Dot,
+                _ => Format::Text,
+            };
+            commands::graph::graph(home, format).await
+        }
+        Command::Dashboard { print } => commands::dashboard::dashboard(home, print).await,
         Command::Join(args) => commands::join::join(home, args).await,
         Command::Invite {
             namespace,

@@ -23,13 +23,15 @@
 //! connections to backends and providers, and the local connect), `drain`
 //! (tracked tasks, [`Proxy::drain`]), [`health`] (checks of local backends),
 //! [`tcp`] (raw TCP services: [`Proxy::serve_tcp_tunnels`] and
-//! [`Proxy::serve_tcp_listeners`]).
+//! [`Proxy::serve_tcp_listeners`]), [`console`] (the node's site on
+//! `devmesh.localhost`: dashboard, graph, live state).
 
 mod activity;
 pub mod backend;
 mod body;
 mod bounded;
 pub mod choose;
+pub mod console;
 mod drain;
 mod error;
 pub mod forward;
@@ -96,6 +98,8 @@ pub struct Proxy {
     tcp: Arc<tcp::Listeners>,
     /// Metrics (and what else observes requests).
     observe: Observe,
+    /// What the node's site (the dashboard) shows.
+    console: Arc<console::Console>,
 }
 
 impl Proxy {
@@ -136,6 +140,7 @@ impl Proxy {
             tasks: drain::Tasks::default(),
             closing: CancellationToken::new(),
             tcp: Arc::default(),
+            console: Arc::new(console::Console::new(&node, observe.metrics.is_some())),
             observe,
         })
     }

@@ -1,4 +1,5 @@
-//! The observed front door: answers the metrics endpoint; continues the
+//! The observed front door: hands the node's site (`devmesh.localhost`:
+//! dashboard, metrics) to [`crate::console`]; continues the
 //! request's W3C trace (or starts one), with the client span's id as the
 //! parent the request carries on and its trace id in `X-DevMesh-Trace-Id`
 //! on the response; and, once the response body has ended, counts the
@@ -13,7 +14,6 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body_util::Either;
 use hyper::body::Incoming;
 
 use self::finish::Finish;
@@ -22,7 +22,7 @@ use super::Front;
 use crate::{
     Proxy,
     body::Tally,
-    metrics, route, stamp,
+    console, metrics, route, stamp,
     trace::{self, SpanId, TraceParent, context::TRACEPARENT},
 };
 
@@ -104,12 +104,12 @@ impl Proxy {
         let span = SpanId::random();
         let (trace, parent) = continue_trace(req.headers(), span);
         let trace_id = trace_id_value(&trace);
-        if let Some(m) = self.observe.metrics.as_deref()
-            && metrics::is_metrics_request(req.uri(), req.headers())
-        {
-            let mut resp = metrics::response(m).map(Either::Right);
+        // The node's own site (dashboard, metrics, inspector API) is not
+        // observed: it is not traffic of the mesh.
+        if console::is_site_request(req.uri(), req.headers()) {
+            let mut resp = self.site(req).await;
             resp.headers_mut().insert(trace::TRACE_ID_HEADER, trace_id);
-            return resp.map(|b| Observed::new(b, None));
+            return resp.map(Observed::site);
         }
         let outgoing = HeaderValue::from_bytes(&trace.to_bytes()).expect("traceparent is ascii");
         req.headers_mut().insert(TRACEPARENT, outgoing);

@@ -11,11 +11,13 @@ use std::{
 
 use bytes::{Buf as _, Bytes};
 use http::Method;
+use http_body_util::Either;
 use hyper::body::{Frame, SizeHint};
 
 use crate::{
     Observe,
     body::{Body, Tally},
+    console::SiteBody,
     metrics, reqlog,
     trace::{self, SpanId, TraceParent},
 };
@@ -127,7 +129,8 @@ impl Finish {
 /// A front-door response body that counts its bytes and, once it has been
 /// sent (or the client went away), records the request.
 pub(crate) struct Observed {
-    inner: Body,
+    /// A proxied response (or a page of the proxy), or the node's site.
+    inner: Either<Body, SiteBody>,
     finish: Option<Box<Finish>>,
     sent: u64,
 }
@@ -135,8 +138,17 @@ pub(crate) struct Observed {
 impl Observed {
     pub(super) fn new(inner: Body, finish: Option<Box<Finish>>) -> Self {
         Self {
-            inner,
+            inner: Either::Left(inner),
             finish,
+            sent: 0,
+        }
+    }
+
+    /// A response of the node's site, recorded nowhere.
+    pub(super) fn site(inner: SiteBody) -> Self {
+        Self {
+            inner: Either::Right(inner),
+            finish: None,
             sent: 0,
         }
     }
@@ -144,7 +156,7 @@ impl Observed {
 
 impl hyper::body::Body for Observed {
     type Data = Bytes;
-    type Error = <Body as hyper::body::Body>::Error;
+    type Error = <Either<Body, SiteBody> as hyper::body::Body>::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
