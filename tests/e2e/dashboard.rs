@@ -75,7 +75,7 @@ async fn the_dashboard_is_live_in_chromium() {
     for _ in 0..5 {
         let out = tokio::process::Command::new("curl")
             .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: web2.localhost"])
-            .arg(format!("http://127.0.0.1:{}/dash-probe", b.proxy.port()))
+            .arg(format!("http://127.0.0.1:{}/hello?from=dash-probe", b.proxy.port()))
             .output()
             .await
             .expect("running curl");
@@ -109,7 +109,7 @@ async fn the_dashboard_is_live_in_chromium() {
         browser
             .wait_for(
                 "the curl request in the inspector",
-                "return document.querySelector('#requests tbody').innerText.includes('/dash-probe') || null",
+                "return document.querySelector('#requests tbody').innerText.includes('dash-probe') || null",
             )
             .await;
         browser

@@ -129,6 +129,7 @@ impl Proxy {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Uploads from HTTP/2 clients are not held to 64 KiB windows.
         http.http2().adaptive_window(true);
+        let console = Arc::new(console::Console::new(&node, observe.metrics.is_some()));
         Arc::new(Self {
             routing,
             http,
@@ -140,7 +141,7 @@ impl Proxy {
             tasks: drain::Tasks::default(),
             closing: CancellationToken::new(),
             tcp: Arc::default(),
-            console: Arc::new(console::Console::new(&node, observe.metrics.is_some())),
+            console,
             observe,
         })
     }
