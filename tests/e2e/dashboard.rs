@@ -69,13 +69,27 @@ async fn the_dashboard_is_live_in_chromium() {
     let graph_text = browser
         .eval("return document.querySelector('#graph').textContent")
         .await;
-    assert!(graph_text.as_str().unwrap().contains("web2 2.1.0"), "{graph_text}");
+    assert!(
+        graph_text.as_str().unwrap().contains("web2 2.1.0"),
+        "{graph_text}"
+    );
 
     // Requests made with curl: their rate shows, and the inspector lists them.
     for _ in 0..5 {
         let out = tokio::process::Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: web2.localhost"])
-            .arg(format!("http://127.0.0.1:{}/hello?from=dash-probe", b.proxy.port()))
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                "Host: web2.localhost",
+            ])
+            .arg(format!(
+                "http://127.0.0.1:{}/hello?from=dash-probe",
+                b.proxy.port()
+            ))
             .output()
             .await
             .expect("running curl");
@@ -103,7 +117,9 @@ async fn the_dashboard_is_live_in_chromium() {
             .eval("return document.getElementById('inspector-status').innerText")
             .await;
         assert!(note.as_str().unwrap().contains("not enabled"), "{note}");
-        eprintln!("skipping the inspector checks: /api/requests answers 404 (the inspector is not enabled)");
+        eprintln!(
+            "skipping the inspector checks: /api/requests answers 404 (the inspector is not enabled)"
+        );
     } else {
         browser.client.refresh().await.unwrap();
         browser
@@ -121,7 +137,10 @@ async fn the_dashboard_is_live_in_chromium() {
                 "const r = document.getElementById('replay-result'); return r.dataset.replayed ? r.innerText : null",
             )
             .await;
-        assert!(replayed.as_str().unwrap().contains("status 200"), "{replayed}");
+        assert!(
+            replayed.as_str().unwrap().contains("status 200"),
+            "{replayed}"
+        );
     }
 
     let png = browser.client.screenshot().await.unwrap();
@@ -149,11 +168,18 @@ async fn devmesh_graph_shows_paths_services_and_requests() {
     for _ in 0..20 {
         assert_eq!(get(b.proxy, "api.localhost", "/name").await.status, 200);
     }
-    let graph = eventually(Duration::from_secs(20), "the request edge in devmesh graph", || async {
-        let g = b.cli_json(&["graph"]).await;
-        let edge = g["requests"].as_array()?.iter().find(|e| e["service"] == "api")?;
-        (edge["p95_ms"].is_number() && edge["rate"].as_f64()? > 0.0).then_some(g)
-    })
+    let graph = eventually(
+        Duration::from_secs(20),
+        "the request edge in devmesh graph",
+        || async {
+            let g = b.cli_json(&["graph"]).await;
+            let edge = g["requests"]
+                .as_array()?
+                .iter()
+                .find(|e| e["service"] == "api")?;
+            (edge["p95_ms"].is_number() && edge["rate"].as_f64()? > 0.0).then_some(g)
+        },
+    )
     .await;
     println!("{graph:#}");
     assert_eq!(graph["node"], b.peer_id.as_str());
@@ -178,13 +204,23 @@ async fn devmesh_graph_shows_paths_services_and_requests() {
         .iter()
         .find(|e| e["service"] == "api")
         .unwrap();
-    assert_eq!((edge["provider"].as_str(), edge["route"].as_str()), (Some(a.peer_id.as_str()), Some("direct")));
+    assert_eq!(
+        (edge["provider"].as_str(), edge["route"].as_str()),
+        (Some(a.peer_id.as_str()), Some("direct"))
+    );
     assert!(edge["requests"].as_u64().unwrap() >= 1, "{edge}");
 
     let out = b.cli(&["graph", "--dot"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dot = String::from_utf8(out.stdout).unwrap();
-    assert!(dot.starts_with("digraph devmesh {\n") && dot.ends_with("}\n"), "{dot}");
+    assert!(
+        dot.starts_with("digraph devmesh {\n") && dot.ends_with("}\n"),
+        "{dot}"
+    );
     let me = format!("\"peer:{}\" -> \"service:api\"", b.peer_id);
     assert!(dot.contains(&me), "the request edge: {dot}");
     let provider = format!("\"service:api\" -> \"peer:{}\"", a.peer_id);
@@ -197,13 +233,25 @@ async fn devmesh_graph_shows_paths_services_and_requests() {
         .spawn()
     {
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(dot.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dot.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "dot refused it: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dot refused it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = b.cli(&["graph"]).await;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("api (http)") && text.contains("1.4.2"), "{text}");
+    assert!(
+        text.contains("api (http)") && text.contains("1.4.2"),
+        "{text}"
+    );
     let both = b.cli(&["graph", "--json", "--dot"]).await;
     assert_eq!(both.status.code(), Some(2), "--json and --dot conflict");
 }
@@ -221,7 +269,11 @@ async fn devmesh_dashboard_prints_and_opens_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let opened = dir.path().join("opened");
     let script = dir.path().join("browser.sh");
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$@\" > {}\n", opened.display())).unwrap();
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", opened.display()),
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = node
@@ -231,20 +283,38 @@ async fn devmesh_dashboard_prints_and_opens_the_url() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = eventually(Duration::from_secs(10), "the browser script to run", || async {
-        std::fs::read_to_string(&opened).ok()
-    })
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = eventually(
+        Duration::from_secs(10),
+        "the browser script to run",
+        || async { std::fs::read_to_string(&opened).ok() },
+    )
     .await;
     assert_eq!(got.trim(), url);
 
-    let out = node.devmesh().arg("dashboard").env("BROWSER", "false").output().await.unwrap();
+    let out = node
+        .devmesh()
+        .arg("dashboard")
+        .env("BROWSER", "false")
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("open http://devmesh.localhost") && err.contains("BROWSER"), "{err}");
+    assert!(
+        err.contains("open http://devmesh.localhost") && err.contains("BROWSER"),
+        "{err}"
+    );
 
     // The site answers with metrics off too, without rates.
     let off = Daemon::start_with(&["--metrics", "off"]).await;
     let (status, state) = site_json(&off, "/api/state").await;
-    assert_eq!((status, &state["metrics"]), (200, &serde_json::json!(false)));
+    assert_eq!(
+        (status, &state["metrics"]),
+        (200, &serde_json::json!(false))
+    );
 }

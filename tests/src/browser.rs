@@ -41,7 +41,9 @@ impl Browser {
                 std::env::var_os("CI").is_none(),
                 "chromium and chromedriver are needed (.ci/run installs them: apt-get install chromium chromium-driver)"
             );
-            eprintln!("skipping: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)");
+            eprintln!(
+                "skipping: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
+            );
             return None;
         }
         let port = {
@@ -58,9 +60,11 @@ impl Browser {
             .spawn()
             .expect("starting chromedriver");
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        eventually(Duration::from_secs(30), "chromedriver to listen", || async move {
-            tokio::net::TcpStream::connect(addr).await.ok()
-        })
+        eventually(
+            Duration::from_secs(30),
+            "chromedriver to listen",
+            || async move { tokio::net::TcpStream::connect(addr).await.ok() },
+        )
         .await;
         let profile = tempfile::tempdir().expect("profile dir");
         let args = [

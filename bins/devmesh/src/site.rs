@@ -21,9 +21,9 @@ pub async fn front_door(home: &Path) -> anyhow::Result<SocketAddr> {
     let addr = status.proxy_addr.context(
         "this node runs no front door (a relay node): the dashboard and the graph are on member nodes",
     )?;
-    let mut addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("the daemon reported a front door address {addr:?} that is not ip:port"))?;
+    let mut addr: SocketAddr = addr.parse().with_context(|| {
+        format!("the daemon reported a front door address {addr:?} that is not ip:port")
+    })?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
@@ -52,7 +52,12 @@ pub async fn get(addr: SocketAddr, path_and_query: &str) -> anyhow::Result<Strin
         .with_context(what)?;
     let resp = sender.send_request(req).await.with_context(what)?;
     let status = resp.status();
-    let body = resp.into_body().collect().await.with_context(what)?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .with_context(what)?
+        .to_bytes();
     let text = String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
         anyhow::bail!("{} answered {status}: {}", what(), text.trim());

@@ -17,7 +17,9 @@ pub async fn dashboard(home: &Path, print_only: bool) -> Result<(), Failure> {
     if print_only {
         return Ok(());
     }
-    let browser = std::env::var("BROWSER").ok().filter(|b| !b.trim().is_empty());
+    let browser = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty());
     let argv = launcher(browser.as_deref(), &url);
     open(&argv).await.map_err(|e| {
         Failure::failed(e.context(format!(
@@ -31,10 +33,17 @@ pub async fn dashboard(home: &Path, print_only: bool) -> Result<(), Failure> {
 /// or the system's opener.
 fn launcher(browser: Option<&str>, url: &str) -> Vec<String> {
     let Some(browser) = browser else {
-        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
         return vec![opener.to_owned(), url.to_owned()];
     };
-    let first = browser.split(':').find(|e| !e.trim().is_empty()).unwrap_or(browser);
+    let first = browser
+        .split(':')
+        .find(|e| !e.trim().is_empty())
+        .unwrap_or(browser);
     let mut argv: Vec<String> = first.split_whitespace().map(str::to_owned).collect();
     if argv.iter().any(|a| a.contains("%s")) {
         for a in &mut argv {
@@ -78,9 +87,6 @@ mod tests {
             launcher(Some("chromium --incognito:firefox"), url),
             ["chromium", "--incognito", url]
         );
-        assert_eq!(
-            launcher(Some("w3m %s -o x"), url),
-            ["w3m", url, "-o", "x"]
-        );
+        assert_eq!(launcher(Some("w3m %s -o x"), url), ["w3m", url, "-o", "x"]);
     }
 }

@@ -21,7 +21,9 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// reconnect after a second when the stream breaks.
 fn event(json: &[u8], first: bool) -> Bytes {
     let retry: &[u8] = if first { b"retry: 1000\n" } else { b"" };
-    [retry, b"event: state\ndata: ", json, b"\n\n"].concat().into()
+    [retry, b"event: state\ndata: ", json, b"\n\n"]
+        .concat()
+        .into()
 }
 
 /// The event stream of `live`, ending when `closing` is cancelled or the
@@ -71,9 +73,6 @@ mod tests {
             &event(b"{\"a\":1}", true)[..],
             b"retry: 1000\nevent: state\ndata: {\"a\":1}\n\n"
         );
-        assert_eq!(
-            &event(b"{}", false)[..],
-            b"event: state\ndata: {}\n\n"
-        );
+        assert_eq!(&event(b"{}", false)[..], b"event: state\ndata: {}\n\n");
     }
 }

@@ -125,7 +125,10 @@ impl Graph {
             });
         }
         let mut services = BTreeMap::<&str, GraphService>::new();
-        let local = snapshot.local.values().map(|l| (&snapshot.local_peer, &l.record));
+        let local = snapshot
+            .local
+            .values()
+            .map(|l| (&snapshot.local_peer, &l.record));
         let remote = snapshot.remote.iter().map(|r| (&r.peer, &r.record));
         for (peer, record) in local.chain(remote) {
             let service = services
@@ -170,31 +173,83 @@ impl Graph {
     /// request edge from this node to each service it sent requests to.
     pub fn to_dot(&self) -> String {
         let mut out = String::from("digraph devmesh {\n  rankdir=LR;\n");
-        let _ = writeln!(out, "  label={};", quote(&format!("devmesh namespace {}", self.namespace)));
+        let _ = writeln!(
+            out,
+            "  label={};",
+            quote(&format!("devmesh namespace {}", self.namespace))
+        );
         for n in &self.nodes {
             let label = format!("{}\n{}", short(&n.peer), n.kind);
-            let _ = writeln!(out, "  {} [shape=ellipse, label={}];", quote(&node_id(&n.peer)), quote(&label));
+            let _ = writeln!(
+                out,
+                "  {} [shape=ellipse, label={}];",
+                quote(&node_id(&n.peer)),
+                quote(&label)
+            );
         }
         for s in &self.services {
-            let _ = writeln!(out, "  {} [shape=box, label={}];", quote(&service_id(&s.name)), quote(&format!("{} ({})", s.name, s.protocol)));
+            let _ = writeln!(
+                out,
+                "  {} [shape=box, label={}];",
+                quote(&service_id(&s.name)),
+                quote(&format!("{} ({})", s.name, s.protocol))
+            );
             for p in &s.providers {
                 let label = format!("{} {}", p.version, p.health);
-                let style = if p.health == "unhealthy" { "dotted" } else { "solid" };
-                let _ = writeln!(out, "  {} -> {} [label={}, style={style}];", quote(&service_id(&s.name)), quote(&node_id(&p.peer)), quote(&label));
+                let style = if p.health == "unhealthy" {
+                    "dotted"
+                } else {
+                    "solid"
+                };
+                let _ = writeln!(
+                    out,
+                    "  {} -> {} [label={}, style={style}];",
+                    quote(&service_id(&s.name)),
+                    quote(&node_id(&p.peer)),
+                    quote(&label)
+                );
             }
         }
         for p in &self.paths {
-            let rtt = p.rtt_ms.map_or_else(String::new, |ms| format!(" {ms:.1} ms"));
-            let style = if p.path == "direct" { "solid" } else { "dashed" };
-            let _ = writeln!(out, "  {} -> {} [dir=none, style={style}, label={}];", quote(&node_id(&self.node)), quote(&node_id(&p.peer)), quote(&format!("{}{rtt}", p.path)));
+            let rtt = p
+                .rtt_ms
+                .map_or_else(String::new, |ms| format!(" {ms:.1} ms"));
+            let style = if p.path == "direct" {
+                "solid"
+            } else {
+                "dashed"
+            };
+            let _ = writeln!(
+                out,
+                "  {} -> {} [dir=none, style={style}, label={}];",
+                quote(&node_id(&self.node)),
+                quote(&node_id(&p.peer)),
+                quote(&format!("{}{rtt}", p.path))
+            );
         }
         for e in &self.requests {
             if !self.services.iter().any(|s| s.name == e.service) {
                 // A request for a name nobody provides: no box to point at.
-                let _ = writeln!(out, "  {} [shape=box, style=dashed, label={}];", quote(&service_id(&e.service)), quote(&e.service));
+                let _ = writeln!(
+                    out,
+                    "  {} [shape=box, style=dashed, label={}];",
+                    quote(&service_id(&e.service)),
+                    quote(&e.service)
+                );
             }
-            let label = format!("{} {}: {}", e.route, short(&e.provider), stats_text(&e.stats));
-            let _ = writeln!(out, "  {} -> {} [style=bold, color=blue, label={}];", quote(&node_id(&self.node)), quote(&service_id(&e.service)), quote(&label));
+            let label = format!(
+                "{} {}: {}",
+                e.route,
+                short(&e.provider),
+                stats_text(&e.stats)
+            );
+            let _ = writeln!(
+                out,
+                "  {} -> {} [style=bold, color=blue, label={}];",
+                quote(&node_id(&self.node)),
+                quote(&service_id(&e.service)),
+                quote(&label)
+            );
         }
         out.push_str("}\n");
         out
@@ -208,8 +263,14 @@ impl Graph {
             out.push_str("  (no peers connected)\n");
         }
         for p in &self.paths {
-            let rtt = p.rtt_ms.map_or_else(|| "rtt ?".into(), |ms| format!("rtt {ms:.1} ms"));
-            let kind = self.nodes.iter().find(|n| n.peer == p.peer).map_or("", |n| n.kind.as_str());
+            let rtt = p
+                .rtt_ms
+                .map_or_else(|| "rtt ?".into(), |ms| format!("rtt {ms:.1} ms"));
+            let kind = self
+                .nodes
+                .iter()
+                .find(|n| n.peer == p.peer)
+                .map_or("", |n| n.kind.as_str());
             let _ = writeln!(out, "  -> {} {kind} {} {rtt}", p.peer, p.path);
         }
         out.push_str("services:\n");
@@ -223,13 +284,27 @@ impl Graph {
                 let _ = writeln!(out, "    {} {} {}{here}", p.version, p.health, p.peer);
             }
         }
-        let _ = writeln!(out, "requests from this node (last {:.0} s):", self.window_seconds);
+        let _ = writeln!(
+            out,
+            "requests from this node (last {:.0} s):",
+            self.window_seconds
+        );
         if self.requests.is_empty() {
             out.push_str("  (none)\n");
         }
         for e in &self.requests {
-            let to = if e.provider.is_empty() { "-" } else { e.provider.as_str() };
-            let _ = writeln!(out, "  {} -> {to} {}: {}", e.service, e.route, stats_text(&e.stats));
+            let to = if e.provider.is_empty() {
+                "-"
+            } else {
+                e.provider.as_str()
+            };
+            let _ = writeln!(
+                out,
+                "  {} -> {to} {}: {}",
+                e.service,
+                e.route,
+                stats_text(&e.stats)
+            );
         }
         out
     }
@@ -249,7 +324,12 @@ fn add_unconnected(nodes: &mut Vec<GraphNode>, peer: &PeerId) {
 /// `2.0 req/s, p50 1.2 ms, p95 3.4 ms` (and the 5xx rate when there are any).
 pub fn stats_text(s: &Stats) -> String {
     let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1} ms"));
-    let mut text = format!("{:.1} req/s, p50 {}, p95 {}", s.rate, ms(s.p50_ms), ms(s.p95_ms));
+    let mut text = format!(
+        "{:.1} req/s, p50 {}, p95 {}",
+        s.rate,
+        ms(s.p50_ms),
+        ms(s.p95_ms)
+    );
     if s.errors > 0.0 {
         let _ = write!(text, ", 5xx {:.1}/s", s.errors);
     }

@@ -147,8 +147,13 @@ impl Console {
     fn publish(&self, snapshot: &Snapshot, history: &rates::History, metrics: bool) {
         // Whole seconds: the window's length jitters with the timer.
         let window = history.seconds().round();
-        let state =
-            state::State::build(snapshot, &history.edges(), history.services(), window, metrics);
+        let state = state::State::build(
+            snapshot,
+            &history.edges(),
+            history.services(),
+            window,
+            metrics,
+        );
         self.live.send_if_modified(|current| {
             if current.state == state {
                 return false;
@@ -164,7 +169,11 @@ impl Console {
 }
 
 /// A response with `body` of `content_type`.
-fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<SiteBody> {
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<SiteBody> {
     let mut resp = Response::new(Full::new(body.into()).boxed_unsync());
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
@@ -229,10 +238,7 @@ impl Proxy {
             return inspector(self, req).await;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            let mut resp = json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "only GET is answered here",
-            );
+            let mut resp = json_error(StatusCode::METHOD_NOT_ALLOWED, "only GET is answered here");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
@@ -252,7 +258,9 @@ impl Proxy {
                 Some(asset) => asset.response(),
                 None if path.starts_with("/api/") => json_error(
                     StatusCode::NOT_FOUND,
-                    &format!("no API at {path}: there are /api/state, /api/graph, /api/events and /api/requests"),
+                    &format!(
+                        "no API at {path}: there are /api/state, /api/graph, /api/events and /api/requests"
+                    ),
                 ),
                 None => json_error(
                     StatusCode::NOT_FOUND,

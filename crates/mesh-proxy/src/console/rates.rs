@@ -205,7 +205,13 @@ pub struct Stats {
 
 impl Stats {
     fn of(delta: &Totals, seconds: f64) -> Stats {
-        let per_second = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+        let per_second = |n: u64| {
+            if seconds > 0.0 {
+                n as f64 / seconds
+            } else {
+                0.0
+            }
+        };
         let ms = |q| quantile(q, &delta.buckets).map(|s| s * 1000.0);
         Stats {
             rate: per_second(delta.count),

@@ -15,7 +15,11 @@ use tokio_util::sync::CancellationToken;
 use super::is_site_request;
 use crate::{Observe, Proxy, metrics::Metrics, policy::Routing};
 
-async fn front_door() -> (std::net::SocketAddr, mesh_core::NodeHandle, CancellationToken) {
+async fn front_door() -> (
+    std::net::SocketAddr,
+    mesh_core::NodeHandle,
+    CancellationToken,
+) {
     let mut config = Config::new(
         libp2p::identity::Keypair::generate_ed25519(),
         Namespace::new("team", None),
@@ -26,7 +30,12 @@ async fn front_door() -> (std::net::SocketAddr, mesh_core::NodeHandle, Cancellat
     let observe = Observe::default();
     let metrics = std::sync::Arc::new(Metrics::new(&node, &observe));
     let observe = observe.with_metrics(metrics);
-    let proxy = Proxy::observed(node.clone(), Routing::new(Default::default()), None, observe);
+    let proxy = Proxy::observed(
+        node.clone(),
+        Routing::new(Default::default()),
+        None,
+        observe,
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -84,7 +93,10 @@ async fn the_site_serves_the_page_state_graph_and_events() {
 
     let (status, headers, body) = call(addr, "GET / HTTP/1.1").await;
     assert_eq!(status, 200);
-    assert!(headers.contains("content-security-policy: default-src 'self'"), "{headers}");
+    assert!(
+        headers.contains("content-security-policy: default-src 'self'"),
+        "{headers}"
+    );
     assert!(body.contains("/assets/app.js"));
     let (status, headers, _) = call(addr, "GET /assets/graph.js HTTP/1.1").await;
     assert_eq!(status, 200);

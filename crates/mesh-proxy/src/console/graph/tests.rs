@@ -33,7 +33,8 @@ pub(crate) fn snapshot() -> (Snapshot, PeerId, PeerId, PeerId) {
     s.peers.insert(a, link(PeerKind::Member, true, Some(3)));
     s.peers.insert(c, link(PeerKind::Member, false, None));
     s.peers.insert(relay, link(PeerKind::Relay, true, Some(20)));
-    s.peers.insert(PeerId::random(), link(PeerKind::Foreign, true, None));
+    s.peers
+        .insert(PeerId::random(), link(PeerKind::Foreign, true, None));
     s.local.insert(
         "web".into(),
         LocalService {
@@ -43,8 +44,10 @@ pub(crate) fn snapshot() -> (Snapshot, PeerId, PeerId, PeerId) {
             scheme: Scheme::Http,
         },
     );
-    for (peer, version, health) in [(a, "1.4.2", Health::Unknown), (c, "2.0.0", Health::Unhealthy)]
-    {
+    for (peer, version, health) in [
+        (a, "1.4.2", Health::Unknown),
+        (c, "2.0.0", Health::Unhealthy),
+    ] {
         s.remote.push(RemoteService {
             peer,
             record: record("api", version, health),
@@ -78,20 +81,38 @@ fn the_graph_has_nodes_paths_services_and_request_edges() {
     let g = Graph::build(&s, &edges, 10.0);
     assert_eq!(g.node, s.local_peer.to_string());
     assert_eq!(g.nodes[0].kind, "self");
-    assert_eq!(g.nodes.len(), 4, "self, two members and the relay: {:?}", g.nodes);
+    assert_eq!(
+        g.nodes.len(),
+        4,
+        "self, two members and the relay: {:?}",
+        g.nodes
+    );
     let path = |p: &PeerId| g.paths.iter().find(|e| e.peer == p.to_string()).unwrap();
-    assert_eq!((path(&a).path.as_str(), path(&a).rtt_ms), ("direct", Some(3.0)));
+    assert_eq!(
+        (path(&a).path.as_str(), path(&a).rtt_ms),
+        ("direct", Some(3.0))
+    );
     assert_eq!((path(&c).path.as_str(), path(&c).rtt_ms), ("relayed", None));
     assert_eq!(path(&relay).path, "direct");
     let names: Vec<_> = g.services.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["api", "web"]);
     let api = &g.services[0];
     assert_eq!(api.providers.len(), 2);
-    let unhealthy = api.providers.iter().find(|p| p.peer == c.to_string()).unwrap();
-    assert_eq!((unhealthy.version.as_str(), unhealthy.health.as_str()), ("2.0.0", "unhealthy"));
+    let unhealthy = api
+        .providers
+        .iter()
+        .find(|p| p.peer == c.to_string())
+        .unwrap();
+    assert_eq!(
+        (unhealthy.version.as_str(), unhealthy.health.as_str()),
+        ("2.0.0", "unhealthy")
+    );
     assert!(g.services[1].providers[0].local);
     assert_eq!(g.requests.len(), 1);
-    assert_eq!((g.requests[0].stats.rate, g.requests[0].route.as_str()), (2.0, "direct"));
+    assert_eq!(
+        (g.requests[0].stats.rate, g.requests[0].route.as_str()),
+        (2.0, "direct")
+    );
 }
 
 #[test]
@@ -109,7 +130,10 @@ fn the_json_form_reads_back() {
     let (s, a, _, _) = snapshot();
     let g = Graph::build(&s, &[edge("api", &a, "direct", 2.0)], 10.0);
     let json = serde_json::to_value(&g).unwrap();
-    assert_eq!(json["requests"][0]["p95_ms"], 4.0, "stats are flattened: {json}");
+    assert_eq!(
+        json["requests"][0]["p95_ms"], 4.0,
+        "stats are flattened: {json}"
+    );
     let back: Graph = serde_json::from_value(json).unwrap();
     assert_eq!(back, g);
 }
@@ -125,7 +149,10 @@ pub(crate) fn check_dot(dot: &str) -> (Vec<String>, Vec<(String, String)>) {
     let mut nodes = Vec::new();
     let mut edges = Vec::new();
     for line in body.lines() {
-        let stmt = line.trim().strip_suffix(';').unwrap_or_else(|| panic!("no ; in {line:?}"));
+        let stmt = line
+            .trim()
+            .strip_suffix(';')
+            .unwrap_or_else(|| panic!("no ; in {line:?}"));
         let ids = quoted(stmt);
         if stmt.starts_with("rankdir=") || stmt.starts_with("label=") {
             continue;
@@ -142,7 +169,10 @@ pub(crate) fn check_dot(dot: &str) -> (Vec<String>, Vec<(String, String)>) {
         assert!(open <= 1, "{line}");
     }
     for (from, to) in &edges {
-        assert!(nodes.contains(from) && nodes.contains(to), "edge {from} -> {to} joins undeclared nodes");
+        assert!(
+            nodes.contains(from) && nodes.contains(to),
+            "edge {from} -> {to} joins undeclared nodes"
+        );
     }
     (nodes, edges)
 }
@@ -178,13 +208,23 @@ fn dot_output_is_a_well_formed_graph() {
     let g = Graph::build(&s, &edges, 10.0);
     let dot = g.to_dot();
     let (nodes, links) = check_dot(&dot);
-    assert_eq!(nodes.len(), 4 + 2 + 1, "peers, services, the unknown one:\n{dot}");
+    assert_eq!(
+        nodes.len(),
+        4 + 2 + 1,
+        "peers, services, the unknown one:\n{dot}"
+    );
     let me = format!("peer:{}", s.local_peer);
     assert!(links.contains(&(me.clone(), "service:api".into())), "{dot}");
-    assert!(links.contains(&("service:api".into(), format!("peer:{a}"))), "{dot}");
+    assert!(
+        links.contains(&("service:api".into(), format!("peer:{a}"))),
+        "{dot}"
+    );
     assert!(links.contains(&(me, format!("peer:{a}"))), "{dot}");
     assert!(dot.contains("style=dashed, label=\"relayed\""), "{dot}");
-    assert!(dot.contains("\"service:ghost\\\"x\""), "quotes are escaped: {dot}");
+    assert!(
+        dot.contains("\"service:ghost\\\"x\""),
+        "quotes are escaped: {dot}"
+    );
     // Graphviz itself, when installed, must accept it.
     if let Ok(mut child) = std::process::Command::new("dot")
         .arg("-Tsvg")
@@ -194,9 +234,18 @@ fn dot_output_is_a_well_formed_graph() {
         .spawn()
     {
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(dot.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dot.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "dot refused it: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dot refused it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).contains("<svg"));
     }
 }
@@ -206,10 +255,18 @@ fn the_text_form_names_everything() {
     let (s, a, _, _) = snapshot();
     let g = Graph::build(&s, &[edge("api", &a, "direct", 2.0)], 10.0);
     let text = g.to_text();
-    assert!(text.contains(&format!("-> {a} member direct rtt 3.0 ms")), "{text}");
+    assert!(
+        text.contains(&format!("-> {a} member direct rtt 3.0 ms")),
+        "{text}"
+    );
     assert!(text.contains("2.0.0 unhealthy"), "{text}");
     assert!(text.contains("(this node)"), "{text}");
-    assert!(text.contains(&format!("api -> {a} direct: 2.0 req/s, p50 1.5 ms, p95 4.0 ms")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "api -> {a} direct: 2.0 req/s, p50 1.5 ms, p95 4.0 ms"
+        )),
+        "{text}"
+    );
     assert_eq!(short("12D3KooWAbcdefgh12345678"), "12345678");
     assert_eq!(short(""), "-");
 }
