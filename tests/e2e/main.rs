@@ -5,6 +5,7 @@
 
 mod cli;
 mod compose;
+mod dashboard;
 mod docker;
 mod editor;
 mod health;

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod backend;
+pub mod browser;
 pub mod servers;
 
 use std::{

@@ -75,6 +75,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The service graph as this node sees it: services, providers,
+    /// versions, health, paths to peers (direct or relayed, RTT) and the
+    /// requests this node sent (rate, p95)
+    Graph {
+        #[arg(long, conflicts_with = "dot")]
+        json: bool,
+        /// Graphviz DOT, for `dot -Tsvg`
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Open the live dashboard (http://devmesh.localhost:<proxy-port>/) in a
+    /// browser ($BROWSER, else xdg-open); prints its URL
+    Dashboard {
+        /// Only print the URL
+        #[arg(long)]
+        print: bool,
+    },
     /// Explain how this node connects: addresses, NAT, relay, peers, and what to fix
     Doctor {
         /// Print the result as JSON

@@ -16,6 +16,7 @@ mod front;
 mod hosts;
 mod output;
 mod progress;
+mod site;
 
 use std::process::ExitCode;
 
@@ -130,6 +131,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status { json } => commands::status::status(home, json).await,
         Command::Peers { json, wide } => commands::status::peers(home, json, wide).await,
         Command::Doctor { json } => commands::status::doctor(home, json).await,
+        Command::Graph { json, dot } => {
+            use commands::graph::Format;
+            let format = match (json, dot) {
+                (true, _) => Format::Json,
+                (_, true) => Format::Dot,
+                _ => Format::Text,
+            };
+            commands::graph::graph(home, format).await
+        }
+        Command::Dashboard { print } => commands::dashboard::dashboard(home, print).await,
         Command::Join(args) => commands::join::join(home, args).await,
         Command::Invite {
             namespace,

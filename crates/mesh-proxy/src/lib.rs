@@ -23,13 +23,15 @@
 //! connections to backends and providers, and the local connect), `drain`
 //! (tracked tasks, [`Proxy::drain`]), [`health`] (checks of local backends),
 //! [`tcp`] (raw TCP services: [`Proxy::serve_tcp_tunnels`] and
-//! [`Proxy::serve_tcp_listeners`]).
+//! [`Proxy::serve_tcp_listeners`]), [`console`] (the node's site on
+//! `devmesh.localhost`: dashboard, graph, live state).
 
 mod activity;
 pub mod backend;
 mod body;
 mod bounded;
 pub mod choose;
+pub mod console;
 mod drain;
 mod error;
 pub mod forward;
@@ -100,6 +102,8 @@ pub struct Proxy {
     observe: Observe,
     /// The front door's address, once it listens (replays go through it).
     front_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// What the node's site (the dashboard) shows.
+    console: Arc<console::Console>,
 }
 
 impl Proxy {
@@ -129,6 +133,7 @@ impl Proxy {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Uploads from HTTP/2 clients are not held to 64 KiB windows.
         http.http2().adaptive_window(true);
+        let console = Arc::new(console::Console::new(&node, observe.metrics.is_some()));
         Arc::new(Self {
             routing,
             http,
@@ -140,6 +145,7 @@ impl Proxy {
             tasks: drain::Tasks::default(),
             closing: CancellationToken::new(),
             tcp: Arc::default(),
+            console,
             observe,
             front_addr: std::sync::OnceLock::new(),
         })

@@ -4,9 +4,11 @@
 pub mod cert;
 pub mod connect;
 pub mod daemon;
+pub mod dashboard;
 pub mod db;
 pub mod docker;
 pub mod inspect;
+pub mod graph;
 pub mod install;
 pub mod join;
 pub mod plugin;

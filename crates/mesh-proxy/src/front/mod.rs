@@ -59,6 +59,12 @@ impl Proxy {
         let local_addr = listener.local_addr()?;
         let _ = self.front_addr.set(local_addr);
         info!(addr = %local_addr, "proxy front door listening");
+        // The dashboard's rates need samples from before it is opened.
+        self.console.start(
+            self.node.clone(),
+            self.observe.metrics.clone(),
+            self.closing.clone(),
+        );
         loop {
             let (tcp, client) = tokio::select! {
                 _ = shutdown.cancelled() => break,

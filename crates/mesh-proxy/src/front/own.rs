@@ -1,15 +1,15 @@
 //! The front door's own host, `devmesh.localhost` (any port): never routed
 //! to a service. The one dispatch of its paths: `/metrics`, the
-//! inspector's `/api/requests…` ([`super::api`]); the dashboard's pages
-//! belong here too.
+//! inspector's `/api/requests…` ([`super::api`]), and the dashboard's
+//! pages, assets and API ([`crate::console`]).
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::{Either, Full};
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 
 use super::observe::Observed;
-use crate::{Proxy, metrics};
+use crate::{Proxy, console, metrics};
 
 pub(crate) use crate::metrics::is_own_host;
 
@@ -27,12 +27,20 @@ impl Proxy {
             };
         }
         if path == "/api/requests" || path.starts_with("/api/requests/") {
+            let changes = req.method() != Method::GET && req.method() != Method::HEAD;
+            if changes && console::cross_site(&req) {
+                tracing::debug!(path, "refused a cross-site request to the inspector");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "cross-site requests to the node's API are refused; use the dashboard at http://devmesh.localhost:<proxy-port>/",
+                );
+            }
             return self.inspect_api(req).await;
         }
-        text(
-            StatusCode::NOT_FOUND,
-            "not found: devmesh.localhost serves /metrics and /api/requests\n",
-        )
+        // The dashboard: its page, assets and API.
+        self.site(req)
+            .await
+            .map(|body| Observed::own(body.map_err(|never| match never {}).boxed_unsync()))
     }
 }
 

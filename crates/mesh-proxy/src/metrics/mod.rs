@@ -113,6 +113,8 @@ pub(crate) struct Served<'a> {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// A registry of the request durations alone, read by the dashboard.
+    durations_only: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RequestLabels, Histogram>,
     retries: Family<ServiceLabels, Counter>,
@@ -189,8 +191,16 @@ impl Metrics {
         for collector in collectors {
             registry.register_collector(collector);
         }
+        let mut durations_only = Registry::with_prefix("devmesh");
+        durations_only.register_with_unit(
+            "request_duration",
+            "Time from a request's arrival at the front door to its response head",
+            Unit::Seconds,
+            durations.clone(),
+        );
         Self {
             registry,
+            durations_only,
             requests,
             durations,
             retries,
@@ -261,6 +271,14 @@ impl Metrics {
             self.bytes.get_or_create_owned(&labels("received")),
             open,
         )
+    }
+
+    /// The OpenMetrics text of the request duration histogram alone (what
+    /// the dashboard's rates and quantiles come from).
+    pub fn duration_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.durations_only);
+        out
     }
 
     /// The OpenMetrics text of every metric.

@@ -143,3 +143,33 @@ fn a_connection_reuses_its_last_series_and_moves_on_when_labels_change() {
         "{text}"
     );
 }
+
+#[test]
+fn the_dashboard_reads_its_rates_from_the_duration_histogram() {
+    let m = Metrics::with_collectors(vec![]);
+    let last = LastSeries::default();
+    for (code, ms) in [(200, 3), (200, 30), (503, 300)] {
+        let served = Served {
+            service: "api",
+            method: &Method::GET,
+            code,
+            route: "direct",
+            provider: "12D3KooWA",
+            duration: Duration::from_millis(ms),
+            retries: 0,
+        };
+        m.served(&served, &last);
+    }
+    let text = m.duration_text();
+    assert!(!text.contains("devmesh_requests_total"), "{text}");
+    let totals = crate::console::rates::parse(&text);
+    let key = crate::console::rates::EdgeKey {
+        service: "api".into(),
+        provider: "12D3KooWA".into(),
+        route: "direct".into(),
+    };
+    let t = &totals[&key];
+    assert_eq!((t.count, t.errors), (3, 1), "{text}");
+    assert_eq!(t.buckets.len(), DURATION_BUCKETS.len() + 1, "{text}");
+    assert_eq!(t.buckets.last().unwrap(), &(f64::INFINITY, 3));
+}
