@@ -317,7 +317,7 @@ async fn random_port_nats_stay_on_the_relay(latency: bool) {
         r.headers
     );
     // `devmesh peers` and `doctor` say so.
-    let peers = t.b.cli(&["peers"]).await;
+    let peers = t.b.cli(&["peers", "--wide"]).await;
     let text = String::from_utf8_lossy(&peers.stdout);
     assert!(
         text.lines()

@@ -262,7 +262,7 @@ async fn pins_stickiness_and_spreading() {
     assert!(r.text().contains("pinned to peer"), "{}", r.text());
     assert!(r.text().contains("devmesh route api --clear"));
     let out = b.cli(&["route", "api", "--peer", "not-a-peer"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a peer id"));
     cli_ok(&b, &["route", "api", "--clear"]).await;
     both_serve(&b, &[]).await;
