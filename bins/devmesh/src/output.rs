@@ -315,38 +315,6 @@ fn cut(text: &str) -> String {
     format!("{kept}…")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_peers_table_fits_100_columns_unless_wide() {
-        let peer = PeerStatus {
-            peer_id: "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
-            addresses: vec![
-                "/ip4/198.51.100.200/udp/41234/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
-            ],
-            connection: "relayed".into(),
-            kind: "member".into(),
-            rtt_ms: Some(123.4),
-            agent: None,
-            services: vec!["api@1.4.2".into(), "web@2.0.0".into(), "db@15.4.0".into(), "cache@7.2.0".into()],
-        };
-        let narrow = aligned(&peer_rows(std::slice::from_ref(&peer), false));
-        for line in narrow.lines() {
-            assert!(
-                line.chars().count() <= 100,
-                "{} columns: {line}",
-                line.chars().count()
-            );
-        }
-        assert!(narrow.contains("12D3KooW…x6nXTN"), "{narrow}");
-        let wide = aligned(&peer_rows(&[peer], true));
-        assert!(wide.contains("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"));
-        assert!(wide.contains("cache@7.2.0"));
-    }
-}
-
 /// The header of `devmesh inspect`'s table.
 pub fn requests_header() {
     println!("ID  TIME  SIDE  METHOD  STATUS  SERVICE  ROUTE  MS  URL");
@@ -500,5 +468,37 @@ pub fn replay(r: &serde_json::Value) {
     match r["diff"].as_str() {
         Some("") | None => println!("the responses are the same"),
         Some(diff) => print!("{diff}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peers_table_fits_100_columns_unless_wide() {
+        let peer = PeerStatus {
+            peer_id: "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
+            addresses: vec![
+                "/ip4/198.51.100.200/udp/41234/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into(),
+            ],
+            connection: "relayed".into(),
+            kind: "member".into(),
+            rtt_ms: Some(123.4),
+            agent: None,
+            services: vec!["api@1.4.2".into(), "web@2.0.0".into(), "db@15.4.0".into(), "cache@7.2.0".into()],
+        };
+        let narrow = aligned(&peer_rows(std::slice::from_ref(&peer), false));
+        for line in narrow.lines() {
+            assert!(
+                line.chars().count() <= 100,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(narrow.contains("12D3KooW…x6nXTN"), "{narrow}");
+        let wide = aligned(&peer_rows(&[peer], true));
+        assert!(wide.contains("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"));
+        assert!(wide.contains("cache@7.2.0"));
     }
 }

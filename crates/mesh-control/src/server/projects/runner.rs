@@ -291,10 +291,10 @@ impl Runner {
     async fn reshare(&mut self) {
         let mut changed = Vec::new();
         for (name, shared) in &self.shares {
-            if let Some(spec) = self.files.share_spec(name, shared.port) {
-                if spec != *shared {
-                    changed.push(spec);
-                }
+            if let Some(spec) = self.files.share_spec(name, shared.port)
+                && spec != *shared
+            {
+                changed.push(spec);
             }
         }
         for spec in changed {
