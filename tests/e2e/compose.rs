@@ -7,14 +7,12 @@ use std::time::{Duration, Instant};
 
 use devmesh_tests::{Daemon, eventually, get};
 
-use crate::{docker::Engine, up::Up};
+use crate::{
+    docker::{Engine, free_port},
+    up::Up,
+};
 
 const STEP: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compose_services_start_healthy_in_order_are_shared_and_removed() {
