@@ -109,39 +109,30 @@ async fn the_dashboard_is_live_in_chromium() {
         )
         .await;
 
+    // The inspector is on by default: its pane lists the request made with
+    // curl, and the page's Replay button replays it.
     let (inspector, _) = site_json(&b, "/api/requests?limit=5").await;
-    if inspector == 404 {
-        // The inspector's API lands with its own branch; until then the
-        // page says so and these checks are skipped.
-        let note = browser
-            .eval("return document.getElementById('inspector-status').innerText")
-            .await;
-        assert!(note.as_str().unwrap().contains("not enabled"), "{note}");
-        eprintln!(
-            "skipping the inspector checks: /api/requests answers 404 (the inspector is not enabled)"
-        );
-    } else {
-        browser.client.refresh().await.unwrap();
-        browser
-            .wait_for(
-                "the curl request in the inspector",
-                "return document.querySelector('#requests tbody').innerText.includes('dash-probe') || null",
-            )
-            .await;
-        browser
-            .eval("document.querySelector('#requests tbody button[data-replay]').click(); return true")
-            .await;
-        let replayed = browser
-            .wait_for(
-                "the replay's result",
-                "const r = document.getElementById('replay-result'); return r.dataset.replayed ? r.innerText : null",
-            )
-            .await;
-        assert!(
-            replayed.as_str().unwrap().contains("status 200"),
-            "{replayed}"
-        );
-    }
+    assert_eq!(inspector, 200, "the inspector's API on B");
+    browser.client.refresh().await.unwrap();
+    browser
+        .wait_for(
+            "the curl request in the inspector",
+            "return document.querySelector('#requests tbody').innerText.includes('dash-probe') || null",
+        )
+        .await;
+    browser
+        .eval("document.querySelector('#requests tbody button[data-replay]').click(); return true")
+        .await;
+    let replayed = browser
+        .wait_for(
+            "the replay's result",
+            "const r = document.getElementById('replay-result'); return r.dataset.replayed ? r.innerText : null",
+        )
+        .await;
+    assert!(
+        replayed.as_str().unwrap().contains("status 200"),
+        "{replayed}"
+    );
 
     let png = browser.client.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
