@@ -218,7 +218,7 @@ async fn run_follows_its_daemon() {
     let mut again = Command::new(bin("devmeshd"))
         .env("DEVMESH_HOME", a.home.path())
         .args(["--proxy", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(["--mdns", "false", "--namespace", "test"])
+        .args(["--mdns", "false", "--namespace", "test", "--open"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -251,7 +251,8 @@ async fn run_follows_its_daemon() {
 #[tokio::test(flavor = "multi_thread")]
 async fn joins_and_detached_shares_survive_a_restart() {
     let home = tempfile::tempdir().unwrap();
-    let config = LOOPBACK_CONFIG.replace("\"auto\"", "\"test\"");
+    // B is in the open namespace `test`: so is this node, as config.toml says.
+    let config = LOOPBACK_CONFIG.replace("\"auto\"", "\"test\"\nopen = true");
     std::fs::write(home.path().join("config.toml"), config).unwrap();
     let b = Daemon::start().await;
     let api = Backend::start("api").await;

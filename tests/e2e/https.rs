@@ -75,9 +75,13 @@ async fn cert_install_makes_the_ca_once_and_trusts_it_in_the_store() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("curl --cacert {}", ca.display())),
+        stdout.contains(&format!(
+            "curl --cacert {} https://api.localhost:7700/",
+            ca.display()
+        )),
         "{stdout}"
     );
+    assert!(stdout.contains("devmeshd is not running"), "{stdout}");
     assert!(stdout.contains("certutil -d sql:"), "{stdout}");
     assert_eq!(std::fs::read_dir(&store).unwrap().count(), 0);
     assert!(!marker.exists());
@@ -152,6 +156,13 @@ async fn https_on_the_front_door_port_with_verified_certificates_and_h2() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ca = b.home.path().join("ca/ca.pem");
     let ca = ca.to_str().unwrap();
+    // The curl line it suggests uses the port of B's front door.
+    let suggested = format!("curl --cacert {ca} https://api.localhost:{port}/");
+    assert!(
+        text(&out.stdout).contains(&suggested),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Verification on, HTTP/1.1, to the backend on A through the tunnel.
     let out = curl(&[

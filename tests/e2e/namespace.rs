@@ -17,8 +17,10 @@ async fn everything_said(node: &Daemon) -> String {
     )
 }
 
-/// A member invites, a newcomer joins with the token alone, and reaches the
-/// member's service; the secret is stored owner-only and shown nowhere.
+/// A node started in a namespace it names is private: the secret is made
+/// at start, a member invites with it, a newcomer joins with the token
+/// alone and reaches the member's service; the secret is stored
+/// owner-only and shown nowhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn invite_and_join_with_a_token() {
     let (a, b) = tokio::join!(
@@ -39,7 +41,13 @@ async fn invite_and_join_with_a_token() {
     assert_eq!(invite.namespace, "team");
     let secret = invite.secret.as_ref().expect("a secret").to_hex();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("new secret"), "{stderr}");
+    assert!(!stderr.contains("new secret"), "{stderr}");
+    let made = Secret::load(&a.home.path().join("secrets/team")).unwrap();
+    assert_eq!(
+        made.to_hex(),
+        secret,
+        "the invite carries the secret made at start"
+    );
     let status = a.status().await;
     assert_eq!(status["has_secret"], true, "{status}");
 
@@ -117,8 +125,19 @@ async fn wrong_or_missing_secret_is_a_clear_error() {
         "{stderr}"
     );
 
+    // Without a token or --open, a namespace with no secret here is
+    // refused before any dial.
     let out = none
         .cli(&["join", &a.p2p_addr, "--namespace", "team"])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("namespace team has no secret on this node"),
+        "{stderr}"
+    );
+    let out = none
+        .cli(&["join", &a.p2p_addr, "--namespace", "team", "--open"])
         .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -328,7 +347,7 @@ async fn an_outsider_is_told_it_was_refused() {
     let (a, b, stranger, other) = tokio::join!(
         Daemon::start_with(&["--namespace", "team"]),
         Daemon::start_with(&["--namespace", "team"]),
-        Daemon::start_with(&["--namespace", "team"]),
+        Daemon::start_with(&["--namespace", "team", "--open"]),
         Daemon::start_with(&["--namespace", "elsewhere"])
     );
     let out = a.cli(&["invite", "--bootstrap", &a.p2p_addr]).await;

@@ -369,7 +369,7 @@ async fn failover_to_the_second_provider_and_no_listener_for_outsiders() {
 
     // Without the secret: not admitted, no records, no listener.
     let refused = outsider
-        .cli(&["join", &c.p2p_addr, "--namespace", "team"])
+        .cli(&["join", &c.p2p_addr, "--namespace", "team", "--open"])
         .await;
     assert!(!refused.status.success());
     tokio::time::sleep(Duration::from_secs(2)).await;

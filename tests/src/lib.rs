@@ -112,7 +112,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a node in namespace `test` with mDNS off.
+    /// Starts a node in the open namespace `test` with mDNS off.
     pub async fn start() -> Daemon {
         Self::start_with(&[]).await
     }
@@ -125,17 +125,23 @@ impl Daemon {
 
     /// Starts a node inside the network namespace `netns` (with `ip netns
     /// exec`), or in the test's own when `None`. Unless `extra` names a
-    /// namespace it is in namespace `test`.
+    /// namespace it is in the open namespace `test`, so that nodes meet by
+    /// multiaddr; a namespace named in `extra` is private (with a secret
+    /// made at start) unless `extra` has `--open`.
     pub async fn start_in(netns: Option<&str>, extra: &[&str]) -> Daemon {
         let mut args: Vec<&str> = Vec::new();
         if !extra.contains(&"--namespace") {
-            args.extend(["--namespace", "test"]);
+            args.extend(["--namespace", "test", "--open"]);
         }
         args.extend_from_slice(extra);
         Self::start_plain(netns, &args).await
     }
 
-    async fn start_plain(netns: Option<&str>, extra: &[&str]) -> Daemon {
+    /// Starts a node with a fresh home and exactly `extra` (plus TCP on
+    /// 127.0.0.1 and mDNS off unless `extra` says otherwise): in the
+    /// private namespace a fresh node makes for itself unless `extra`
+    /// names one.
+    pub async fn start_plain(netns: Option<&str>, extra: &[&str]) -> Daemon {
         let home = tempfile::Builder::new()
             .prefix("devmesh-test-")
             .tempdir()

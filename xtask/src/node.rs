@@ -43,7 +43,8 @@ impl Drop for Guard {
 }
 
 /// `devmeshd` arguments of a benchmark node: TCP on loopback, a front door
-/// on a free loopback port, no mDNS, namespace `namespace`, quiet log.
+/// on a free loopback port, no mDNS, the open namespace `namespace` (nodes
+/// meet by multiaddr), quiet log.
 pub fn loopback_args(namespace: &'static str) -> Vec<&'static str> {
     vec![
         "--listen",
@@ -54,6 +55,7 @@ pub fn loopback_args(namespace: &'static str) -> Vec<&'static str> {
         "false",
         "--namespace",
         namespace,
+        "--open",
         "--log",
         "warn",
     ]

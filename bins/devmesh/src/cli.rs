@@ -371,6 +371,10 @@ pub struct JoinArgs {
     /// File holding the namespace secret (64 hex digits), with --namespace
     #[arg(long, requires = "namespace")]
     pub secret_file: Option<PathBuf>,
+    /// With --namespace: join it as an open namespace, without a secret
+    /// (any node on the network that names it is a member)
+    #[arg(long, requires = "namespace", conflicts_with = "secret_file")]
+    pub open: bool,
     /// Seconds to wait for the first member before returning
     #[arg(long, default_value_t = 10)]
     pub wait: u64,

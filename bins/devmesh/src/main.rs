@@ -160,7 +160,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Install { yes, remove } => commands::install::install(home, yes, remove).await,
         Command::Cert {
             action: CertAction::Install { yes, json },
-        } => Ok(commands::cert::install(home, yes, json)?),
+        } => Ok(commands::cert::install(home, yes, json).await?),
         Command::Daemon {
             action: DaemonAction::Start,
         } => commands::daemon::start(home).await,

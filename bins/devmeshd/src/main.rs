@@ -1,6 +1,7 @@
 //! `devmeshd`: the devmesh node. Runs in the foreground until SIGINT or
 //! SIGTERM: config -> tracing -> node -> proxy -> control API -> signals.
 
+mod membership;
 mod observe;
 mod ports;
 mod settings;
@@ -136,7 +137,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let control_listener = Server::bind(&socket_path)
         .with_context(|| format!("opening the control socket {}", socket_path.display()))?;
 
-    let mut config = Config::new(keypair, settings.namespace.clone());
+    let namespace = membership::establish(
+        &settings.home,
+        &settings.config_path,
+        settings.membership.clone(),
+    )?;
+    let mut config = Config::new(keypair, namespace.clone());
     config.role = settings.role;
     config.listen = settings.listen.clone();
     config.bootstrap = settings.bootstrap.clone();
@@ -150,8 +156,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     info!(
         peer_id = %node.peer_id(),
         role = ?settings.role,
-        namespace = %settings.namespace.name(),
-        secret = settings.namespace.has_secret(),
+        namespace = %namespace.name(),
+        secret = namespace.has_secret(),
         proxy = ?proxy_addr,
         home = %settings.home.display(),
         mdns = settings.mdns,

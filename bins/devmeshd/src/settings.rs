@@ -5,12 +5,12 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use mesh_config::DaemonFile;
-use mesh_core::{Multiaddr, Namespace, Role, Secret};
+use mesh_core::{Multiaddr, Role, Secret};
+
+use crate::membership::{Asked, Choice};
 
 /// Default address of the HTTP front door.
 pub const DEFAULT_PROXY: &str = "127.0.0.1:7700";
-/// Default namespace.
-pub const DEFAULT_NAMESPACE: &str = "default";
 /// Default time a stopping daemon gives in-flight work to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -30,9 +30,15 @@ pub struct Args {
     /// Address of the HTTP front door; port 0 picks a free port [default: 127.0.0.1:7700]
     #[arg(long, env = "DEVMESH_PROXY")]
     pub proxy: Option<String>,
-    /// Namespace to join [default: default]
+    /// Namespace to join [default: a private one of this node's, made at
+    /// first start; `default` with --open]
     #[arg(long, env = "DEVMESH_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Run the namespace open, without a secret: any node on the network
+    /// that names it is a member and reaches your services. Without it a
+    /// namespace has a secret, and only nodes you invite are members
+    #[arg(long, env = "DEVMESH_OPEN")]
+    pub open: bool,
     /// Multiaddr of a peer to connect to at start; repeat for several
     #[arg(long, env = "DEVMESH_BOOTSTRAP", value_delimiter = ',')]
     pub bootstrap: Vec<String>,
@@ -88,7 +94,8 @@ pub struct Settings {
     /// picked once and kept (`ports.rs`).
     pub listen_defaulted: bool,
     pub proxy: SocketAddr,
-    pub namespace: Namespace,
+    /// The namespace, and where its secret comes from (`membership.rs`).
+    pub membership: Choice,
     pub role: Role,
     pub bootstrap: Vec<Multiaddr>,
     pub external: Vec<Multiaddr>,
@@ -124,15 +131,17 @@ impl Settings {
             .proxy
             .or(file.proxy.clone())
             .unwrap_or_else(|| DEFAULT_PROXY.to_owned());
-        let namespace = args
-            .namespace
-            .or(file.namespace.clone())
-            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        mesh_core::namespace::validate_name(&namespace).map_err(anyhow::Error::msg)?;
-        let secret_file = args
-            .secret_file
-            .or_else(|| file.secret_file.clone().map(PathBuf::from));
-        let secret = secret(&home, &namespace, secret_file)?;
+        let asked = Asked {
+            open: args.open || file.open.unwrap_or(false),
+            namespace: args.namespace.or(file.namespace.clone()),
+            secret_file: args
+                .secret_file
+                .or_else(|| file.secret_file.clone().map(PathBuf::from)),
+        };
+        if let Some(name) = &asked.namespace {
+            mesh_core::namespace::validate_name(name).map_err(anyhow::Error::msg)?;
+        }
+        let membership = crate::membership::choose(role, asked, |name| stored_secret(&home, name))?;
         Ok(Self {
             observe: crate::observe::ObserveSettings::resolve(args.observe, &file)?,
             routing: routing(args.versions, args.retry, &file)?,
@@ -148,7 +157,7 @@ impl Settings {
                     "proxy address {proxy:?} is invalid: expected ip:port such as 127.0.0.1:7700"
                 )
             })?,
-            namespace: Namespace::new(namespace, secret.as_ref()),
+            membership,
             mdns: args.mdns.or(file.mdns).unwrap_or(true),
             log: args.log,
             home,
@@ -176,25 +185,13 @@ fn role(relay: bool, file: &DaemonFile, config_path: &std::path::Path) -> anyhow
     }
 }
 
-/// The namespace's secret: from `secret_file` when one is named, else the
-/// one `devmesh join` stored in the home, if any.
-fn secret(
-    home: &std::path::Path,
-    namespace: &str,
-    secret_file: Option<PathBuf>,
-) -> anyhow::Result<Option<Secret>> {
-    match secret_file {
-        Some(path) => Ok(Some(Secret::load(&path).with_context(|| {
-            format!("reading the secret of namespace {namespace}; `devmesh join <token>` stores it for you")
-        })?)),
-        None => {
-            let stored = mesh_control::secret_path(home, namespace);
-            if stored.exists() {
-                Ok(Some(Secret::load(&stored)?))
-            } else {
-                Ok(None)
-            }
-        }
+/// The secret `devmesh join` stored in the home for `namespace`, if any.
+fn stored_secret(home: &std::path::Path, namespace: &str) -> anyhow::Result<Option<Secret>> {
+    let stored = mesh_control::secret_path(home, namespace);
+    if stored.exists() {
+        Ok(Some(Secret::load(&stored)?))
+    } else {
+        Ok(None)
     }
 }
 

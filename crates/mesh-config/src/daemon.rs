@@ -15,8 +15,13 @@ pub struct DaemonFile {
     pub listen: Option<Vec<String>>,
     /// Address of the HTTP front door. Default: `127.0.0.1:7700`.
     pub proxy: Option<String>,
-    /// Namespace to join. Default: `default`.
+    /// Namespace to join. Default: a private one of this node's, made at
+    /// first start and written here; `default` when `open`.
     pub namespace: Option<String>,
+    /// The namespace has no secret: any node on the network that names it
+    /// is a member. Default: false, a namespace has a secret and only
+    /// invited nodes are members.
+    pub open: Option<bool>,
     /// Multiaddrs of peers to connect to at start. Default: none.
     pub bootstrap: Option<Vec<String>>,
     /// Discover peers on the LAN with mDNS. Default: true.
@@ -63,13 +68,15 @@ pub struct RoutingSection {
 }
 
 /// Records a joined namespace in the config file at `path`: sets
-/// `namespace`, adds `bootstrap` addresses not yet listed and drops
-/// `secret_file` (the secret now lives in `<home>/secrets/<namespace>`).
-/// Comments and other keys are kept.
+/// `namespace`, adds `bootstrap` addresses not yet listed, sets `open` when
+/// the namespace is open (else removes it) and drops `secret_file` (the
+/// secret now lives in `<home>/secrets/<namespace>`). Comments and other
+/// keys are kept.
 pub fn write_membership(
     path: &Path,
     namespace: &str,
     bootstrap: &[String],
+    open: bool,
 ) -> Result<(), ConfigError> {
     let source = if path.exists() {
         read(path)?
@@ -102,6 +109,11 @@ pub fn write_membership(
     }
     doc["bootstrap"] = toml_edit::value(array);
     doc.remove("secret_file");
+    if open {
+        doc["open"] = toml_edit::value(true);
+    } else {
+        doc.remove("open");
+    }
     let io = |e: std::io::Error| ConfigError::of_file(path, "", e);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -270,26 +282,29 @@ mod tests {
             "# my node\nmdns = false\nnamespace = \"old\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\nsecret_file = \"/x\"\n",
         )
         .unwrap();
-        write_membership(&path, "team", &["/ip4/203.0.113.10/tcp/4001".into()]).unwrap();
+        write_membership(&path, "lan", &[], true).unwrap();
+        assert_eq!(DaemonFile::load(&path).unwrap().open, Some(true));
+        write_membership(&path, "team", &["/ip4/203.0.113.10/tcp/4001".into()], false).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("# my node"), "{text}");
         let file = DaemonFile::load(&path).unwrap();
         assert_eq!(file.namespace.as_deref(), Some("team"));
         assert_eq!(file.mdns, Some(false));
         assert_eq!(file.secret_file, None);
+        assert_eq!(file.open, None);
         assert_eq!(
             file.bootstrap.unwrap(),
             vec!["/ip4/127.0.0.1/tcp/1", "/ip4/203.0.113.10/tcp/4001"]
         );
         // A new file is created; a broken one is refused, not overwritten.
         let fresh = dir.path().join("new/config.toml");
-        write_membership(&fresh, "team", &[]).unwrap();
+        write_membership(&fresh, "team", &[], false).unwrap();
         assert_eq!(
             DaemonFile::load(&fresh).unwrap().namespace.as_deref(),
             Some("team")
         );
         std::fs::write(&path, "namespace = \n").unwrap();
-        assert!(write_membership(&path, "team", &[]).is_err());
+        assert!(write_membership(&path, "team", &[], false).is_err());
         // An I/O error is the source, not repeated in the message.
         let err = DaemonFile::load(dir.path()).unwrap_err();
         assert_eq!(err.message, "cannot read");

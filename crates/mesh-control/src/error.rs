@@ -145,6 +145,16 @@ pub enum RequestError {
         namespace: String,
         peers: Vec<String>,
     },
+    /// `join --namespace` with neither a secret nor `--open`.
+    #[error(
+        "namespace {namespace} has no secret on this node: join with the invite token of a member (`devmesh invite` on theirs, then `devmesh join <token>`), or pass --secret-file; pass --open only to join it as an open namespace, without a secret"
+    )]
+    NoSecret { namespace: String },
+    /// `join --open` with a secret.
+    #[error(
+        "--open joins namespace {namespace} without a secret, and a secret was given too; drop one of them"
+    )]
+    OpenWithSecret { namespace: String },
     /// `invite --rotate` without `--yes`.
     #[error(
         "--rotate makes a new secret for namespace {namespace}: every member must join again with the new token (none is connected now). Pass --yes to go ahead"

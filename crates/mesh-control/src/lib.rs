@@ -68,6 +68,9 @@ pub enum Request {
         /// Its secret, hexadecimal.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         secret: Option<String>,
+        /// Move to the namespace as an open one, without a secret.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        open: bool,
     },
     /// Make an invite token for a namespace (creating its secret if needed).
     Invite {

@@ -436,6 +436,14 @@ impl Invite {
     }
 }
 
+/// A new namespace name for a node of its own: `team-` and 8 random
+/// hexadecimal digits, so two strangers never pick the same one.
+pub fn private_name() -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    format!("team-{}", data_encoding::HEXLOWER.encode(&bytes))
+}
+
 /// Checks a namespace name: 1-64 letters, digits, `.`, `_` or `-`, not
 /// starting with `.`. The error says what is wrong.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
@@ -457,6 +465,14 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_names_are_valid_and_differ() {
+        let (a, b) = (private_name(), private_name());
+        assert!(validate_name(&a).is_ok(), "{a}");
+        assert!(a.starts_with("team-") && a.len() == 13, "{a}");
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn secret_round_trips_and_hides_itself() {

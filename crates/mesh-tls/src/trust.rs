@@ -164,8 +164,9 @@ fn certutil_add(db: &str, short_id: &str, ca: &Path) -> String {
     )
 }
 
-/// What a person runs to trust the CA at `ca` (its certificate file).
-pub fn instructions(plan: &Plan, ca: &Path, short_id: &str) -> Vec<Step> {
+/// What a person runs to trust the CA at `ca` (its certificate file);
+/// `port` is the front door's, when its node runs.
+pub fn instructions(plan: &Plan, ca: &Path, short_id: &str, port: Option<u16>) -> Vec<Step> {
     let file = store_file_name(short_id);
     let q = shell_quote(ca);
     let mut steps = Vec::new();
@@ -226,8 +227,14 @@ pub fn instructions(plan: &Plan, ca: &Path, short_id: &str) -> Vec<Step> {
     }
     steps.push(Step {
         target: "curl".into(),
-        commands: vec![format!("curl --cacert {q} https://api.localhost:7700/")],
-        note: Some("or trust it system-wide above; 7700 is the default front-door port".into()),
+        commands: vec![format!(
+            "curl --cacert {q} https://api.localhost:{}/",
+            port.unwrap_or(7700)
+        )],
+        note: Some(match port {
+            Some(_) => "or trust it system-wide above; the port is this node's front door".into(),
+            None => "or trust it system-wide above; 7700 is the default front-door port (devmeshd is not running)".into(),
+        }),
     });
     steps.push(Step {
         target: "Node.js".into(),
@@ -345,7 +352,12 @@ mod tests {
             Path::new("/usr/local/share/ca-certificates"),
             Some("update-ca-certificates"),
         );
-        let steps = instructions(&plan, Path::new("/home/me/.devmesh/ca/ca.pem"), "0a1b2c3d");
+        let steps = instructions(
+            &plan,
+            Path::new("/home/me/.devmesh/ca/ca.pem"),
+            "0a1b2c3d",
+            Some(18080),
+        );
         assert_eq!(
             steps[0].commands,
             [
@@ -354,10 +366,9 @@ mod tests {
             ]
         );
         let all: Vec<&String> = steps.iter().flat_map(|s| &s.commands).collect();
-        assert!(
-            all.iter()
-                .any(|c| c.starts_with("curl --cacert /home/me/.devmesh/ca/ca.pem"))
-        );
+        assert!(all.contains(
+            &&"curl --cacert /home/me/.devmesh/ca/ca.pem https://api.localhost:18080/".to_owned()
+        ));
         assert!(
             all.iter()
                 .any(|c| c
@@ -368,7 +379,7 @@ mod tests {
             nss_dbs: vec![],
             certutil: None,
         };
-        let steps = instructions(&unknown, Path::new("/x y/ca.pem"), "0a1b2c3d");
+        let steps = instructions(&unknown, Path::new("/x y/ca.pem"), "0a1b2c3d", None);
         assert!(
             steps[1]
                 .commands

@@ -12,7 +12,7 @@ use crate::output;
 
 /// Makes (or reuses) the CA in `home`, prints how to trust it, and with
 /// `yes` trusts it where this process can. Fails when an install failed.
-pub fn install(home: &Path, yes: bool, json: bool) -> anyhow::Result<()> {
+pub async fn install(home: &Path, yes: bool, json: bool) -> anyhow::Result<()> {
     if !home.exists() {
         std::fs::create_dir_all(home)
             .with_context(|| format!("creating home directory {}", home.display()))?;
@@ -23,7 +23,12 @@ pub fn install(home: &Path, yes: bool, json: bool) -> anyhow::Result<()> {
     let (ca, created) = Ca::load_or_create(&paths)?;
     let user_home = std::env::var_os("HOME").map(std::path::PathBuf::from);
     let plan = trust::Plan::detect(user_home.as_deref());
-    let steps = trust::instructions(&plan, &paths.cert, ca.short_id());
+    let steps = trust::instructions(
+        &plan,
+        &paths.cert,
+        ca.short_id(),
+        front_door_port(home).await,
+    );
     let installed = if yes {
         Some(trust::install(&plan, &paths.cert, ca.short_id()))
     } else {
@@ -54,6 +59,15 @@ pub fn install(home: &Path, yes: bool, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The front door's port of the node of `home`, when it runs (none is
+/// started for this).
+async fn front_door_port(home: &Path) -> Option<u16> {
+    let mut client = crate::daemon::connect(home).await.ok()?;
+    let status: mesh_control::Status = client.call_as(&mesh_control::Request::Status).await.ok()?;
+    let addr: std::net::SocketAddr = status.proxy_addr?.parse().ok()?;
+    Some(addr.port())
 }
 
 /// What `devmesh cert install` prints without `--json`.

@@ -15,6 +15,8 @@ struct JoinAsk {
     addrs: Vec<String>,
     namespace: Option<String>,
     secret: Option<String>,
+    /// Move as an open namespace, without a secret.
+    open: bool,
 }
 
 /// Reads the target of `devmesh join`: an invite token, or a multiaddr
@@ -34,6 +36,8 @@ fn join_ask(args: &JoinArgs) -> Result<JoinAsk, Failure> {
         return Ok(JoinAsk {
             addrs: invite.bootstrap.iter().map(ToString::to_string).collect(),
             namespace: Some(invite.namespace),
+            // A token without a secret invites to an open namespace.
+            open: invite.secret.is_none(),
             secret: invite.secret.map(|s| s.to_hex()),
         });
     }
@@ -56,6 +60,7 @@ fn join_ask(args: &JoinArgs) -> Result<JoinAsk, Failure> {
         addrs: vec![target.to_owned()],
         namespace: args.namespace.clone(),
         secret,
+        open: args.open,
     })
 }
 
@@ -71,6 +76,7 @@ pub async fn join(home: &Path, args: JoinArgs) -> Result<(), Failure> {
             addrs: ask.addrs,
             namespace: ask.namespace,
             secret: ask.secret,
+            open: ask.open,
         })
         .await?;
     for u in &joined.unreachable {
@@ -276,6 +282,7 @@ mod tests {
             target: target.into(),
             namespace: namespace.map(str::to_owned),
             secret_file: None,
+            open: false,
             wait: 0,
             json: false,
         }

@@ -112,16 +112,24 @@ fn texts(addrs: &[Multiaddr]) -> Vec<String> {
     addrs.iter().map(ToString::to_string).collect()
 }
 
+/// How a `join` with a namespace becomes a member of it: with the secret
+/// given, or the one stored, or none when it is `open`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Membership {
+    pub secret: Option<String>,
+    pub open: bool,
+}
+
 impl Server {
     pub(super) async fn join(
         &self,
         addrs: Vec<String>,
         namespace: Option<String>,
-        secret: Option<String>,
+        membership: Membership,
     ) -> Result<JoinResult, RequestError> {
         let addrs = join_addrs(&addrs)?;
         if let Some(name) = &namespace {
-            self.move_to(name, secret, &addrs).await?;
+            self.move_to(name, membership, &addrs).await?;
         }
         let (peers, failures) = self.dial_all(&addrs).await;
         if namespace.is_none() && peers.is_empty() {
@@ -144,27 +152,40 @@ impl Server {
         })
     }
 
-    /// Moves the node into namespace `name`, storing `secret` (or using
-    /// the one stored) and recording the namespace in config.toml.
+    /// Moves the node into namespace `name`, storing the secret given (or
+    /// using the one stored, or none when open) and recording the
+    /// namespace in config.toml.
     async fn move_to(
         &self,
         name: &str,
-        secret: Option<String>,
+        membership: Membership,
         addrs: &[Multiaddr],
     ) -> Result<(), RequestError> {
         if self.node.snapshot().role == Role::Relay {
             return Err(RequestError::RelayJoins);
         }
         check_name(name)?;
-        let secret = match secret {
+        let secret = match membership.secret {
+            Some(_) if membership.open => {
+                return Err(RequestError::OpenWithSecret {
+                    namespace: name.to_owned(),
+                });
+            }
             Some(s) => {
                 let s = Secret::parse(&s)?;
                 s.save(&secret_path(&self.info.home, name))?;
                 Some(s)
             }
-            None => self.stored_secret(name)?,
+            None if membership.open => None,
+            None => Some(
+                self.stored_secret(name)?
+                    .ok_or_else(|| RequestError::NoSecret {
+                        namespace: name.to_owned(),
+                    })?,
+            ),
         };
-        mesh_config::write_membership(&self.info.config_path, name, &texts(addrs))
+        let open = secret.is_none();
+        mesh_config::write_membership(&self.info.config_path, name, &texts(addrs), open)
             .map_err(RequestError::Membership)?;
         info!(namespace = %name, secret = secret.is_some(), "joining namespace on request");
         self.node
@@ -250,6 +271,7 @@ impl Server {
                 &self.info.config_path,
                 &name,
                 &texts(&plan.new_bootstrap),
+                false,
             )
             .map_err(RequestError::Membership)?;
         }

@@ -44,6 +44,7 @@ use tracing::{Instrument as _, debug, info, warn};
 
 use crate::{Reply, Request, RequestError, read_line, write_line};
 
+use membership::Membership;
 pub use membership::secret_path;
 
 /// Facts about the daemon that the node does not know.
@@ -223,7 +224,12 @@ impl Server {
                 addrs,
                 namespace,
                 secret,
-            } => answer(&self.join(addrs, namespace, secret).await?),
+                open,
+            } => answer(
+                &self
+                    .join(addrs, namespace, Membership { secret, open })
+                    .await?,
+            ),
             Request::Invite {
                 namespace,
                 bootstrap,

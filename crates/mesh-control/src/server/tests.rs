@@ -187,6 +187,7 @@ async fn refusals_carry_the_error_text() {
             addrs: vec!["nonsense".into()],
             namespace: None,
             secret: None,
+            open: false,
         })
         .await
         .unwrap_err()
