@@ -341,3 +341,20 @@ async fn joins_and_detached_shares_survive_a_restart() {
     );
     stop_all(home.path()).await;
 }
+
+/// A daemon whose home is deleted (a test's temporary home, a user's
+/// `rm -rf ~/.devmesh`) stops by itself instead of running orphaned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_whose_home_is_deleted_stops() {
+    let mut a = Daemon::start().await;
+    std::fs::remove_file(a.home.path().join("devmeshd.sock")).unwrap();
+    let started = Instant::now();
+    let status = a.wait_exit().await;
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        a.log().contains("the control socket was removed"),
+        "{}",
+        a.log()
+    );
+}

@@ -183,7 +183,11 @@ struct Team {
 }
 
 async fn team(homes: Vec<HomeSpec>, latency: bool) -> Team {
-    let lab = lab(homes, latency);
+    team_in(lab(homes, latency)).await
+}
+
+/// [`team`] in a lab made already.
+async fn team_in(lab: Lab) -> Team {
     let (relay, relay_addrs) = start_relay(&lab).await;
     let (a_host, b_host) = (lab.home_host(0, 0).clone(), lab.home_host(1, 0).clone());
     let (a, b) = tokio::join!(start_member(&a_host, false), start_member(&b_host, false));
@@ -533,6 +537,13 @@ async fn team_with_postgres(homes: Vec<HomeSpec>) -> (Team, devmesh_tests::serve
     let t = team(homes, false).await;
     let a_host = t.lab.home_host(0, 0).clone();
     let pg = devmesh_tests::servers::Postgres::start_in(Some(&a_host.netns)).await;
+    share_postgres(&t, &pg).await;
+    (t, pg)
+}
+
+/// A shares `pg` as the TCP service `db`; B listens for it on the same
+/// port.
+async fn share_postgres(t: &Team, pg: &devmesh_tests::servers::Postgres) {
     t.a.share_detached_with("db", pg.port(), "15.4.0", &["--tcp"])
         .await;
     t.b.wait_for_service("db", |s| s["route"] == "remote").await;
@@ -542,7 +553,6 @@ async fn team_with_postgres(homes: Vec<HomeSpec>) -> (Team, devmesh_tests::serve
         format!("127.0.0.1:{}", pg.port()).as_str(),
         "{listener}"
     );
-    (t, pg)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -580,4 +590,75 @@ async fn nat_psql_relayed_and_after_the_hole_punch() {
     .await;
     let provider = psql_session(&t, pg.port()).await;
     assert_eq!(provider, format!("{} (direct)", t.a.peer_id));
+}
+
+/// A psql session opened while the members are relayed (their direct path
+/// blocked) goes on after the path opens and a hole punch makes the link
+/// direct: the relayed connection stays while the session's tunnel is on
+/// it, new sessions work, and it closes once the session ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_a_psql_session_survives_the_hole_punch() {
+    if skip() || !devmesh_tests::servers::have(&["psql"], true) {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    let lab = lab(
+        vec![
+            home(Nat::EndpointIndependent, false, 1),
+            home(Nat::EndpointIndependent, false, 1),
+        ],
+        false,
+    );
+    lab.block_direct(0, 1, true)
+        .expect("blocking the direct path");
+    let a_host = lab.home_host(0, 0).clone();
+    let pg = devmesh_tests::servers::Postgres::start_in(Some(&a_host.netns)).await;
+    let t = team_in(lab).await;
+    share_postgres(&t, &pg).await;
+    let (connection, _) = link(&t.b, &t.a).await.expect("B's link to A");
+    assert_eq!(connection, "relayed");
+
+    let b_host = t.lab.home_host(1, 0).clone();
+    let mut session = devmesh_tests::servers::PsqlSession::open(Some(&b_host.netns), pg.port());
+    session.send("SELECT 'before';\n").await.unwrap();
+    assert_eq!(session.line().await.as_deref(), Some("before"));
+
+    t.lab
+        .block_direct(0, 1, false)
+        .expect("opening the direct path");
+    let punched = Instant::now();
+    eventually(
+        Duration::from_secs(40),
+        "a direct link after the punch",
+        || async { link(&t.b, &t.a).await.filter(|(c, _)| c == "direct") },
+    )
+    .await;
+    eprintln!("direct {:?} after the path opened", punched.elapsed());
+    // Well past the 3 s the relayed connection used to get.
+    for query in ["after", "later"] {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        session.send(&format!("SELECT '{query}';\n")).await.unwrap();
+        assert_eq!(session.line().await.as_deref(), Some(query));
+    }
+    let out = devmesh_tests::servers::psql_command_in(Some(&b_host.netns), pg.port())
+        .args(["-d", "postgres", "-c", "SELECT 'new'"])
+        .output()
+        .await
+        .expect("running psql");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "new");
+
+    session
+        .finish(Duration::from_secs(10))
+        .await
+        .expect("psql ended with its input");
+    eventually(
+        Duration::from_secs(20),
+        "the relayed connection closed after the session",
+        || async {
+            link(&t.b, &t.a)
+                .await
+                .filter(|(_, addrs)| addrs.iter().all(|a| !a.contains("p2p-circuit")))
+        },
+    )
+    .await;
 }

@@ -79,6 +79,7 @@ pub enum Command {
     /// versions, health, paths to peers (direct or relayed, RTT) and the
     /// requests this node sent (rate, p95)
     Graph {
+        /// Print the graph as JSON
         #[arg(long, conflicts_with = "dot")]
         json: bool,
         /// Graphviz DOT, for `dot -Tsvg`
@@ -204,6 +205,7 @@ pub struct InspectArgs {
     /// Most entries listed
     #[arg(long, default_value_t = 100, conflicts_with = "id")]
     pub limit: usize,
+    /// Print the entries as JSON (one per line with --follow)
     #[arg(long)]
     pub json: bool,
 }
@@ -225,6 +227,7 @@ pub struct ReplayArgs {
     /// Send this file as the body instead of the captured one
     #[arg(long, value_name = "FILE")]
     pub body_file: Option<PathBuf>,
+    /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
 }

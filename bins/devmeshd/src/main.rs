@@ -206,6 +206,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
         _ = sigterm.recv() => info!("SIGTERM received"),
+        () = socket_removed(&socket_path) => warn!(
+            socket = %socket_path.display(),
+            "the control socket was removed (its home deleted?): nothing can reach this daemon any more; stopping"
+        ),
         _ = shutdown.cancelled() => {}
         Some(result) = tasks.join_next() => {
             result.context("a server task panicked")??;
@@ -227,6 +231,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), node_task).await;
     info!("devmeshd stopped");
     Ok(())
+}
+
+/// Returns once the control socket at `path` is gone: its home was
+/// deleted or the file removed, so no CLI can reach this daemon again and
+/// it would run orphaned.
+async fn socket_removed(path: &std::path::Path) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        if !path.exists() {
+            return;
+        }
+    }
 }
 
 /// Starts the front door on `listener`, the tunnel server and the health

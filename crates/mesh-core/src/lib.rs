@@ -30,6 +30,7 @@ mod config;
 pub mod counters;
 pub mod error;
 pub mod health;
+pub mod holds;
 pub mod identity;
 pub mod namespace;
 mod node;

@@ -55,6 +55,7 @@
 //! ```
 
 mod delay;
+mod paths;
 
 use std::{
     collections::HashMap,

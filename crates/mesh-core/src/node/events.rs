@@ -144,7 +144,7 @@ impl Node {
             // A direct connection replaces the relayed ones: they close
             // after a grace period that lets the tunnels on them finish,
             // and from then on every tunnel uses the direct path.
-            info!(%peer, %addr, "direct connection established; the relayed one closes in {RELAYED_GRACE:?}");
+            info!(%peer, %addr, "direct connection established; the relayed one closes in {RELAYED_GRACE:?}, or once no TCP session holds it");
         }
         if established == 1 {
             self.on_first_connection(peer, addr, relayed);

@@ -80,6 +80,7 @@ pub struct NodeHandle {
     pub(super) control: libp2p_stream::Control,
     pub(super) peer_id: PeerId,
     pub(super) counters: Arc<crate::counters::Counters>,
+    pub(super) holds: Arc<crate::holds::Holds>,
 }
 
 impl NodeHandle {
@@ -101,6 +102,13 @@ impl NodeHandle {
     /// The node's hole-punch and gossip counters.
     pub fn counters(&self) -> &crate::counters::Counters {
         &self.counters
+    }
+
+    /// Keeps every connection to `peer` open, relayed ones included, until
+    /// the guard drops: for a tunnel that lives long (a TCP session) and
+    /// cannot move to a direct connection that a hole punch opens later.
+    pub fn hold_connections(&self, peer: PeerId) -> crate::holds::Hold {
+        self.holds.hold(peer)
     }
 
     /// Subscribes to node events.

@@ -137,6 +137,8 @@ pub struct Node {
     events: broadcast::Sender<Event>,
     /// Hole punches and gossip, counted for metrics.
     counters: Arc<crate::counters::Counters>,
+    /// Peers whose relayed connections long-lived tunnels keep open.
+    holds: Arc<crate::holds::Holds>,
 }
 
 impl Node {
@@ -167,6 +169,7 @@ impl Node {
             snapshot_tx,
             events: events.clone(),
             counters: Arc::default(),
+            holds: Arc::default(),
         };
         node.start(&config)?;
         node.publish_snapshot();
@@ -177,6 +180,7 @@ impl Node {
             control,
             peer_id,
             counters: node.counters.clone(),
+            holds: node.holds.clone(),
         };
         let task = tokio::spawn(node.run(commands_rx));
         Ok((handle, task))
@@ -281,7 +285,8 @@ impl Node {
         for peer in &gone {
             tracing::info!(%peer, "service records expired");
         }
-        let due = self.peers.take_due(now);
+        let holds = &self.holds;
+        let due = self.peers.take_due(now, |peer| holds.held(peer));
         for peer in due.disconnect {
             let _ = self.swarm.disconnect_peer_id(peer);
         }

@@ -32,6 +32,9 @@ pub(crate) const FOREIGN_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a relayed connection stays open once a direct one exists, so
 /// that the tunnels on it can finish.
 pub(crate) const RELAYED_GRACE: Duration = Duration::from_secs(3);
+/// How often a relayed connection kept for a held peer (a long-lived
+/// tunnel on it, [`crate::holds`]) is looked at again.
+pub(crate) const HELD_RECHECK: Duration = Duration::from_secs(1);
 /// Hole-punch rounds tried per peer (the first comes with the relayed
 /// connection; each retry opens another relayed connection to run DCUtR on).
 pub(crate) const PUNCH_ATTEMPTS: u32 = 3;
@@ -419,8 +422,9 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
 
     /// Drops back-offs that are over (an unreachable member's is remembered
     /// a while longer, so that its next one is longer), and returns the work
-    /// that came due.
-    pub(crate) fn take_due(&mut self, now: Instant) -> Due<C> {
+    /// that came due. The relayed connections of a peer that is `held` stay,
+    /// and are looked at again after [`HELD_RECHECK`].
+    pub(crate) fn take_due(&mut self, now: Instant, held: impl Fn(&PeerId) -> bool) -> Due<C> {
         for d in self.dialing.values_mut() {
             d.foreign_until = d.foreign_until.filter(|until| *until > now);
             d.unreachable = d
@@ -436,7 +440,9 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             }
             if p.close_relayed_at.is_some_and(|at| at <= now) {
                 p.close_relayed_at = None;
-                if p.conns.values().any(|c| !c.relayed) {
+                if held(peer) {
+                    p.close_relayed_at = Some(now + HELD_RECHECK);
+                } else if p.conns.values().any(|c| !c.relayed) {
                     let relayed = p.conns.iter().filter(|(_, c)| c.relayed);
                     due.close.extend(relayed.map(|(id, _)| (*peer, *id)));
                 }

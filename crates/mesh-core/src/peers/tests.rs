@@ -12,6 +12,10 @@ fn conn(addr: &str, relayed: bool) -> Conn {
     }
 }
 
+fn none_held(_: &PeerId) -> bool {
+    false
+}
+
 const DIRECT: &str = "/ip4/10.0.0.2/tcp/4001";
 const RELAYED: &str = "/ip4/10.0.0.9/tcp/4001/p2p-circuit";
 
@@ -68,10 +72,34 @@ fn a_direct_connection_closes_the_relayed_ones_after_the_grace() {
     t.connected(peer, 1, conn(RELAYED, true), PeerKind::Pending, now);
     let c = t.connected(peer, 2, conn(DIRECT, false), PeerKind::Pending, now);
     assert!(c.replaces_relayed);
-    assert_eq!(t.take_due(now + Duration::from_secs(1)), Due::default());
-    let due = t.take_due(now + RELAYED_GRACE);
+    assert_eq!(
+        t.take_due(now + Duration::from_secs(1), none_held),
+        Due::default()
+    );
+    let due = t.take_due(now + RELAYED_GRACE, none_held);
     assert_eq!(due.close, vec![(peer, 1)]);
-    assert_eq!(t.take_due(now + RELAYED_GRACE), Due::default(), "once");
+    assert_eq!(
+        t.take_due(now + RELAYED_GRACE, none_held),
+        Due::default(),
+        "once"
+    );
+}
+
+#[test]
+fn a_held_peer_keeps_its_relayed_connection_until_released() {
+    let mut t = Table::default();
+    let peer = PeerId::random();
+    let now = Instant::now();
+    t.connected(peer, 1, conn(RELAYED, true), PeerKind::Pending, now);
+    t.connected(peer, 2, conn(DIRECT, false), PeerKind::Pending, now);
+    let held = |p: &PeerId| *p == peer;
+    assert_eq!(t.take_due(now + RELAYED_GRACE, held), Due::default());
+    let later = now + RELAYED_GRACE + HELD_RECHECK;
+    assert_eq!(t.take_due(later, held), Due::default(), "still held");
+    // Released: closed at the next look, not before.
+    assert_eq!(t.take_due(later, none_held), Due::default());
+    let due = t.take_due(later + HELD_RECHECK, none_held);
+    assert_eq!(due.close, vec![(peer, 1)]);
 }
 
 #[test]
@@ -83,9 +111,10 @@ fn rejected_and_foreign_peers_are_backed_off() {
     t.back_off(peer, now);
     t.disconnect_after(&peer, Duration::from_secs(1), now);
     assert!(t.is_backed_off(&peer, now));
-    assert_eq!(t.take_due(now).disconnect, Vec::<PeerId>::new());
+    assert_eq!(t.take_due(now, none_held).disconnect, Vec::<PeerId>::new());
     assert_eq!(
-        t.take_due(now + Duration::from_secs(1)).disconnect,
+        t.take_due(now + Duration::from_secs(1), none_held)
+            .disconnect,
         vec![peer]
     );
     t.closed(peer, 1);
@@ -134,7 +163,10 @@ fn failed_hole_punches_are_retried_on_relayed_connections() {
     let failed = t.punch_failed(peer, true, now);
     assert_eq!(failed.rounds, 1);
     assert_eq!(failed.retry_in, Some(Duration::from_secs(2)));
-    assert_eq!(t.take_due(now + Duration::from_secs(2)).punch, vec![peer]);
+    assert_eq!(
+        t.take_due(now + Duration::from_secs(2), none_held).punch,
+        vec![peer]
+    );
     t.punch_dialled(&peer, 7);
     let failed = t.punch_failed(peer, true, now);
     assert_eq!(failed.close, Some(7));
@@ -149,7 +181,11 @@ fn failed_hole_punches_are_retried_on_relayed_connections() {
     t.punch_succeeded(&peer);
     t.punch_failed(peer, true, now);
     t.connected(peer, 3, conn(DIRECT, false), PeerKind::Member, now);
-    assert!(t.take_due(now + Duration::from_secs(2)).punch.is_empty());
+    assert!(
+        t.take_due(now + Duration::from_secs(2), none_held)
+            .punch
+            .is_empty()
+    );
 }
 
 #[test]

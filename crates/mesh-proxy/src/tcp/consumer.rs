@@ -155,6 +155,8 @@ impl Proxy {
         match self.tcp_upstream(&service).await {
             Ok(Upstream::Remote(stream, peer)) => {
                 self.tcp.set_refusal(&service, None);
+                // Keeps the connection the session is on, relayed or not.
+                let _hold = self.node.hold_connections(peer);
                 splice_and_report(client, stream.compat(), &service, &peer.to_string()).await;
             }
             Ok(Upstream::Local(mut backend)) => {

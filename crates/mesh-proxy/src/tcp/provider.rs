@@ -53,6 +53,9 @@ impl Proxy {
                 return;
             }
         };
+        // The session cannot move to another connection: keep the one it
+        // is on (a relayed one, when a hole punch succeeds meanwhile).
+        let _hold = self.node.hold_connections(peer);
         splice_and_report(tcp, stream, &hello.service, &peer.to_string()).await;
     }
 
