@@ -17,6 +17,7 @@ mod inspect;
 mod install;
 mod large;
 mod lifecycle;
+mod limits;
 mod malformed;
 mod mdns;
 mod mesh;

@@ -20,6 +20,7 @@ use crate::settings::{Args, Settings};
 
 fn main() -> ExitCode {
     one_malloc_arena();
+    raise_open_files();
     let args = Args::parse();
     // One daemon per home, the first one started: the lock comes before
     // anything else touches the home (identity, sockets, ports).
@@ -94,6 +95,19 @@ fn one_malloc_arena() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn one_malloc_arena() {}
+
+/// Raises the soft limit of open files to the hard one: every front-door
+/// connection, backend connection and listener is a file, and a soft limit
+/// of 1024 (common for login sessions) would run out before the front
+/// door's connection limit answers 503. Left as it is when that fails.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
 
 fn init_tracing(directives: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(directives)
@@ -262,6 +276,7 @@ fn start_proxy(
     let resolver = mesh_tls::Resolver::new(mesh_tls::Paths::in_home(&settings.home));
     let tls = mesh_tls::server_config(resolver)?;
     let proxy = Proxy::observed(node.clone(), routing, Some(tls), observe);
+    proxy.set_max_connections(settings.max_connections);
     tasks.spawn(proxy.clone().serve_tunnels(shutdown.clone()));
     tasks.spawn(proxy.clone().serve_tcp_tunnels(shutdown.clone()));
     tasks.spawn(proxy.clone().serve_inspect(shutdown.clone()));

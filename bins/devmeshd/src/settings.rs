@@ -68,6 +68,10 @@ pub struct Args {
     /// requests may take to finish, such as 5s or 500ms [default: 5s]
     #[arg(long, env = "DEVMESH_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = mesh_config::parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// Front-door connections served at once; more get a 503 and are
+    /// closed [default: 4096]
+    #[arg(long, env = "DEVMESH_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
     #[arg(long, env = "DEVMESH_LOG", default_value = "info")]
     pub log: String,
@@ -105,6 +109,8 @@ pub struct Settings {
     pub config_path: PathBuf,
     /// How long a stopping daemon lets in-flight work finish.
     pub shutdown_grace: Duration,
+    /// Front-door connections served at once.
+    pub max_connections: usize,
     /// Metrics, request log, traces.
     pub observe: crate::observe::ObserveSettings,
 }
@@ -146,6 +152,12 @@ impl Settings {
             observe: crate::observe::ObserveSettings::resolve(args.observe, &file)?,
             routing: routing(args.versions, args.retry, &file)?,
             shutdown_grace: shutdown_grace(args.shutdown_grace, &file),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections.as_ref().map(|v| *v.get_ref()))
+                .map_or(mesh_proxy::DEFAULT_MAX_CONNECTIONS, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
             listen: parse_addrs(&listen, "listen")?,
             listen_defaulted,
             bootstrap: parse_addrs(&bootstrap, "bootstrap")?,

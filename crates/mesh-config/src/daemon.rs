@@ -39,6 +39,9 @@ pub struct DaemonFile {
     /// control requests finish, as a duration such as `"5s"` or `"500ms"`.
     /// Default: 5 s.
     pub shutdown_grace: Option<toml::Spanned<String>>,
+    /// Front-door connections served at once; more get a 503 and are
+    /// closed. Default: 4096.
+    pub max_connections: Option<toml::Spanned<u64>>,
     /// `[routing]`: how the front door chooses providers.
     pub routing: RoutingSection,
     /// Address to serve Prometheus metrics on besides the front door's
@@ -173,6 +176,17 @@ impl DaemonFile {
                     e.to_string(),
                 )
             })?;
+        }
+        if let Some(v) = &file.max_connections
+            && *v.get_ref() == 0
+        {
+            return Err(ConfigError::at(
+                path,
+                source,
+                Some(v.span()),
+                Some("max_connections".into()),
+                "0 would refuse every connection; use a positive number such as 4096".into(),
+            ));
         }
         check(&file.routing.versions, "versions", &["warn", "strict"])?;
         if let Some(v) = &file.log.format

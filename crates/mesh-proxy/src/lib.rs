@@ -67,6 +67,7 @@ pub use error::{
     Chain, ConnectAttempt, ConnectFailure, Error, ParseError, ProbeError, TunnelError,
     UpstreamError,
 };
+pub use front::limit::DEFAULT_MAX_CONNECTIONS;
 pub use observe::Observe;
 pub use replay::MAX_REPLAY_BODY;
 pub use route::SERVICE_HEADER;
@@ -104,6 +105,8 @@ pub struct Proxy {
     front_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// What the node's site (the dashboard) shows.
     console: Arc<console::Console>,
+    /// How many front-door connections are served at once.
+    front_limit: front::limit::ConnectionLimit,
 }
 
 impl Proxy {
@@ -133,6 +136,11 @@ impl Proxy {
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Uploads from HTTP/2 clients are not held to 64 KiB windows.
         http.http2().adaptive_window(true);
+        // A client that never finishes a request's head (or an idle
+        // keep-alive connection) does not hold a connection for ever.
+        http.http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(front::limit::HEADER_READ_TIMEOUT);
         let console = Arc::new(console::Console::new(&node, observe.metrics.is_some()));
         Arc::new(Self {
             routing,
@@ -148,6 +156,7 @@ impl Proxy {
             console,
             observe,
             front_addr: std::sync::OnceLock::new(),
+            front_limit: front::limit::ConnectionLimit::new(front::limit::DEFAULT_MAX_CONNECTIONS),
         })
     }
 

@@ -3,6 +3,7 @@
 //! by the connection preface). [`pipeline`] handles each request.
 
 mod api;
+pub(crate) mod limit;
 pub(crate) mod observe;
 mod own;
 mod pipeline;
@@ -78,9 +79,16 @@ impl Proxy {
                 },
             };
             let _ = tcp.set_nodelay(true);
+            let Some(permit) = self.front_limit.admit() else {
+                self.tasks
+                    .spawn(limit::refuse(tcp, self.front_limit.limit()));
+                continue;
+            };
             let proxy = self.clone();
-            self.tasks
-                .spawn(async move { proxy.accept(tcp, client, local_addr).await });
+            self.tasks.spawn(async move {
+                let _permit = permit;
+                proxy.accept(tcp, client, local_addr).await;
+            });
         }
         drop(listener);
         self.closing.cancel();
@@ -88,19 +96,30 @@ impl Proxy {
         Ok(())
     }
 
+    /// Sets how many front-door connections are served at once (more get
+    /// a 503 and are closed), before [`Proxy::serve`]; the default is
+    /// [`limit::DEFAULT_MAX_CONNECTIONS`].
+    pub fn set_max_connections(&self, limit: usize) {
+        self.front_limit.set(limit);
+    }
+
     /// Starts one accepted connection: TLS when it begins with a TLS
     /// handshake, plain HTTP otherwise.
     async fn accept(self: Arc<Self>, tcp: TcpStream, client: SocketAddr, local: SocketAddr) {
         // HTTPS and plain HTTP share the port: a TLS handshake starts with
         // 0x16, an HTTP request with a letter.
+        // A client that sends nothing does not hold its connection longer
+        // than one slow to send its request's head.
         let mut first = [0u8; 1];
+        let peek = tokio::time::timeout(limit::HEADER_READ_TIMEOUT, tcp.peek(&mut first));
         let peeked = tokio::select! {
             _ = self.closing.cancelled() => return,
-            peeked = tcp.peek(&mut first) => peeked,
+            peeked = peek => peeked,
         };
         match peeked {
-            Ok(1..) => {}
-            Ok(0) | Err(_) => return,
+            Ok(Ok(1..)) => {}
+            Ok(Ok(0) | Err(_)) => return,
+            Err(_) => return debug!(%client, "closed a connection that sent nothing"),
         }
         if first[0] != TLS_HANDSHAKE_RECORD {
             return self.serve_connection(tcp, client, local, "http").await;

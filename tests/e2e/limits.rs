@@ -1,0 +1,72 @@
+//! The front door's bounds: a connection limit that answers 503 with what
+//! to do, and clients that send nothing or never finish a request's head
+//! closed instead of held for ever.
+
+use std::time::{Duration, Instant};
+
+use devmesh_tests::Daemon;
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+
+/// One request on a new connection; what came back until the server
+/// closed it (empty when it closed without answering).
+async fn exchange(addr: std::net::SocketAddr) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: nothing.localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads until the server closes `tcp`; how long that took.
+async fn closed_after(mut tcp: TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut sink = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        while tcp.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(read.is_ok(), "the front door held the connection for 60 s");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_front_door_bounds_its_connections() {
+    let a = Daemon::start_with(&["--max-connections", "3"]).await;
+    // Three clients hold every slot: two that send nothing, one that
+    // never finishes its request's head.
+    let silent = [
+        TcpStream::connect(a.proxy).await.unwrap(),
+        TcpStream::connect(a.proxy).await.unwrap(),
+    ];
+    let mut slow = TcpStream::connect(a.proxy).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: api.loc")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let refused = exchange(a.proxy).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("at most 3 connections"), "{refused}");
+    assert!(refused.contains("--max-connections"), "{refused}");
+    assert!(a.log().contains("at its connection limit"), "{}", a.log());
+
+    // The front door closes all three by itself, and serves again.
+    let [one, two] = silent;
+    let waited = tokio::join!(closed_after(one), closed_after(two), closed_after(slow));
+    for took in [waited.0, waited.1, waited.2] {
+        assert!(took < Duration::from_secs(40), "{took:?}");
+    }
+    eprintln!("idle and slow clients closed after {waited:?}");
+    let served = exchange(a.proxy).await;
+    assert!(served.starts_with("HTTP/1.1 503"), "{served}");
+    assert!(!served.contains("at most 3 connections"), "{served}");
+    assert!(served.contains("nothing"), "{served}");
+}
