@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use mesh_config::DaemonFile;
-use mesh_core::{Multiaddr, Role, Secret};
+use mesh_core::{Multiaddr, Role};
 
 use crate::membership::{Asked, Choice};
 
@@ -147,7 +147,9 @@ impl Settings {
         if let Some(name) = &asked.namespace {
             mesh_core::namespace::validate_name(name).map_err(anyhow::Error::msg)?;
         }
-        let membership = crate::membership::choose(role, asked, |name| stored_secret(&home, name))?;
+        let membership = crate::membership::choose(role, asked, |name| {
+            Ok(mesh_control::stored_secret(&home, name)?)
+        })?;
         Ok(Self {
             observe: crate::observe::ObserveSettings::resolve(args.observe, &file)?,
             routing: routing(args.versions, args.retry, &file)?,
@@ -194,16 +196,6 @@ fn role(relay: bool, file: &DaemonFile, config_path: &std::path::Path) -> anyhow
             "{}: key `role`: {other:?} is not a role; use \"member\" or \"relay\"",
             config_path.display()
         ),
-    }
-}
-
-/// The secret `devmesh join` stored in the home for `namespace`, if any.
-fn stored_secret(home: &std::path::Path, namespace: &str) -> anyhow::Result<Option<Secret>> {
-    let stored = mesh_control::secret_path(home, namespace);
-    if stored.exists() {
-        Ok(Some(Secret::load(&stored)?))
-    } else {
-        Ok(None)
     }
 }
 

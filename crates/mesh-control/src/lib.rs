@@ -29,7 +29,7 @@ pub use project::{
     DownResult, LogLine, LogsRequest, ProjectEvent, PsResult, PsRow, UpRequest, UpResult,
     container_service,
 };
-pub use server::{Server, ServerInfo, secret_path};
+pub use server::{Server, ServerInfo, secret_path, stored_secret};
 
 /// The default home directory of a node, `~/.devmesh`; `None` without `HOME`.
 pub fn default_home() -> Option<std::path::PathBuf> {

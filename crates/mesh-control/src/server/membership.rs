@@ -21,6 +21,18 @@ pub fn secret_path(home: &Path, namespace: &str) -> PathBuf {
     home.join("secrets").join(namespace)
 }
 
+/// The secret of `namespace` kept in `home`, if there is one.
+pub fn stored_secret(
+    home: &Path,
+    namespace: &str,
+) -> Result<Option<Secret>, mesh_core::namespace::SecretError> {
+    let path = secret_path(home, namespace);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Secret::load(&path).map(Some)
+}
+
 fn check_name(name: &str) -> Result<(), RequestError> {
     validate_name(name).map_err(|e| RequestError::BadNamespace(e.into()))
 }
@@ -232,11 +244,7 @@ impl Server {
 
     /// The stored secret of `namespace`, if there is one.
     fn stored_secret(&self, namespace: &str) -> Result<Option<Secret>, RequestError> {
-        let path = secret_path(&self.info.home, namespace);
-        if !path.exists() {
-            return Ok(None);
-        }
-        Ok(Some(Secret::load(&path)?))
+        Ok(stored_secret(&self.info.home, namespace)?)
     }
 
     pub(super) async fn invite(

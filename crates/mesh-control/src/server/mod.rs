@@ -45,7 +45,7 @@ use tracing::{Instrument as _, debug, info, warn};
 use crate::{Reply, Request, RequestError, read_line, write_line};
 
 use membership::Membership;
-pub use membership::secret_path;
+pub use membership::{secret_path, stored_secret};
 
 /// Facts about the daemon that the node does not know.
 #[derive(Debug, Clone)]
