@@ -8,6 +8,7 @@ mod compose;
 mod dashboard;
 mod docker;
 mod editor;
+mod faults;
 mod health;
 mod home;
 mod http;

@@ -109,6 +109,9 @@ pub struct Daemon {
     pub p2p_addr: String,
     /// Its HTTP front door.
     pub proxy: SocketAddr,
+    /// Where and with what it was started, for [`Daemon::restart`].
+    netns: Option<String>,
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -146,8 +149,38 @@ impl Daemon {
             .prefix("devmesh-test-")
             .tempdir()
             .expect("temp home");
-        let log = std::fs::File::create(home.path().join("test-devmeshd.log")).expect("log file");
-        let mut cmd = match netns {
+        let mut daemon = Daemon {
+            home,
+            child: None,
+            peer_id: String::new(),
+            p2p_addr: String::new(),
+            proxy: "127.0.0.1:0".parse().expect("addr"),
+            netns: netns.map(str::to_owned),
+            args: extra.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    /// Stops the daemon with SIGTERM and starts it again with the same
+    /// home and arguments (its log goes on in the same file).
+    pub async fn restart(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit().await;
+        assert!(status.success(), "devmeshd exited with {status:?}");
+        self.spawn().await;
+    }
+
+    /// Starts devmeshd for this daemon's home and arguments and waits
+    /// until it reports its addresses.
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home.path().join("test-devmeshd.log"))
+            .expect("log file");
+        let extra: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let mut cmd = match self.netns.as_deref() {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(bin("devmeshd"));
@@ -161,41 +194,34 @@ impl Daemon {
         if !extra.contains(&"--mdns") {
             cmd.args(["--mdns", "false"]);
         }
-        cmd.env("DEVMESH_HOME", home.path())
+        cmd.env("DEVMESH_HOME", self.home.path())
             .env(
                 "DEVMESH_LOG",
                 std::env::var("DEVMESH_TEST_LOG")
                     .unwrap_or_else(|_| "info,mesh_core=debug,mesh_proxy=debug".into()),
             )
             .args(["--proxy", "127.0.0.1:0"])
-            .args(extra)
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        let child = cmd.spawn().expect("spawning devmeshd");
-        let mut daemon = Daemon {
-            home,
-            child: Some(child),
-            peer_id: String::new(),
-            p2p_addr: String::new(),
-            proxy: "127.0.0.1:0".parse().expect("addr"),
-        };
+        self.child = Some(cmd.spawn().expect("spawning devmeshd"));
+        let daemon = &*self;
         let status = eventually(SHORT, "devmeshd to report its addresses", || async {
             let out = daemon.try_cli(&["status", "--json"]).await?;
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             (!v["listen_addrs"].as_array()?.is_empty()).then_some(v)
         })
         .await;
-        daemon.peer_id = status["peer_id"].as_str().expect("peer_id").to_owned();
-        daemon.p2p_addr = status["listen_addrs"][0].as_str().expect("addr").to_owned();
+        self.peer_id = status["peer_id"].as_str().expect("peer_id").to_owned();
+        self.p2p_addr = status["listen_addrs"][0].as_str().expect("addr").to_owned();
         // A relay has no front door.
-        daemon.proxy = status["proxy_addr"]
+        self.proxy = status["proxy_addr"]
             .as_str()
             .unwrap_or("0.0.0.0:0")
             .parse()
             .expect("proxy addr");
-        daemon
     }
 
     /// A `devmesh` command aimed at this node.

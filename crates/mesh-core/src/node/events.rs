@@ -51,7 +51,7 @@ impl Node {
                 cause,
                 ..
             } => {
-                let closed = self.peers.closed(peer_id, connection_id);
+                let closed = self.peers.closed(peer_id, connection_id, Instant::now());
                 if closed.last != (num_established == 0) {
                     debug!(peer = %peer_id, num_established, "the peer table and the swarm disagree on the connections");
                 }

@@ -297,6 +297,10 @@ impl Node {
         for peer in due.punch {
             self.punch_again(peer);
         }
+        for addrs in due.redial {
+            tracing::debug!(?addrs, "dialling a lost member again");
+            self.dial_addrs(addrs, None);
+        }
         Changed::from(!gone.is_empty())
     }
 

@@ -20,11 +20,14 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, core::transport::ListenerId};
 
+use self::reconnect::Reconnect;
 use crate::{
     addr::{is_loopback, is_quic},
     admission::{PeerKind, handshake::Handshake},
     snapshot::{PeerLink, RelayLink, Reservation},
 };
+
+mod reconnect;
 
 /// How long a peer in another namespace (or with a wrong secret) is left
 /// alone before discovery may dial it again.
@@ -96,6 +99,8 @@ pub(crate) struct Peer<C, R> {
     punch: Punch<C>,
     disconnect_at: Option<Instant>,
     close_relayed_at: Option<Instant>,
+    /// The direct addresses this node dialled the peer at.
+    dialed: Vec<Multiaddr>,
 }
 
 impl<C, R> Peer<C, R> {
@@ -110,6 +115,7 @@ impl<C, R> Peer<C, R> {
             punch: Punch::default(),
             disconnect_at: None,
             close_relayed_at: None,
+            dialed: Vec::new(),
         }
     }
 
@@ -130,11 +136,16 @@ struct Dialing {
     /// rendezvous entries of members that left must not make a node hammer
     /// the relay.
     unreachable: Option<(Instant, Duration)>,
+    /// A member this node had dialled lost its connection: redials due.
+    reconnect: Option<Reconnect>,
 }
 
 impl Dialing {
     fn is_empty(&self) -> bool {
-        self.foreign_until.is_none() && !self.member_dial && self.unreachable.is_none()
+        self.foreign_until.is_none()
+            && !self.member_dial
+            && self.unreachable.is_none()
+            && self.reconnect.is_none()
     }
 }
 
@@ -177,6 +188,9 @@ pub(crate) struct Due<C> {
     pub close: Vec<(PeerId, C)>,
     /// Peers to open another relayed connection to, for another hole punch.
     pub punch: Vec<PeerId>,
+    /// Members lost that are dialled again, at the addresses they were
+    /// dialled at before.
+    pub redial: Vec<Vec<Multiaddr>>,
 }
 
 impl<C> Default for Due<C> {
@@ -185,6 +199,7 @@ impl<C> Default for Due<C> {
             disconnect: Vec::new(),
             close: Vec::new(),
             punch: Vec::new(),
+            redial: Vec::new(),
         }
     }
 }
@@ -218,11 +233,15 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         if let Some(d) = self.dialing.get_mut(&peer) {
             d.member_dial = false;
             d.unreachable = None;
+            d.reconnect = None;
         }
         self.dialing.retain(|_, d| !d.is_empty());
         let first = !self.peers.contains_key(&peer);
         let entry = self.peers.entry(peer).or_insert_with(|| Peer::new(initial));
         let replaces_relayed = entry.relayed_only() && !conn.relayed;
+        if conn.dialer && !conn.relayed && !entry.dialed.contains(&conn.addr) {
+            entry.dialed.push(conn.addr.clone());
+        }
         entry.conns.insert(id, conn);
         if replaces_relayed {
             entry.close_relayed_at = Some(now + RELAYED_GRACE);
@@ -235,8 +254,10 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
 }
 
 impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
-    /// A connection to `peer` closed; the peer goes with its last one.
-    pub(crate) fn closed(&mut self, peer: PeerId, id: C) -> Closed {
+    /// A connection to `peer` closed; the peer goes with its last one. A
+    /// member that this node had dialled directly is dialled again from
+    /// `now` on ([`reconnect`]).
+    pub(crate) fn closed(&mut self, peer: PeerId, id: C, now: Instant) -> Closed {
         let Some(entry) = self.peers.get_mut(&peer) else {
             return Closed {
                 last: true,
@@ -251,6 +272,12 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             };
         }
         let gone = self.peers.remove(&peer);
+        if let Some(p) = &gone
+            && p.kind == PeerKind::Member
+            && let Some(r) = Reconnect::after_loss(peer, p.dialed.clone(), now)
+        {
+            self.dialing.entry(peer).or_default().reconnect = Some(r);
+        }
         Closed {
             last: true,
             was_relay: gone.is_some_and(|p| p.relay.is_some()),
@@ -383,6 +410,8 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
     pub(crate) fn clear_back_offs(&mut self) {
         for d in self.dialing.values_mut() {
             d.foreign_until = None;
+            // Members of the namespace left are not dialled back either.
+            d.reconnect = None;
         }
         self.dialing.retain(|_, d| !d.is_empty());
     }
@@ -425,14 +454,21 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
     /// that came due. The relayed connections of a peer that is `held` stay,
     /// and are looked at again after [`HELD_RECHECK`].
     pub(crate) fn take_due(&mut self, now: Instant, held: impl Fn(&PeerId) -> bool) -> Due<C> {
+        let mut due = Due::default();
         for d in self.dialing.values_mut() {
             d.foreign_until = d.foreign_until.filter(|until| *until > now);
             d.unreachable = d
                 .unreachable
                 .filter(|(until, _)| *until + UNREACHABLE_MEMORY > now);
+            if let Some(r) = &mut d.reconnect {
+                let (dial, more) = r.due(now);
+                due.redial.extend(dial);
+                if !more {
+                    d.reconnect = None;
+                }
+            }
         }
         self.dialing.retain(|_, d| !d.is_empty());
-        let mut due = Due::default();
         for (peer, p) in &mut self.peers {
             if p.disconnect_at.is_some_and(|at| at <= now) {
                 p.disconnect_at = None;

@@ -43,14 +43,14 @@ fn a_peer_lives_as_long_as_its_connections() {
     assert!(link.direct);
     assert_eq!(link.kind, PeerKind::Member);
     assert_eq!(
-        t.closed(peer, 1),
+        t.closed(peer, 1, now),
         Closed {
             last: false,
             was_relay: false
         }
     );
     assert_eq!(
-        t.closed(peer, 2),
+        t.closed(peer, 2, now),
         Closed {
             last: true,
             was_relay: false
@@ -117,7 +117,7 @@ fn rejected_and_foreign_peers_are_backed_off() {
             .disconnect,
         vec![peer]
     );
-    t.closed(peer, 1);
+    t.closed(peer, 1, now);
     assert!(!t.may_dial_member(&peer, now), "backed off after it left");
     assert!(!t.is_backed_off(&peer, now + FOREIGN_BACKOFF));
     t.clear_back_offs();
@@ -146,7 +146,7 @@ fn unreachable_members_back_off_exponentially() {
     assert_eq!(t.dial_failed(peer, later), Some(UNREACHABLE_MAX));
     // A connection ends the back-off.
     t.connected(peer, 1, conn(DIRECT, false), PeerKind::Pending, later);
-    t.closed(peer, 1);
+    t.closed(peer, 1, now);
     assert!(t.may_dial_member(&peer, later));
     // Still connected when the dial fails: no back-off.
     t.connected(peer, 2, conn(DIRECT, false), PeerKind::Pending, later);
@@ -214,11 +214,41 @@ fn relays_go_with_their_listener_or_connection() {
     assert_eq!(t.listener_closed(listener), vec![a]);
     assert!(!t.is_relay(&a) && t.is_relay(&b));
     assert_eq!(
-        t.closed(b, 2),
+        t.closed(b, 2, now),
         Closed {
             last: true,
             was_relay: true
         }
     );
     assert!(!t.has_relays());
+}
+
+#[test]
+fn a_lost_member_this_node_dialled_is_dialled_again() {
+    let mut t = Table::default();
+    let (member, stranger, caller) = (PeerId::random(), PeerId::random(), PeerId::random());
+    let now = Instant::now();
+    t.connected(member, 1, conn(DIRECT, false), PeerKind::Member, now);
+    t.connected(stranger, 2, conn(DIRECT, false), PeerKind::Foreign, now);
+    let inbound = Conn {
+        dialer: false,
+        ..conn(DIRECT, false)
+    };
+    t.connected(caller, 3, inbound, PeerKind::Member, now);
+    for (peer, id) in [(member, 1), (stranger, 2), (caller, 3)] {
+        t.closed(peer, id, now);
+    }
+    let later = now + Duration::from_secs(1);
+    let due = t.take_due(later, none_held);
+    let expected: Multiaddr = format!("{DIRECT}/p2p/{member}").parse().unwrap();
+    assert_eq!(
+        due.redial,
+        vec![vec![expected]],
+        "only the member it dialled"
+    );
+    assert!(t.take_due(later, none_held).redial.is_empty(), "backed off");
+    // Back: no more redials.
+    t.connected(member, 4, conn(DIRECT, false), PeerKind::Member, later);
+    let much_later = later + Duration::from_secs(120);
+    assert!(t.take_due(much_later, none_held).redial.is_empty());
 }
