@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use devmesh_tests::{Daemon, backend::Backend, bin, eventually, get};
+use devmesh_tests::{Daemon, backend::Backend, bin, devmesh_in, eventually, get};
 
 fn write(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).unwrap();
@@ -15,13 +15,7 @@ async fn cli_starts_the_daemon_when_needed() {
         &home.path().join("config.toml"),
         "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nproxy = \"127.0.0.1:0\"\nmdns = false\nnamespace = \"auto\"\n",
     );
-    let devmesh = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(bin("devmesh"));
-        c.env("DEVMESH_HOME", home.path())
-            .args(args)
-            .kill_on_drop(true);
-        c
-    };
+    let devmesh = |args: &[&str]| devmesh_in(home.path(), args);
     let out = devmesh(&["stop", "api"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(3), "stop without a daemon");
     assert!(String::from_utf8_lossy(&out.stderr).contains("devmeshd is not running"));
@@ -133,13 +127,7 @@ async fn bad_input_gets_clear_errors_and_exit_codes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_starts_no_daemon() {
     let home = tempfile::tempdir().unwrap();
-    let devmesh = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(bin("devmesh"));
-        c.env("DEVMESH_HOME", home.path())
-            .args(args)
-            .kill_on_drop(true);
-        c
-    };
+    let devmesh = |args: &[&str]| devmesh_in(home.path(), args);
     for args in [
         &["run", "API", "--port", "3000"][..],
         &["route", "api", "--peer", "bogus"],
@@ -326,13 +314,7 @@ async fn daemon_install_writes_a_user_unit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn completions_and_man_pages() {
     let home = tempfile::tempdir().unwrap();
-    let devmesh = |args: &[&str]| {
-        let mut c = tokio::process::Command::new(bin("devmesh"));
-        c.env("DEVMESH_HOME", home.path())
-            .args(args)
-            .kill_on_drop(true);
-        c
-    };
+    let devmesh = |args: &[&str]| devmesh_in(home.path(), args);
     for (shell, marker) in [
         ("bash", "complete -F"),
         ("zsh", "#compdef devmesh"),

@@ -7,22 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use devmesh_tests::{Daemon, SHORT, backend::Backend, bin, eventually};
+use devmesh_tests::{Daemon, SHORT, backend::Backend, bin, devmesh_in as devmesh, eventually};
 use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 /// A config that keeps a CLI-started daemon on loopback, in namespace
 /// `auto`, so it can be told from one started with explicit flags.
 const LOOPBACK_CONFIG: &str = "listen = [\"/ip4/127.0.0.1/tcp/0\"]\nproxy = \"127.0.0.1:0\"\nmdns = false\nnamespace = \"auto\"\n";
-
-fn devmesh(home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(bin("devmesh"));
-    c.env("DEVMESH_HOME", home)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    c
-}
 
 /// A devmeshd with explicit flags, as a login script would start it.
 fn explicit_daemon(home: &Path) -> Child {

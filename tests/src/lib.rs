@@ -98,6 +98,17 @@ where
     }
 }
 
+/// `devmesh ARGS` for the node of `home`, whether or not a daemon runs
+/// there yet.
+pub fn devmesh_in(home: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin("devmesh"));
+    cmd.env("DEVMESH_HOME", home)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
 /// A `devmeshd` process with its own home directory, on loopback.
 pub struct Daemon {
     /// Its home (identity, config, socket, log).
@@ -226,11 +237,7 @@ impl Daemon {
 
     /// A `devmesh` command aimed at this node.
     pub fn devmesh(&self) -> Command {
-        let mut cmd = Command::new(bin("devmesh"));
-        cmd.env("DEVMESH_HOME", self.home.path())
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        cmd
+        devmesh_in(self.home.path(), &[])
     }
 
     async fn try_cli(&self, args: &[&str]) -> Option<Output> {
