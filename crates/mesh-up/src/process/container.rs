@@ -11,6 +11,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use futures::StreamExt as _;
+use mesh_core::error::Chain;
 use mesh_docker::{Engine, EngineError, Env, Health, Output, RunSpec};
 use tokio::{
     io::AsyncWriteExt as _,
@@ -95,7 +96,7 @@ impl Run {
         let code = match started {
             Ok((engine, id)) => Some(self.supervise(&engine, &id, stopped).await),
             Err(e) => {
-                self.say(Stream::Stderr, format!("devmesh: {}", chain(&e)))
+                self.say(Stream::Stderr, format!("devmesh: {}", Chain(&e)))
                     .await;
                 Some(NOT_STARTED)
             }
@@ -152,7 +153,7 @@ impl Run {
             code = engine.wait(id) => code,
             _ = stopped => {
                 if let Err(e) = engine.stop(id, self.container.stop_grace()).await {
-                    tracing::warn!(service = %self.service, error = %chain(&e), "cannot stop the container");
+                    tracing::warn!(service = %self.service, error = %Chain(&e), "cannot stop the container");
                 }
                 engine.wait(id).await
             }
@@ -165,12 +166,12 @@ impl Run {
             abort.abort();
         }
         if let Err(e) = engine.remove(id).await {
-            tracing::warn!(service = %self.service, error = %chain(&e), "cannot remove the container");
+            tracing::warn!(service = %self.service, error = %Chain(&e), "cannot remove the container");
         }
         match code {
             Ok(code) => i32::try_from(code).unwrap_or(i32::MAX),
             Err(e) => {
-                self.say(Stream::Stderr, format!("devmesh: {}", chain(&e)))
+                self.say(Stream::Stderr, format!("devmesh: {}", Chain(&e)))
                     .await;
                 NOT_STARTED
             }
@@ -292,16 +293,4 @@ impl Run {
         };
         let _ = self.events.send(event).await;
     }
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
