@@ -70,3 +70,38 @@ async fn the_front_door_bounds_its_connections() {
     assert!(!served.contains("at most 3 connections"), "{served}");
     assert!(served.contains("nothing"), "{served}");
 }
+
+/// Started with a soft open-files limit of 256, devmeshd raises it to the
+/// hard one, so its connection limit answers before descriptors run out.
+#[tokio::test(flavor = "multi_thread")]
+async fn devmeshd_raises_its_open_files_limit() {
+    let home = tempfile::tempdir().unwrap();
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .1;
+    let mut daemon = tokio::process::Command::new("prlimit")
+        .arg(format!("--nofile=256:{hard}"))
+        .arg(devmesh_tests::bin("devmeshd"))
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--proxy", "127.0.0.1:0"])
+        .args(["--mdns", "false", "--namespace", "test", "--open"])
+        .env("DEVMESH_HOME", home.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prlimit (util-linux) runs devmeshd");
+    let pid = daemon.id().unwrap();
+    let soft = devmesh_tests::eventually(Duration::from_secs(20), "devmeshd's limits", || async {
+        // prlimit execs devmeshd: the pid is the daemon's once it runs.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        if !exe.ends_with("devmeshd") || !home.path().join("devmeshd.sock").exists() {
+            return None;
+        }
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse::<u64>().ok()
+    })
+    .await;
+    assert_eq!(soft, hard, "the soft limit of open files");
+    let _ = daemon.start_kill();
+}
