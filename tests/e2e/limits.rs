@@ -105,3 +105,33 @@ async fn devmeshd_raises_its_open_files_limit() {
     assert_eq!(soft, hard, "the soft limit of open files");
     let _ = daemon.start_kill();
 }
+
+/// A client that starts a request body and stops sending it is answered
+/// and closed after the body timeout, not held for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stalls_in_a_request_body_is_cut_off() {
+    let a = Daemon::start().await;
+    let backend = devmesh_tests::backend::Backend::start("api").await;
+    let _run = a.run_service("api", backend.port(), "1.0.0").await;
+    let mut tcp = TcpStream::connect(a.proxy).await.unwrap();
+    tcp.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: api.localhost\r\nContent-Length: 1000\r\n\r\nonly ten b",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(90), tcp.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "held for 90 s");
+    let took = started.elapsed();
+    let reply = String::from_utf8_lossy(&out);
+    eprintln!("stalled body ended after {took:?}: {reply:?}");
+    assert!(
+        took >= Duration::from_secs(25) && took < Duration::from_secs(60),
+        "{took:?} {reply}"
+    );
+    assert!(
+        reply.contains("nothing of the request body for 30 s"),
+        "{reply}"
+    );
+}

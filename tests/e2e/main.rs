@@ -11,6 +11,7 @@ mod editor;
 mod faults;
 mod health;
 mod home;
+mod hostile;
 mod http;
 mod http2;
 mod https;

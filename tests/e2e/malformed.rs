@@ -15,7 +15,7 @@ use libp2p::{
     tcp, yamux,
 };
 use mesh_core::{
-    Namespace,
+    Namespace, SYNC_PROTOCOL, SyncRequest, SyncResponse,
     admission::{self, AuthRequest, AuthResponse},
     record::{Announcement, FORMAT_VERSION, ServiceRecord},
 };
@@ -24,13 +24,25 @@ use mesh_core::{
 pub(crate) struct Rogue {
     gossipsub: gossipsub::Behaviour,
     pub(crate) stream: libp2p_stream::Behaviour,
-    auth: request_response::cbor::Behaviour<AuthRequest, AuthResponse>,
+    pub(crate) auth: request_response::cbor::Behaviour<AuthRequest, AuthResponse>,
+    pub(crate) sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
 }
 
 /// A rogue libp2p peer connected to `target` and subscribed to namespace
 /// `test`'s topic. With `prove`, it answers the admission challenge of the
 /// open namespace `test` like a member would.
 pub(crate) async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypair, PeerId) {
+    rogue_with(target, prove, SyncResponse { entries: vec![] }).await
+}
+
+/// [`rogue`], answering the target's record sync with `sync`, and with
+/// yamux allowing 20,000 streams.
+pub(crate) async fn rogue_with(
+    target: &Daemon,
+    prove: bool,
+    sync: SyncResponse,
+) -> (Swarm<Rogue>, Keypair, PeerId) {
+    let mut sync = Some(sync);
     let key = Keypair::generate_ed25519();
     let auth_protocols = if prove {
         vec![(admission::PROTOCOL, ProtocolSupport::Full)]
@@ -39,11 +51,11 @@ pub(crate) async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypai
     };
     let mut swarm = SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default(), noise::Config::new, || {
+            let mut config = yamux::Config::default();
+            config.set_max_num_streams(20_000);
+            config
+        })
         .unwrap()
         .with_behaviour(|key| {
             let config = gossipsub::ConfigBuilder::default()
@@ -60,6 +72,11 @@ pub(crate) async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypai
                 auth: request_response::cbor::Behaviour::new(
                     auth_protocols,
                     request_response::Config::default(),
+                ),
+                sync: request_response::cbor::Behaviour::new(
+                    [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default()
+                        .with_request_timeout(Duration::from_secs(60)),
                 ),
             }
         })
@@ -102,6 +119,10 @@ pub(crate) async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypai
                         .send_response(channel, AuthResponse::Member { proof });
                     challenged = true;
                 }
+                SwarmEvent::Behaviour(RogueEvent::Sync(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                })) => answer_sync(&mut swarm, channel, &mut sync),
                 _ => {}
             }
         }
@@ -124,7 +145,17 @@ pub(crate) async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypai
                 let peers = loop {
                     tokio::select! {
                         peers = &mut check => break peers,
-                        _ = swarm.select_next_some() => {}
+                        event = swarm.select_next_some() => {
+                            if let SwarmEvent::Behaviour(RogueEvent::Sync(
+                                request_response::Event::Message {
+                                    message: request_response::Message::Request { channel, .. },
+                                    ..
+                                },
+                            )) = event
+                            {
+                                answer_sync(&mut swarm, channel, &mut sync);
+                            }
+                        }
                     }
                 };
                 let member = peers.as_array().is_some_and(|ps| {
@@ -143,6 +174,16 @@ pub(crate) async fn rogue(target: &Daemon, prove: bool) -> (Swarm<Rogue>, Keypai
     (swarm, key, target_peer)
 }
 
+/// Answers the target's record sync, the first time with `sync`.
+fn answer_sync(
+    swarm: &mut Swarm<Rogue>,
+    channel: request_response::ResponseChannel<SyncResponse>,
+    sync: &mut Option<SyncResponse>,
+) {
+    let answer = sync.take().unwrap_or(SyncResponse { entries: vec![] });
+    let _ = swarm.behaviour_mut().sync.send_response(channel, answer);
+}
+
 /// Sends `header` on a tunnel stream and returns what comes back.
 async fn tunnel_reply(control: &mut libp2p_stream::Control, peer: PeerId, header: &[u8]) -> String {
     let mut s = control
@@ -156,7 +197,7 @@ async fn tunnel_reply(control: &mut libp2p_stream::Control, peer: PeerId, header
     String::from_utf8_lossy(&reply).into_owned()
 }
 
-fn framed(hello: &[u8]) -> Vec<u8> {
+pub(crate) fn framed(hello: &[u8]) -> Vec<u8> {
     let mut v = (hello.len() as u16).to_be_bytes().to_vec();
     v.extend_from_slice(hello);
     v

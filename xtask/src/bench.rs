@@ -314,18 +314,33 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             bail!("{tool} is needed: apt-get install {package}");
         }
     }
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    run_cmd(
-        cargo
-            .current_dir(root())
-            .args(["build", "--release", "--bins"]),
-    )?;
-    let bin = root().join("target/release");
+    // `XTASK_BENCH_BINS=target/debug` measures binaries built already, for
+    // a quick look; the figures of docs/BENCHMARKS.md are the release's.
+    let bin = match std::env::var_os("XTASK_BENCH_BINS") {
+        Some(dir) => root().join(dir),
+        None => {
+            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            run_cmd(
+                cargo
+                    .current_dir(root())
+                    .args(["build", "--release", "--bins"]),
+            )?;
+            root().join("target/release")
+        }
+    };
     if let Some(i) = args.iter().position(|a| a == "--failover") {
         // Only the failover part, printed: `cargo xtask bench --failover [RUNS]`.
         let runs = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
         let mut md = String::new();
         crate::failover::section(&mut md, &bin, runs)?;
+        print!("{md}");
+        return Ok(());
+    }
+    if let Some(i) = args.iter().position(|a| a == "--scale") {
+        // Only the team-size part, printed: `cargo xtask bench --scale [N…]`.
+        let sizes: Vec<usize> = args[i + 1..].iter().map_while(|a| a.parse().ok()).collect();
+        let mut md = String::new();
+        crate::bench_scale::section(&mut md, &bin, quick, &sizes)?;
         print!("{md}");
         return Ok(());
     }
@@ -614,6 +629,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     crate::bench_observe::section(&mut md, &bin, quick)?;
     lab_section(&mut md, &bin, quick)?;
     crate::bench_tcp::section(&mut md, &bin, quick)?;
+    // The long fuzzing run is measured once, by hand; keep it.
+    if let Some(fuzzing) = crate::fuzz::kept_section() {
+        writeln!(md, "\n{fuzzing}")?;
+    }
     print!("{md}");
     if !quick {
         std::fs::write(root().join("docs/BENCHMARKS.md"), &md)?;
@@ -841,5 +860,9 @@ fn lab_section(md: &mut String, bin: &std::path::Path, quick: bool) -> anyhow::R
         median(f.bulk_direct.clone()),
         mbs(&f.bulk_direct)
     )?;
+    // `cargo xtask netlab --cases` writes its own part; keep it.
+    if let Some(cases) = crate::netlab::kept_cases_section() {
+        writeln!(md, "\n{cases}")?;
+    }
     Ok(())
 }

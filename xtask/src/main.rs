@@ -11,6 +11,7 @@
 
 mod bench;
 mod bench_observe;
+mod bench_scale;
 mod bench_tcp;
 mod failover;
 mod netlab;

@@ -38,8 +38,9 @@ pub fn default_home() -> Option<std::path::PathBuf> {
 
 /// File name of the control socket inside the daemon's home.
 pub const SOCKET_NAME: &str = "devmeshd.sock";
-/// Longest message line accepted.
-pub const MAX_LINE: usize = 1 << 20;
+/// Longest message line accepted: a `status` of a record table holding
+/// [`mesh_core::registry::MAX_REMOTE_SERVICES`] services fits.
+pub const MAX_LINE: usize = 16 << 20;
 
 /// A request from the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

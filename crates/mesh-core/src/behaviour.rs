@@ -200,7 +200,8 @@ fn behaviour(
                 .with_agent_version(agent),
         ),
         ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
-        auth: request_response::cbor::Behaviour::new(
+        auth: request_response::cbor::Behaviour::with_codec(
+            admission::codec(),
             [(admission::PROTOCOL, ProtocolSupport::Full)],
             rr_config.clone(),
         ),
@@ -208,7 +209,8 @@ fn behaviour(
         kad,
         mdns: Toggle::from(mdns),
         autonat,
-        sync: request_response::cbor::Behaviour::new(
+        sync: request_response::cbor::Behaviour::with_codec(
+            crate::sync::codec(),
             [(SYNC_PROTOCOL, ProtocolSupport::Full)],
             rr_config,
         ),

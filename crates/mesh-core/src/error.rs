@@ -204,6 +204,9 @@ pub enum RecordRejection {
         provider: Box<PeerId>,
         author: Box<PeerId>,
     },
+    /// Valid, but the record table has no room for it.
+    #[error(transparent)]
+    Full(#[from] crate::registry::Full),
 }
 
 #[cfg(test)]

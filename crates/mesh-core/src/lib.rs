@@ -38,7 +38,7 @@ mod peers;
 pub mod record;
 pub mod registry;
 mod snapshot;
-mod sync;
+pub mod sync;
 
 pub use addr::{group_by_peer, is_relayed, peer_of};
 pub use behaviour::{IDENTIFY_PROTOCOL, KAD_PROTOCOL, RELAY_HOP_PROTOCOL, SYNC_PROTOCOL};

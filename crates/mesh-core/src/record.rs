@@ -20,9 +20,9 @@ pub const ENVELOPE_DOMAIN: &str = "devmesh-announcement";
 /// Payload type of the signed envelope.
 pub const PAYLOAD_TYPE: &[u8] = b"/devmesh/announcement/1";
 /// Largest encoded announcement a node accepts.
-pub const MAX_ANNOUNCEMENT_BYTES: usize = 48 * 1024;
+pub const MAX_ANNOUNCEMENT_BYTES: usize = 512 * 1024;
 /// Most services one node may announce.
-pub const MAX_SERVICES: usize = 64;
+pub const MAX_SERVICES: usize = 1024;
 /// Longest TTL a receiver honours, whatever the announcement says.
 pub const MAX_TTL: Duration = Duration::from_secs(60);
 /// Version of the announcement format.
@@ -137,6 +137,12 @@ impl ServiceRecord {
     /// Checks the record's fields.
     pub fn validate(&self) -> Result<(), RecordError> {
         validate_service_name(&self.name)?;
+        if self.version.pre.len() + self.version.build.len() > 128 {
+            return Err(RecordError::Invalid(format!(
+                "service {}: the version's pre-release and build are longer than 128 bytes",
+                self.name
+            )));
+        }
         if self.routes.len() > 16 || self.tags.len() > 16 {
             return Err(RecordError::Invalid(format!(
                 "service {}: at most 16 routes and 16 tags",
@@ -278,8 +284,15 @@ impl Announcement {
                 self.services.len()
             )));
         }
+        let mut names = std::collections::HashSet::new();
         for s in &self.services {
             s.validate()?;
+            if !names.insert(s.name.as_str()) {
+                return Err(RecordError::Invalid(format!(
+                    "service {} is announced twice",
+                    s.name
+                )));
+            }
         }
         Ok(())
     }

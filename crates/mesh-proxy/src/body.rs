@@ -7,11 +7,13 @@ use std::{
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 /// Body of the requests sent upstream: the client's body as it streams in
 /// (counted when the request is observed), or a kept copy when a request
@@ -74,38 +76,74 @@ impl Tally {
     }
 }
 
-/// A body whose data bytes are added to a [`Tally`] as they stream through.
+/// A request body that counts the bytes that pass into a [`Tally`], and
+/// ends with [`BodyError::Stalled`] when the client sends nothing for
+/// `stall` while it is being read (time the reader spends elsewhere, such
+/// as waiting for a slow upstream, does not count).
 #[derive(Debug)]
 pub struct Counted<B> {
     inner: B,
     tally: Option<Arc<Tally>>,
+    stall: Duration,
+    /// Made on the first wait; armed while the reader waits for the client.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
 }
 
 impl<B> Counted<B> {
-    /// `inner`, counted in `tally` when there is one.
-    pub fn new(inner: B, tally: Option<Arc<Tally>>) -> Self {
-        Self { inner, tally }
+    pub fn new(inner: B, tally: Option<Arc<Tally>>, stall: Duration) -> Self {
+        Self {
+            inner,
+            tally,
+            stall,
+            timer: None,
+            armed: false,
+        }
     }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Reading the client's bytes failed.
+    #[error(transparent)]
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    /// The client sent no part of the body for this long.
+    #[error("the client sent nothing of the request body for {} s", .0.as_secs())]
+    Stalled(Duration),
 }
 
 impl<B> hyper::body::Body for Counted<B>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(tally), Some(Ok(frame))) = (&self.tally, &frame)
+        let this = &mut *self;
+        let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) else {
+            let deadline = Instant::now() + this.stall;
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if !std::mem::replace(&mut this.armed, true) {
+                timer.as_mut().reset(deadline);
+            }
+            ready!(timer.as_mut().poll(cx));
+            return Poll::Ready(Some(Err(BodyError::Stalled(this.stall))));
+        };
+        this.armed = false;
+        if let (Some(tally), Some(Ok(frame))) = (&this.tally, &frame)
             && let Some(data) = frame.data_ref()
         {
             tally.add(data);
         }
-        Poll::Ready(frame)
+        Poll::Ready(frame.map(|r| r.map_err(|e| BodyError::Read(e.into()))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -129,7 +167,7 @@ mod tests {
             .map(|i| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![i; 1000]))));
         let body = http_body_util::StreamBody::new(futures::stream::iter(chunks));
         let tally = Arc::new(Tally::teeing(2500));
-        let passed = Counted::new(body, Some(tally.clone()))
+        let passed = Counted::new(body, Some(tally.clone()), Duration::from_secs(30))
             .collect()
             .await
             .unwrap()
@@ -148,5 +186,25 @@ mod tests {
             Tally::default().take_prefix().is_none(),
             "a plain tally keeps nothing"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_the_client_stops_sending_ends_with_an_error() {
+        use futures::StreamExt as _;
+        let start = Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"start")));
+        let frames = futures::stream::iter([start]).chain(futures::stream::pending());
+        let stall = Duration::from_secs(30);
+        let mut counted = Counted::new(http_body_util::StreamBody::new(frames), None, stall);
+        let first = counted.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "start");
+        // Time the reader spends away does not count.
+        tokio::time::sleep(stall * 2).await;
+        let waited = Instant::now();
+        let next = counted.frame().await.unwrap();
+        assert!(
+            matches!(next, Err(BodyError::Stalled(s)) if s == stall),
+            "{next:?}"
+        );
+        assert_eq!(waited.elapsed(), stall);
     }
 }

@@ -46,7 +46,9 @@ mod provider;
 mod replay;
 pub mod reqlog;
 pub mod route;
+pub use streams::{MAX_TUNNEL_STREAMS, MAX_TUNNEL_STREAMS_PER_PEER};
 mod stamp;
+mod streams;
 pub mod tcp;
 pub mod trace;
 pub mod tunnel;
@@ -58,7 +60,6 @@ use std::{sync::Arc, time::Duration};
 use http::HeaderName;
 use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use mesh_core::NodeHandle;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use body::{Body, UpBody};
@@ -79,9 +80,6 @@ pub const PEER_HEADER: HeaderName = HeaderName::from_static("x-devmesh-peer");
 /// Request header choosing the version mode of this request: `strict` or `warn`.
 pub const VERSIONS_HEADER: HeaderName = HeaderName::from_static("x-devmesh-versions");
 
-/// Most tunnel streams served at once; more are dropped with a log line.
-pub const MAX_TUNNEL_STREAMS: usize = 1024;
-
 /// The proxy: front door and tunnel server of one node.
 pub struct Proxy {
     node: NodeHandle,
@@ -89,7 +87,7 @@ pub struct Proxy {
     /// HTTP/1.1 and HTTP/2 serving of front-door connections.
     http: auto::Builder<TokioExecutor>,
     upstreams: Arc<upstream::Upstreams>,
-    tunnel_streams: Arc<Semaphore>,
+    tunnel_streams: Arc<streams::StreamBudget>,
     peer_names: stamp::PeerNames,
     /// HTTPS on the front door's port, when enabled.
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -147,7 +145,7 @@ impl Proxy {
             http,
             upstreams: upstream::Upstreams::new(node.clone(), observe.metrics.clone()),
             node,
-            tunnel_streams: Arc::new(Semaphore::new(MAX_TUNNEL_STREAMS)),
+            tunnel_streams: Arc::default(),
             peer_names: stamp::PeerNames::default(),
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             tasks: drain::Tasks::default(),

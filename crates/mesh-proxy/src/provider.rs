@@ -15,13 +15,14 @@ use tokio_util::{
 use tracing::{debug, warn};
 
 use crate::{
-    Error, MAX_TUNNEL_STREAMS, Proxy,
+    Error, MAX_TUNNEL_STREAMS, MAX_TUNNEL_STREAMS_PER_PEER, Proxy,
     activity::{Activity, Side},
     backend::Alpn,
     error::{Chain, TunnelRefusal},
     forward,
     inspect::{Inspector, TunnelCapture, sniff::Ends},
     metrics::Opened,
+    streams::Limit,
     trace::TunnelTrace,
     tunnel,
     upstream::local::{self, LocalIo},
@@ -49,7 +50,8 @@ impl Proxy {
 
     /// Accepts streams of `protocol` until `shutdown` is cancelled, each
     /// served by `serve` as a tracked task; streams beyond
-    /// [`MAX_TUNNEL_STREAMS`] (of every protocol together) are dropped.
+    /// [`MAX_TUNNEL_STREAMS`] in all or [`MAX_TUNNEL_STREAMS_PER_PEER`]
+    /// from one peer (of every protocol together) are dropped.
     pub(crate) async fn accept_streams<F, Fut>(
         self: Arc<Self>,
         protocol: StreamProtocol,
@@ -73,9 +75,18 @@ impl Proxy {
                     None => break,
                 },
             };
-            let Ok(permit) = self.tunnel_streams.clone().try_acquire_owned() else {
-                warn!(%peer, %protocol, limit = MAX_TUNNEL_STREAMS, "too many tunnel streams; dropping a new one");
-                continue;
+            let permit = match self.tunnel_streams.admit(peer) {
+                Ok(permit) => permit,
+                Err(refused) => {
+                    if refused.first {
+                        let (limit, what) = match refused.limit {
+                            Limit::All => (MAX_TUNNEL_STREAMS, "of all peers"),
+                            Limit::Peer => (MAX_TUNNEL_STREAMS_PER_PEER, "of this peer"),
+                        };
+                        warn!(%peer, %protocol, limit, "{limit} tunnel streams {what} are open; dropping new ones until one ends");
+                    }
+                    continue;
+                }
             };
             let served = serve(self.clone(), peer, stream);
             self.tasks.spawn(async move {

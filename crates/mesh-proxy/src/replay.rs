@@ -41,7 +41,9 @@ impl Replay {
     /// [`MAX_REPLAY_BODY`] bytes (the request then carries the copy). A
     /// request with a larger or unknown-length body cannot be sent twice:
     /// `None`.
-    pub(crate) async fn keep(request: &mut Request<UpBody>) -> Result<Option<Self>, hyper::Error> {
+    pub(crate) async fn keep(
+        request: &mut Request<UpBody>,
+    ) -> Result<Option<Self>, crate::body::BodyError> {
         use http_body_util::BodyExt as _;
         use hyper::body::Body as _;
         let body = match request.body() {

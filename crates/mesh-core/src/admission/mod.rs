@@ -17,9 +17,15 @@
 //! themselves are [`Namespace::proof`] and [`Namespace::verify_proof`],
 //! beside the keys they use.
 
+pub(crate) mod budget;
 pub(crate) mod handshake;
 
-use libp2p::{PeerId, StreamProtocol};
+use std::io;
+
+use libp2p::{
+    PeerId, StreamProtocol,
+    request_response::{Codec as _, cbor},
+};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -29,6 +35,8 @@ use crate::namespace::Namespace;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/auth/1");
 /// Length of a challenge nonce.
 pub const NONCE_LEN: usize = 32;
+/// Largest encoded handshake message read (they are under 200 bytes).
+pub(crate) const MAX_MESSAGE: u64 = 1024;
 
 /// Handshake format version.
 pub(crate) const VERSION: u32 = 1;
@@ -59,6 +67,28 @@ pub enum AuthResponse {
     OtherNamespace,
     /// The request was malformed.
     Malformed,
+}
+
+/// The codec the node reads and writes handshake messages with: CBOR,
+/// each message cut off at [`MAX_MESSAGE`] bytes.
+pub(crate) fn codec() -> cbor::codec::Codec<AuthRequest, AuthResponse> {
+    cbor::codec::Codec::default()
+        .set_request_size_maximum(MAX_MESSAGE)
+        .set_response_size_maximum(MAX_MESSAGE)
+}
+
+/// Decodes a challenge as the node's codec reads one from a stream
+/// holding `bytes` (what the fuzz target calls).
+pub fn decode_request(bytes: &[u8]) -> io::Result<AuthRequest> {
+    let mut stream = bytes;
+    futures::executor::block_on(codec().read_request(&PROTOCOL, &mut stream))
+}
+
+/// Decodes an answer as the node's codec reads one from a stream holding
+/// `bytes` (what the fuzz target calls).
+pub fn decode_response(bytes: &[u8]) -> io::Result<AuthResponse> {
+    let mut stream = bytes;
+    futures::executor::block_on(codec().read_response(&PROTOCOL, &mut stream))
 }
 
 /// The answer to `peer`'s challenge `request`: a proof when both are in

@@ -14,6 +14,7 @@ use super::{Changed, Node, handle::Event};
 use crate::{
     admission::{
         self, AuthRequest, AuthResponse, NONCE_LEN, PeerKind, Rejection,
+        budget::Verdict,
         handshake::{Action, Context, Input, Nonce},
     },
     snapshot::AdmissionFailure,
@@ -154,12 +155,21 @@ impl Node {
                     },
                 ..
             } => {
-                let response = self.answer(peer, &request);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .auth
-                    .send_response(channel, response);
+                match self.answers.take(peer, Instant::now()) {
+                    Verdict::Answer => {
+                        let response = self.answer(peer, &request);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .auth
+                            .send_response(channel, response);
+                    }
+                    // Dropping the channel closes the stream unanswered.
+                    Verdict::FirstRefusal => {
+                        warn!(%peer, "admission challenges in a loop; not answering this peer for a while");
+                    }
+                    Verdict::Refuse => {}
+                }
                 Changed::NO
             }
             request_response::Event::Message {
@@ -197,8 +207,23 @@ impl Node {
                 };
                 self.handshake(peer, input)
             }
+            // A challenge this node chose not to answer (see above).
+            request_response::Event::InboundFailure {
+                error: request_response::InboundFailure::ResponseOmission,
+                ..
+            } => Changed::NO,
+            // Malformed ones count against the same budget, so that a loop
+            // of them is logged once, not once each.
             request_response::Event::InboundFailure { peer, error, .. } => {
-                warn!(%peer, %error, "dropped a malformed admission request");
+                match self.answers.take(peer, Instant::now()) {
+                    Verdict::Answer => {
+                        warn!(%peer, %error, "dropped a malformed admission request")
+                    }
+                    Verdict::FirstRefusal => {
+                        warn!(%peer, %error, "admission challenges in a loop; not answering this peer for a while");
+                    }
+                    Verdict::Refuse => {}
+                }
                 Changed::NO
             }
             request_response::Event::ResponseSent { .. } => Changed::NO,

@@ -173,7 +173,13 @@ impl Node {
                 peer,
                 result: Ok(rtt),
                 ..
-            }) => Changed::from(self.peers.set_rtt(&peer, rtt)),
+            }) => {
+                if self.peers.set_rtt(&peer, rtt) {
+                    Changed::LATER
+                } else {
+                    Changed::NO
+                }
+            }
             BehaviourEvent::Auth(event) => self.on_auth_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -224,6 +230,17 @@ impl Node {
                     self.on_sync_response(peer, response)
                 }
             },
+            request_response::Event::OutboundFailure {
+                peer,
+                error: request_response::OutboundFailure::Io(error),
+                ..
+            } => {
+                // What the codec refused: an answer over the size limit or
+                // one that does not decode.
+                warn!(%peer, %error, "dropped an unreadable record sync answer");
+                self.counters.sync_entry(false);
+                Changed::NO
+            }
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 debug!(%peer, %error, "record sync failed");
                 Changed::NO

@@ -11,6 +11,7 @@ use crate::{
     error::{RecordRejection, Rejection},
     health,
     namespace::Namespace,
+    record::RecordError,
 };
 
 /// Something that happened on the node, for observers.
@@ -43,7 +44,7 @@ pub enum Event {
 pub(super) enum Command {
     Register {
         service: LocalService,
-        sender: oneshot::Sender<()>,
+        sender: oneshot::Sender<Result<(), RecordError>>,
     },
     Unregister {
         name: String,
@@ -122,11 +123,14 @@ impl NodeHandle {
     }
 
     /// Starts providing a service and announces it. Replaces a service of
-    /// the same name.
+    /// the same name. Refused when the node's announcement would go over
+    /// [`MAX_SERVICES`](crate::record::MAX_SERVICES) or
+    /// [`MAX_ANNOUNCEMENT_BYTES`](crate::record::MAX_ANNOUNCEMENT_BYTES).
     pub async fn register(&self, service: LocalService) -> Result<(), Error> {
         service.record.validate()?;
         self.call(|sender| Command::Register { service, sender })
-            .await
+            .await?
+            .map_err(Error::from)
     }
 
     /// Stops providing a service. Returns whether it was provided.

@@ -46,19 +46,26 @@ use crate::{
     snapshot::{AdmissionFailure, Role, Snapshot},
 };
 
-/// Whether a handler changed what the [`Snapshot`] shows.
+/// Whether a handler changed what the [`Snapshot`] shows, and how soon the
+/// change must be seen.
 #[must_use = "a changed view must be republished"]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Changed(bool);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Changed(u8);
 
 impl Changed {
-    pub(crate) const NO: Changed = Changed(false);
-    pub(crate) const YES: Changed = Changed(true);
+    pub(crate) const NO: Changed = Changed(0);
+    /// Figures that change all the time and that nothing acts on at once
+    /// (a round-trip time, a record's new expiry): published with the next
+    /// housekeeping tick, so that a node with a hundred peers does not
+    /// rebuild its view for every ping and every refreshed record.
+    pub(crate) const LATER: Changed = Changed(1);
+    /// Published before the loop handles anything else.
+    pub(crate) const YES: Changed = Changed(2);
 }
 
 impl From<bool> for Changed {
     fn from(changed: bool) -> Self {
-        Changed(changed)
+        if changed { Changed::YES } else { Changed::NO }
     }
 }
 
@@ -66,13 +73,13 @@ impl BitOr for Changed {
     type Output = Changed;
 
     fn bitor(self, other: Changed) -> Changed {
-        Changed(self.0 || other.0)
+        self.max(other)
     }
 }
 
 impl BitOrAssign for Changed {
     fn bitor_assign(&mut self, other: Changed) {
-        self.0 |= other.0;
+        *self = *self | other;
     }
 }
 
@@ -139,6 +146,8 @@ pub struct Node {
     counters: Arc<crate::counters::Counters>,
     /// Peers whose relayed connections long-lived tunnels keep open.
     holds: Arc<crate::holds::Holds>,
+    /// How many more admission challenges each peer gets answered.
+    answers: crate::admission::budget::AnswerBudget<PeerId>,
 }
 
 impl Node {
@@ -170,6 +179,7 @@ impl Node {
             events: events.clone(),
             counters: Arc::default(),
             holds: Arc::default(),
+            answers: Default::default(),
         };
         node.start(&config)?;
         node.publish_snapshot();
@@ -222,6 +232,8 @@ impl Node {
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut timers = Timers::new(self.heartbeat);
+        // A change to publish with the next housekeeping tick.
+        let mut later = Changed::NO;
         loop {
             let changed = tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -241,7 +253,11 @@ impl Node {
                     self.announce_if_providing();
                     Changed::NO
                 }
-                _ = timers.housekeeping.tick() => self.housekeeping(),
+                _ = timers.housekeeping.tick() => {
+                    // What was left for later is published now.
+                    let changed = self.housekeeping() | later;
+                    Changed::from(changed != Changed::NO)
+                }
                 _ = timers.redial.tick() => {
                     self.redial_bootstrap();
                     Changed::NO
@@ -263,6 +279,9 @@ impl Node {
             };
             if changed == Changed::YES {
                 self.publish_snapshot();
+                later = Changed::NO;
+            } else {
+                later |= changed;
             }
         }
     }
@@ -307,8 +326,8 @@ impl Node {
     fn on_command(&mut self, cmd: Command) -> Changed {
         match cmd {
             Command::Register { service, sender } => {
-                let changed = self.register(service);
-                let _ = sender.send(());
+                let (result, changed) = self.register(service);
+                let _ = sender.send(result);
                 changed
             }
             Command::Unregister { name, sender } => {

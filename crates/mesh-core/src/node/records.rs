@@ -16,10 +16,10 @@ use crate::{
     admission::PeerKind,
     error::RecordRejection,
     health,
-    record::MAX_TTL,
+    record::{MAX_TTL, RecordError},
     registry::Outcome,
     snapshot::LocalService,
-    sync::{SyncRequest, SyncResponse},
+    sync::{MAX_SYNC_ENTRIES, SyncRequest, SyncResponse},
 };
 
 impl Node {
@@ -48,11 +48,18 @@ impl Node {
         }
     }
 
-    pub(super) fn register(&mut self, service: LocalService) -> Changed {
-        info!(service = %service.record.name, version = %service.record.version, port = service.port, "providing service");
-        self.records.register(service);
+    pub(super) fn register(&mut self, service: LocalService) -> (Result<(), RecordError>, Changed) {
+        let (name, version, port) = (
+            service.record.name.clone(),
+            service.record.version.clone(),
+            service.port,
+        );
+        if let Err(e) = self.records.register(service) {
+            return (Err(e), Changed::NO);
+        }
+        info!(service = %name, %version, port, "providing service");
         self.announce();
-        Changed::YES
+        (Ok(()), Changed::YES)
     }
 
     pub(super) fn unregister(&mut self, name: &str) -> (bool, Changed) {
@@ -105,7 +112,7 @@ impl Node {
                 }
                 Ok(Changed::YES)
             }
-            Outcome::Refreshed => Ok(Changed::YES),
+            Outcome::Refreshed => Ok(Changed::LATER),
             Outcome::Stale => {
                 debug!(%provider, "ignoring stale or replayed announcement");
                 Ok(Changed::NO)
@@ -179,6 +186,11 @@ impl Node {
 
     /// Applies a member's sync answer.
     pub(super) fn on_sync_response(&mut self, peer: PeerId, response: SyncResponse) -> Changed {
+        if response.entries.len() > MAX_SYNC_ENTRIES {
+            warn!(%peer, entries = response.entries.len(), limit = MAX_SYNC_ENTRIES, "dropped a sync answer with too many entries");
+            self.counters.sync_entry(false);
+            return Changed::NO;
+        }
         let mut changed = Changed::NO;
         for entry in response.entries {
             let ttl = Duration::from_millis(entry.remaining_ms);

@@ -1,6 +1,6 @@
 //! The front door's bounds: how many connections it serves at once, what a
-//! client over that limit gets, and how long a client may take to send a
-//! request's head.
+//! client over that limit gets, how long a client may take to send a
+//! request's head, and how long it may stall in a request's body.
 
 use std::{
     sync::{
@@ -22,6 +22,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// How long a client has to send a request's head once it started it (and
 /// an idle keep-alive connection stays open between requests).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a client may send nothing of a request body while the front
+/// door waits for it.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a refused client gets to read the 503 before the socket closes.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 

@@ -345,7 +345,8 @@ fn outgoing(
 ) -> Request<UpBody> {
     let (parts, body) = req.into_parts();
     let tally = parts.extensions.get::<Arc<Tally>>().cloned();
-    let mut out = Request::new(Either::Left(Counted::new(body, tally)));
+    let stall = super::limit::BODY_READ_TIMEOUT;
+    let mut out = Request::new(Either::Left(Counted::new(body, tally, stall)));
     *out.method_mut() = parts.method;
     *out.uri_mut() = origin_form(parts.uri);
     *out.headers_mut() = parts.headers;

@@ -16,10 +16,10 @@ use crate::{
     error::RecordRejection,
     health,
     namespace::Namespace,
-    record::{Announcement, FORMAT_VERSION, Health},
+    record::{Announcement, FORMAT_VERSION, Health, RecordError},
     registry::{Outcome, Registry},
     snapshot::{LocalService, RemoteService},
-    sync::SyncEntry,
+    sync::{MAX_SYNC_BYTES, MAX_SYNC_ENTRIES, SyncEntry},
 };
 
 /// What [`Records::accept`] did with a valid record.
@@ -108,7 +108,7 @@ impl Records {
     /// Provides `service`, replacing one of the same name. Its health comes
     /// from the checks: registered again with the same backend and check it
     /// keeps what they found; otherwise it starts unknown.
-    pub(crate) fn register(&mut self, mut service: LocalService) {
+    pub(crate) fn register(&mut self, mut service: LocalService) -> Result<(), RecordError> {
         let name = service.record.name.clone();
         let kept = self
             .local
@@ -118,10 +118,18 @@ impl Records {
             })
             .map(|old| old.record.health);
         service.record.health = kept.unwrap_or(Health::Unknown);
+        let old = self.local.insert(name.clone(), service);
+        if let Err(e) = self.signed(self.seq) {
+            match old {
+                Some(old) => self.local.insert(name, old),
+                None => self.local.remove(&name),
+            };
+            return Err(e);
+        }
         if kept.is_none() {
             self.health_failures.remove(&name);
         }
-        self.local.insert(name, service);
+        Ok(())
     }
 
     /// Stops providing `name`. Returns whether it was provided.
@@ -186,13 +194,22 @@ impl Records {
         self.seq
     }
 
+    /// This node's announcement of its local services, signed, with
+    /// sequence number `seq`; refused when it is over a limit of
+    /// [`Announcement::verify`].
+    fn signed(&self, seq: u64) -> Result<Vec<u8>, RecordError> {
+        let announcement = self.announcement(seq);
+        announcement.validate()?;
+        announcement.sign(&self.keypair)
+    }
+
     /// This node's announcement of its local services.
-    fn announcement(&mut self, now: SystemTime) -> Announcement {
+    fn announcement(&self, seq: u64) -> Announcement {
         Announcement {
             v: FORMAT_VERSION,
             namespace: self.namespace.name().to_owned(),
             provider: self.provider,
-            seq: self.next_seq(now),
+            seq,
             ttl_secs: self.ttl.as_secs().max(1) as u32,
             services: self.local.values().map(|s| s.record.clone()).collect(),
         }
@@ -200,7 +217,8 @@ impl Records {
 
     /// This node's announcement, signed and sealed for the namespace.
     pub(crate) fn own_sealed(&mut self, now: SystemTime) -> Option<Vec<u8>> {
-        match self.announcement(now).sign(&self.keypair) {
+        let seq = self.next_seq(now);
+        match self.signed(seq) {
             Ok(bytes) => Some(self.namespace.seal(&bytes)),
             Err(e) => {
                 warn!(error = %e, "cannot sign own announcement");
@@ -243,7 +261,7 @@ impl Records {
             .iter()
             .map(|s| format!("{}@{}", s.name, s.version))
             .collect();
-        let outcome = self.registry.insert(announcement, bytes, ttl, now);
+        let outcome = self.registry.insert(announcement, bytes, ttl, now)?;
         Ok(Accepted::Remote {
             provider,
             outcome,
@@ -261,23 +279,27 @@ impl Records {
         self.registry.forget(peer, now)
     }
 
-    /// Every live announcement known, this node's own included, for a new
-    /// member.
+    /// The live announcements known, this node's own first, for a new
+    /// member: as many as fit in [`MAX_SYNC_BYTES`].
     pub(crate) fn sync_entries(&mut self, now: Instant, wall: SystemTime) -> Vec<SyncEntry> {
-        let mut entries: Vec<SyncEntry> = self
-            .registry
-            .live()
-            .map(|e| SyncEntry {
-                sealed: self.namespace.seal(&e.envelope),
-                remaining_ms: e.expires.saturating_duration_since(now).as_millis() as u64,
-            })
-            .collect();
+        let mut entries = Vec::new();
         if self.has_local()
             && let Some(sealed) = self.own_sealed(wall)
         {
             entries.push(SyncEntry {
                 sealed,
                 remaining_ms: self.ttl.as_millis() as u64,
+            });
+        }
+        let mut bytes = entries.first().map_or(0, |e| e.sealed.len());
+        for e in self.registry.live() {
+            bytes += e.envelope.len();
+            if bytes > MAX_SYNC_BYTES || entries.len() == MAX_SYNC_ENTRIES {
+                break;
+            }
+            entries.push(SyncEntry {
+                sealed: self.namespace.seal(&e.envelope),
+                remaining_ms: e.expires.saturating_duration_since(now).as_millis() as u64,
             });
         }
         entries
@@ -349,11 +371,11 @@ pub(in crate::node) mod tests {
     fn an_announcement_holds_every_local_service() {
         let ns = Namespace::new("team", Some(&Secret::generate()));
         let mut r = records(&ns);
-        r.register(service(3000, None));
+        r.register(service(3000, None)).unwrap();
         let mut web = service(3001, None);
         web.record.name = "web".into();
-        r.register(web);
-        let a = r.announcement(SystemTime::now());
+        r.register(web).unwrap();
+        let a = r.announcement(1);
         assert_eq!(a.namespace, "team");
         assert_eq!(a.provider, r.provider);
         assert_eq!(a.ttl_secs, 10);
@@ -366,7 +388,7 @@ pub(in crate::node) mod tests {
         assert_eq!(opened.services.len(), 2);
         assert!(r.unregister("web"));
         assert!(!r.unregister("web"));
-        assert_eq!(r.announcement(SystemTime::now()).services.len(), 1);
+        assert_eq!(r.announcement(1).services.len(), 1);
     }
 
     #[test]
@@ -374,7 +396,7 @@ pub(in crate::node) mod tests {
         let ns = Namespace::new("team", None);
         let mut ours = records(&ns);
         let mut theirs = records(&ns);
-        theirs.register(service(3000, None));
+        theirs.register(service(3000, None)).unwrap();
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
         let wall = SystemTime::now();
@@ -412,7 +434,7 @@ pub(in crate::node) mod tests {
         let relayed = ours.accept(&new, PeerKind::Member, ttl, Some(author), now);
         assert!(matches!(relayed, Err(RecordRejection::WrongAuthor { .. })));
         // Our own record coming back.
-        ours.register(service(3000, None));
+        ours.register(service(3000, None)).unwrap();
         let own = ours.own_sealed(wall).unwrap();
         let back = ours.accept(&own, PeerKind::Member, ttl, None, now).unwrap();
         assert_eq!(back, Accepted::Own);
@@ -424,7 +446,7 @@ pub(in crate::node) mod tests {
         let ttl = Duration::from_secs(10);
         let now = Instant::now();
         let mut wrong_secret = records(&Namespace::new("team", Some(&Secret::generate())));
-        wrong_secret.register(service(3000, None));
+        wrong_secret.register(service(3000, None)).unwrap();
         let sealed = wrong_secret.own_sealed(SystemTime::now()).unwrap();
         let refused = ours.accept(&sealed, PeerKind::Member, ttl, None, now);
         assert!(matches!(refused, Err(RecordRejection::Sealed(_))));
@@ -434,8 +456,8 @@ pub(in crate::node) mod tests {
         ));
         // Sealed with our key, but announced for another namespace.
         let mut other = records(&Namespace::new("other", None));
-        other.register(service(3000, None));
-        let signed = other.announcement(SystemTime::now()).sign(&other.keypair);
+        other.register(service(3000, None)).unwrap();
+        let signed = other.announcement(1).sign(&other.keypair);
         let sealed = ours.namespace().seal(&signed.unwrap());
         let refused = ours.accept(&sealed, PeerKind::Member, ttl, None, now);
         assert!(matches!(refused, Err(RecordRejection::Invalid(_))));
@@ -448,15 +470,15 @@ pub(in crate::node) mod tests {
         let now = Instant::now();
         let wall = SystemTime::now();
         assert!(a.sync_entries(now, wall).is_empty());
-        b.register(service(3000, None));
+        b.register(service(3000, None)).unwrap();
         let sealed = b.own_sealed(wall).unwrap();
         let ttl = Duration::from_secs(5);
         a.accept(&sealed, PeerKind::Member, ttl, None, now).unwrap();
-        a.register(service(4000, None));
+        a.register(service(4000, None)).unwrap();
         let entries = a.sync_entries(now, wall);
         assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].remaining_ms, 5_000);
-        assert_eq!(entries[1].remaining_ms, 10_000);
+        assert_eq!(entries[0].remaining_ms, 10_000, "its own first");
+        assert_eq!(entries[1].remaining_ms, 5_000);
         // A new member applies them all.
         let mut c = records(&ns);
         for e in &entries {
@@ -474,7 +496,7 @@ pub(in crate::node) mod tests {
         let mut r = records(&Namespace::new("team", None));
         let check = HealthCheck::new(Probe::Path("/healthz".into()));
         let health = |r: &Records| r.local()["api"].record.health;
-        r.register(service(3000, Some(check.clone())));
+        r.register(service(3000, Some(check.clone()))).unwrap();
         assert_eq!(health(&r), Health::Unknown);
         let mut sick = report(3000, &check, Health::Unhealthy);
         sick.last_failure = Some("GET /healthz: 500".into());
@@ -491,12 +513,35 @@ pub(in crate::node) mod tests {
         let again = r.set_health(sick);
         assert!(again.applied && !again.changed && !again.announce);
         // Registered again with the same port and check: health kept.
-        r.register(service(3000, Some(check.clone())));
+        r.register(service(3000, Some(check.clone()))).unwrap();
         assert_eq!(health(&r), Health::Unhealthy);
         // Another port: the old one's reports are refused.
-        r.register(service(3001, Some(check.clone())));
+        r.register(service(3001, Some(check.clone()))).unwrap();
         assert_eq!(health(&r), Health::Unknown);
         assert!(r.health_failures().is_empty());
         assert!(!r.set_health(report(3000, &check, Health::Healthy)).applied);
+    }
+
+    #[test]
+    fn a_service_past_the_announcement_limit_is_refused_and_nothing_changes() {
+        let ns = Namespace::new("team", None);
+        let mut r = records(&ns);
+        for i in 0..crate::record::MAX_SERVICES {
+            let mut s = service(3000, None);
+            s.record.name = format!("s{i}");
+            r.register(s).unwrap();
+        }
+        let sealed = r.own_sealed(SystemTime::now()).unwrap();
+        let opened = ns.open(&sealed).unwrap();
+        let whole = Announcement::verify(&opened, "team").unwrap();
+        assert_eq!(whole.services.len(), crate::record::MAX_SERVICES);
+        let mut over = service(3000, None);
+        over.record.name = "one-more".into();
+        assert!(matches!(r.register(over), Err(RecordError::Invalid(_))));
+        assert_eq!(r.local.len(), crate::record::MAX_SERVICES);
+        // Replacing one that is there still works.
+        let mut again = service(4000, None);
+        again.record.name = "s0".into();
+        r.register(again).unwrap();
     }
 }
