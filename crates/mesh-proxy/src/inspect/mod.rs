@@ -17,7 +17,7 @@ pub mod diff;
 mod entry;
 mod inspector;
 pub(crate) mod peer;
-pub(crate) mod sniff;
+pub mod sniff;
 pub mod wire;
 
 use std::{collections::VecDeque, sync::Arc};

@@ -55,7 +55,7 @@ impl Framing {
 
 /// Who a tunnel is between.
 #[derive(Debug, Clone)]
-pub(crate) struct Ends {
+pub struct Ends {
     pub service: String,
     pub version: String,
     /// This node's peer id.
@@ -105,7 +105,7 @@ enum State {
 
 /// Captures the requests of one tunnel stream.
 #[derive(Debug)]
-pub(crate) struct Capture {
+pub struct Capture {
     ends: Ends,
     state: State,
 }
@@ -121,7 +121,7 @@ enum Parsed<T> {
 }
 
 impl Capture {
-    pub(crate) fn new(ends: Ends) -> Self {
+    pub fn new(ends: Ends) -> Self {
         Self {
             ends,
             state: State::Idle(BytesMut::new()),
@@ -129,7 +129,7 @@ impl Capture {
     }
 
     /// Bytes from the consumer, as they go to the backend.
-    pub(crate) fn on_consumer(&mut self, bytes: &[u8], now: SystemTime) {
+    pub fn on_consumer(&mut self, bytes: &[u8], now: SystemTime) {
         match std::mem::replace(&mut self.state, State::Off) {
             State::Idle(mut head) => {
                 let fresh = head.is_empty();
@@ -175,7 +175,7 @@ impl Capture {
 
     /// Bytes from the backend, as they go to the consumer; the entry when
     /// they end a response.
-    pub(crate) fn on_backend(&mut self, bytes: &[u8], now: SystemTime) -> Option<Entry> {
+    pub fn on_backend(&mut self, bytes: &[u8], now: SystemTime) -> Option<Entry> {
         let mut flight = match std::mem::replace(&mut self.state, State::Off) {
             State::InFlight(flight) => flight,
             other => {
@@ -244,7 +244,7 @@ impl Capture {
     }
 
     /// The stream closed: a request in flight ends here.
-    pub(crate) fn on_close(&mut self, now: SystemTime) -> Option<Entry> {
+    pub fn on_close(&mut self, now: SystemTime) -> Option<Entry> {
         match std::mem::replace(&mut self.state, State::Off) {
             State::InFlight(flight) => Some(self.entry(*flight, now)),
             _ => None,

@@ -69,8 +69,10 @@ where
 }
 
 /// Reads frames from the stream and writes their bytes to the TCP side;
-/// at the end frame, half-closes the TCP side.
-async fn decode<R, W>(mut stream: R, mut tcp: W) -> Result<u64, Reset>
+/// at the end frame, half-closes the TCP side. Returns the bytes moved.
+/// Public for the fuzz target of the frame decoder; [`splice`] is what
+/// tunnels use.
+pub async fn decode<R, W>(mut stream: R, mut tcp: W) -> Result<u64, Reset>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

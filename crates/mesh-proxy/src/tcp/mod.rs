@@ -18,7 +18,7 @@
 //! listeners' tasks and each accepted connection's choice of provider).
 
 mod consumer;
-pub(crate) mod frames;
+pub mod frames;
 pub mod listeners;
 mod provider;
 

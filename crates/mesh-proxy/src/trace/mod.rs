@@ -5,7 +5,7 @@
 
 pub mod context;
 pub mod otlp;
-pub(crate) mod sniff;
+pub mod sniff;
 
 use std::{
     sync::{Arc, Mutex},

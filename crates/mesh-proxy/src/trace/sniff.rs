@@ -65,7 +65,7 @@ enum State {
 
 /// Finds the requests of one tunnel stream.
 #[derive(Debug)]
-pub(crate) struct Sniffer {
+pub struct Sniffer {
     state: State,
     /// The service the tunnel is for, and the consumer's peer id.
     service: String,
@@ -73,7 +73,7 @@ pub(crate) struct Sniffer {
 }
 
 impl Sniffer {
-    pub(crate) fn new(service: String, consumer: String) -> Self {
+    pub fn new(service: String, consumer: String) -> Self {
         Self {
             state: State::Idle,
             service,
@@ -83,7 +83,7 @@ impl Sniffer {
 
     /// Bytes from the consumer, about to go to the backend; a traced
     /// request head gets the server span's id as its parent.
-    pub(crate) fn on_consumer(&mut self, bytes: &mut [u8], now: SystemTime) {
+    pub fn on_consumer(&mut self, bytes: &mut [u8], now: SystemTime) {
         if !matches!(self.state, State::Idle) {
             // Body bytes of the request in flight, or not traced.
             return;
@@ -96,7 +96,7 @@ impl Sniffer {
 
     /// Bytes from the backend, about to go to the consumer; returns the
     /// server span when they end a traced response.
-    pub(crate) fn on_backend(&mut self, bytes: &[u8], now: SystemTime) -> Option<SpanRecord> {
+    pub fn on_backend(&mut self, bytes: &[u8], now: SystemTime) -> Option<SpanRecord> {
         match std::mem::replace(&mut self.state, State::Off) {
             State::Requested(mut pending) => {
                 // A head that does not parse leaves the sniffer off.
@@ -113,7 +113,7 @@ impl Sniffer {
     }
 
     /// The stream closed: a response still streaming ends here.
-    pub(crate) fn on_close(&mut self, now: SystemTime) -> Option<SpanRecord> {
+    pub fn on_close(&mut self, now: SystemTime) -> Option<SpanRecord> {
         match std::mem::replace(&mut self.state, State::Off) {
             State::Responding(pending, _) | State::Requested(pending) => self.record(pending, now),
             _ => None,
