@@ -11,14 +11,14 @@ use std::{
 use devmesh_netlab::{HomeSpec, Host, Lab, LabSpec, Nat};
 use devmesh_tests::{Daemon, bin, eventually};
 
-const BACKEND_PORT: u16 = 18080;
+pub(crate) const BACKEND_PORT: u16 = 18080;
 
 /// One lab scenario at a time: each runs several daemons on two cores and
 /// asserts time bounds.
-static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static LAB: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const LATENCY: Duration = Duration::from_millis(40);
 
-fn skip() -> bool {
+pub(crate) fn skip() -> bool {
     match Lab::available() {
         Ok(()) => false,
         Err(reason) => {
@@ -28,11 +28,12 @@ fn skip() -> bool {
     }
 }
 
-fn home(nat: Nat, block_udp: bool, hosts: usize) -> HomeSpec {
+pub(crate) fn home(nat: Nat, block_udp: bool, hosts: usize) -> HomeSpec {
     HomeSpec {
         nat,
         block_udp,
         hosts,
+        ..HomeSpec::default()
     }
 }
 
@@ -41,6 +42,7 @@ fn lab(homes: Vec<HomeSpec>, latency: bool) -> Lab {
         public_hosts: 1,
         homes,
         latency: latency.then_some(LATENCY),
+        ipv6: false,
     })
     .expect("building the NAT lab")
 }
@@ -51,9 +53,15 @@ const MEMBER_LISTEN: [&str; 4] = [
     "--listen",
     "/ip4/0.0.0.0/udp/0/quic-v1",
 ];
+const MEMBER_LISTEN6: [&str; 4] = [
+    "--listen",
+    "/ip6/::/tcp/0",
+    "--listen",
+    "/ip6/::/udp/0/quic-v1",
+];
 
 /// The team's relay on the internet side; returns it and its public addresses.
-async fn start_relay(lab: &Lab) -> (Daemon, Vec<String>) {
+pub(crate) async fn start_relay(lab: &Lab) -> (Daemon, Vec<String>) {
     let relay = Daemon::start_in(
         Some(&lab.public(0).netns),
         &[
@@ -79,15 +87,19 @@ async fn start_relay(lab: &Lab) -> (Daemon, Vec<String>) {
     (relay, addrs)
 }
 
-/// A member in `host`'s namespace, with mDNS off unless asked.
-async fn start_member(host: &Host, mdns: bool) -> Daemon {
+/// A member in `host`'s namespace, with mDNS off unless asked; on a host
+/// with an IPv6 address it listens on IPv6 too.
+pub(crate) async fn start_member(host: &Host, mdns: bool) -> Daemon {
     let mut args = MEMBER_LISTEN.to_vec();
+    if host.addr6.is_some() {
+        args.extend(MEMBER_LISTEN6);
+    }
     args.extend(["--mdns", if mdns { "true" } else { "false" }]);
     Daemon::start_in(Some(&host.netns), &args).await
 }
 
 /// Starts the demo backend inside `host`'s namespace.
-fn start_backend(lab: &Lab, host: &Host, name: &str) {
+pub(crate) fn start_backend(lab: &Lab, host: &Host, name: &str) {
     let mut cmd = lab.command(host, bin("devmesh-demo-backend"));
     cmd.args([&BACKEND_PORT.to_string(), name])
         .stdout(Stdio::null())
@@ -111,14 +123,20 @@ async fn invite(inviter: &Daemon, relay_addrs: &[String]) -> String {
 }
 
 /// A response seen by curl inside a namespace.
-struct Curl {
-    code: u16,
-    headers: String,
-    body: String,
+pub(crate) struct Curl {
+    pub(crate) code: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 /// `curl` from inside `host` to the node's front door, for service `api`.
-fn curl(lab: &Lab, host: &Host, node: &Daemon, path: &str) -> Curl {
+pub(crate) fn curl(lab: &Lab, host: &Host, node: &Daemon, path: &str) -> Curl {
+    curl_for(lab, host, node, "api", path)
+}
+
+/// [`curl`] for service `service`.
+pub(crate) fn curl_for(lab: &Lab, host: &Host, node: &Daemon, service: &str, path: &str) -> Curl {
+    let host_header = format!("Host: {service}.localhost");
     let out = lab
         .command(host, "curl")
         .args([
@@ -128,7 +146,7 @@ fn curl(lab: &Lab, host: &Host, node: &Daemon, path: &str) -> Curl {
             "-D",
             "-",
             "-H",
-            "Host: api.localhost",
+            &host_header,
             &format!("http://127.0.0.1:{}{path}", node.proxy.port()),
         ])
         .output()
@@ -151,7 +169,7 @@ fn curl(lab: &Lab, host: &Host, node: &Daemon, path: &str) -> Curl {
 }
 
 /// The connection `node` has to the member `peer`: `direct` or `relayed`.
-async fn link(node: &Daemon, peer: &Daemon) -> Option<(String, Vec<String>)> {
+pub(crate) async fn link(node: &Daemon, peer: &Daemon) -> Option<(String, Vec<String>)> {
     let peers = node.peers().await;
     peers.as_array()?.iter().find_map(|p| {
         (p["peer_id"] == peer.peer_id.as_str() && p["kind"] == "member").then(|| {
@@ -172,14 +190,14 @@ async fn link(node: &Daemon, peer: &Daemon) -> Option<(String, Vec<String>)> {
 
 /// A team: relay on the internet, member A (sharing `api`) in home 0,
 /// member B in home 1 joined with A's invite and able to reach `api`.
-struct Team {
-    relay: Daemon,
-    a: Daemon,
-    b: Daemon,
-    token: String,
+pub(crate) struct Team {
+    pub(crate) relay: Daemon,
+    pub(crate) a: Daemon,
+    pub(crate) b: Daemon,
+    pub(crate) token: String,
     /// From `devmesh join` on B to the first successful request.
-    join_to_usable: Duration,
-    lab: Lab,
+    pub(crate) join_to_usable: Duration,
+    pub(crate) lab: Lab,
 }
 
 async fn team(homes: Vec<HomeSpec>, latency: bool) -> Team {
@@ -188,8 +206,14 @@ async fn team(homes: Vec<HomeSpec>, latency: bool) -> Team {
 
 /// [`team`] in a lab made already.
 async fn team_in(lab: Lab) -> Team {
-    let (relay, relay_addrs) = start_relay(&lab).await;
     let (a_host, b_host) = (lab.home_host(0, 0).clone(), lab.home_host(1, 0).clone());
+    team_at(lab, &a_host, &b_host).await
+}
+
+/// [`team_in`] with A in `a_host` and B in `b_host`.
+pub(crate) async fn team_at(lab: Lab, a_host: &Host, b_host: &Host) -> Team {
+    let (relay, relay_addrs) = start_relay(&lab).await;
+    let (a_host, b_host) = (a_host.clone(), b_host.clone());
     let (a, b) = tokio::join!(start_member(&a_host, false), start_member(&b_host, false));
     start_backend(&lab, &a_host, "home0-api");
     a.share_detached("api", BACKEND_PORT, "1.0.0").await;

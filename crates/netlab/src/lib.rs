@@ -7,13 +7,24 @@
 //! - public hosts on that bridge at `203.0.113.10`, `.11`, … ([`Lab::public`]);
 //! - home networks: home `i` has a router namespace with its WAN at
 //!   `203.0.113.(20+i)` and its LAN bridge at `198.18.i.1/24`, doing NAT
-//!   ([`Nat`]) and optionally dropping forwarded UDP or adding latency; its
-//!   hosts sit at `198.18.i.(10+j)` on that bridge, so they see each other's
-//!   multicast (mDNS) ([`Lab::home_host`]).
+//!   ([`Nat`]) and optionally dropping forwarded UDP, adding latency or
+//!   forgetting UDP mappings early ([`HomeSpec::udp_timeout`]); its hosts
+//!   sit at `198.18.i.(10+j)` on that bridge, so they see each other's
+//!   multicast (mDNS) ([`Lab::home_host`]); two hosts of one home are two
+//!   machines behind the same NAT;
+//! - with [`LabSpec::ipv6`], dual stack: the internet is also
+//!   `2001:db8::/64` (public hosts `::10+k`, routers `::20+i`), home `i`'s
+//!   LAN is `2001:db8:1:i::/64` (hosts `::10+j`), routed without NAT and
+//!   without filtering ([`Host::addr6`]).
 //!
 //! The routers are stateful firewalls: nothing comes in from the internet
-//! unless it belongs to a connection that a home host opened, and homes have
-//! no route to each other's `198.18.x` networks.
+//! over IPv4 unless it belongs to a connection that a home host opened; the
+//! rest is dropped or, with [`Firewall::Reject`] (OpenWrt's default),
+//! answered with a TCP reset or ICMP port-unreachable. Homes have no route
+//! to each other's `198.18.x` networks, and routers do not hairpin (a host
+//! sending to its own router's WAN address reaches the router, not the
+//! mapping's host). [`Lab::block_direct`] and [`Lab::isolate`] cut paths
+//! while a lab runs.
 //!
 //! Every name carries a per-lab prefix (`dml<pid>x<counter>`), so several labs
 //! can exist at once, in one process or several. Dropping the [`Lab`], also
@@ -22,7 +33,8 @@
 //! Namespaces left by a process that died without cleaning up (SIGKILL) are
 //! swept by the next [`Lab::new`].
 //!
-//! Building a lab needs root and the `ip`, `iptables` and `tc` tools; tests
+//! Building a lab needs root and the `ip`, `iptables` and `tc` tools (and
+//! `ip6tables` for a dual-stack lab that drops UDP or is cut); tests
 //! should check [`Lab::available`] first and skip with the reason otherwise.
 //!
 //! ```no_run
@@ -36,8 +48,9 @@
 //! let _serial = Lab::exclusive(); // optional: one heavy lab test at a time
 //! let lab = Lab::new(LabSpec {
 //!     public_hosts: 1,
-//!     homes: vec![HomeSpec { nat: Nat::EndpointIndependent, block_udp: false, hosts: 2 }],
+//!     homes: vec![HomeSpec { nat: Nat::EndpointIndependent, hosts: 2, ..HomeSpec::default() }],
 //!     latency: Some(Duration::from_millis(40)),
+//!     ipv6: false,
 //! })?;
 //! let relay = lab.public(0).clone();
 //! // A process inside the relay's namespace, killed when `lab` drops.
@@ -62,7 +75,7 @@ use std::{
     ffi::OsStr,
     fmt,
     fs::File,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{
@@ -93,6 +106,20 @@ pub enum Nat {
     RandomPorts,
 }
 
+/// What a home router does with unsolicited packets from the internet
+/// (those that answer no connection a home host opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Firewall {
+    /// Drops them silently (most consumer routers).
+    #[default]
+    Drop,
+    /// Answers them: a TCP reset for TCP, ICMP port-unreachable for the
+    /// rest, as OpenWrt's default firewall does (`REJECT` on wan input and
+    /// forward). An early hole-punching packet from the other side then
+    /// comes back as an error instead of vanishing.
+    Reject,
+}
+
 /// One home network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HomeSpec {
@@ -104,15 +131,24 @@ pub struct HomeSpec {
     pub block_udp: bool,
     /// How many hosts on the LAN (at most 200).
     pub hosts: usize,
+    /// What the router does with unsolicited packets from the internet.
+    pub firewall: Firewall,
+    /// How long the router keeps a UDP mapping without traffic (conntrack's
+    /// `nf_conntrack_udp_timeout` and `_stream`, per router namespace);
+    /// `None` keeps the kernel's (30 s before a reply, 120 s after).
+    pub udp_timeout: Option<Duration>,
 }
 
 impl Default for HomeSpec {
-    /// One host behind an endpoint-independent NAT.
+    /// One host behind an endpoint-independent NAT that drops what it did
+    /// not ask for.
     fn default() -> Self {
         Self {
             nat: Nat::EndpointIndependent,
             block_udp: false,
             hosts: 1,
+            firewall: Firewall::Drop,
+            udp_timeout: None,
         }
     }
 }
@@ -129,15 +165,25 @@ pub struct LabSpec {
     /// home-to-home one twice as much). Change it later with
     /// [`Lab::set_latency`].
     pub latency: Option<Duration>,
+    /// Dual stack: besides IPv4, every host gets a global IPv6 address
+    /// from the documentation prefix `2001:db8::/32` ([`Host::addr6`]),
+    /// routed without NAT; the routers forward IPv6 without filtering it
+    /// (the LAN is reachable from the internet over IPv6, as with ISPs
+    /// that leave inbound IPv6 open).
+    pub ipv6: bool,
 }
 
-/// A machine of the lab: a network namespace with one IPv4 address.
+/// A machine of the lab: a network namespace with one IPv4 address, and
+/// one IPv6 address in a dual-stack lab.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Host {
     /// The namespace's name, for `ip netns exec`.
     pub netns: String,
     /// The host's address (a router's is its WAN address).
     pub addr: Ipv4Addr,
+    /// The host's global IPv6 address when [`LabSpec::ipv6`] is set (a
+    /// router's is its WAN address).
+    pub addr6: Option<Ipv6Addr>,
 }
 
 impl Host {
@@ -183,6 +229,8 @@ pub struct Lab {
     processes: Mutex<HashMap<u32, Child>>,
     /// Latency currently set per home.
     shaping: Mutex<HashMap<usize, Shaping>>,
+    /// Whether hosts have IPv6 addresses too.
+    ipv6: bool,
 }
 
 /// How latency is added on one router's WAN.
@@ -244,6 +292,7 @@ impl Lab {
             namespaces: Vec::new(),
             processes: Mutex::new(HashMap::new()),
             shaping: Mutex::new(HashMap::new()),
+            ipv6: spec.ipv6,
         };
         let started = Instant::now();
         lab.build(&spec)
@@ -272,8 +321,16 @@ impl Lab {
             let addr = Ipv4Addr::new(203, 0, 113, 10 + small(k));
             attach(&ns, ETH, &internet, &format!("pub{k}"))?;
             ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", ETH])?;
+            let addr6 = spec.ipv6.then(|| public6(k));
+            if let Some(addr6) = addr6 {
+                add6(&ns, addr6, ETH)?;
+            }
             ip(&["-n", &ns, "link", "set", ETH, "up"])?;
-            self.public.push(Host { netns: ns, addr });
+            self.public.push(Host {
+                netns: ns,
+                addr,
+                addr6,
+            });
         }
 
         for (i, home) in spec.homes.iter().enumerate() {
@@ -289,6 +346,10 @@ impl Lab {
                 "dev",
                 ETH,
             ])?;
+            let wan6 = spec.ipv6.then(|| router6(i));
+            if let Some(wan6) = wan6 {
+                add6(&router, wan6, ETH)?;
+            }
             ip(&["-n", &router, "link", "set", ETH, "up"])?;
             ip(&[
                 "-n",
@@ -313,15 +374,24 @@ impl Lab {
                 "dev",
                 BRIDGE,
             ])?;
+            if spec.ipv6 {
+                add6(&router, lan6(i, 1), BRIDGE)?;
+            }
             ip(&["-n", &router, "link", "set", BRIDGE, "up"])?;
             let router_host = Host {
                 netns: router.clone(),
                 addr: wan,
+                addr6: wan6,
             };
             // /proc/sys/net is the namespace of whoever opens it.
             router_host
                 .in_netns(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))?
                 .context("enabling forwarding")?;
+            if spec.ipv6 {
+                router_host
+                    .in_netns(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1"))?
+                    .context("enabling IPv6 forwarding")?;
+            }
             let mut masquerade = vec![
                 "-t",
                 "nat",
@@ -337,21 +407,22 @@ impl Lab {
             }
             iptables(&router, &masquerade)?;
             if home.block_udp {
-                iptables(
-                    &router,
-                    &["-A", "FORWARD", "-o", ETH, "-p", "udp", "-j", "DROP"],
-                )?;
-                iptables(
-                    &router,
-                    &["-A", "FORWARD", "-i", ETH, "-p", "udp", "-j", "DROP"],
-                )?;
+                for dir in ["-o", "-i"] {
+                    let rule = ["-A", "FORWARD", dir, ETH, "-p", "udp", "-j", "DROP"];
+                    iptables(&router, &rule)?;
+                    if spec.ipv6 {
+                        ip6tables(&router, &rule)?;
+                    }
+                }
             }
             // Like a home router: from the internet, only what answers a
             // connection from inside passes, both through the router
-            // (FORWARD) and to it (INPUT). Unsolicited packets are dropped,
-            // not answered: a TCP reset or ICMP reply would abort a
-            // simultaneous open, and a confirmed conntrack entry for an early
-            // hole-punching packet would make the NAT pick another port.
+            // (FORWARD) and to it (INPUT). Unsolicited packets are dropped
+            // or, with `Firewall::Reject`, answered with a TCP reset or an
+            // ICMP port-unreachable. Either way the packet itself goes no
+            // further, so conntrack confirms no entry for an early
+            // hole-punching packet (which would make the NAT pick another
+            // port for the host's own packet).
             for chain in ["FORWARD", "INPUT"] {
                 iptables(
                     &router,
@@ -368,7 +439,57 @@ impl Lab {
                         "ACCEPT",
                     ],
                 )?;
-                iptables(&router, &["-A", chain, "-i", ETH, "-j", "DROP"])?;
+                match home.firewall {
+                    Firewall::Drop => {
+                        iptables(&router, &["-A", chain, "-i", ETH, "-j", "DROP"])?;
+                    }
+                    Firewall::Reject => {
+                        iptables(
+                            &router,
+                            &[
+                                "-A",
+                                chain,
+                                "-i",
+                                ETH,
+                                "-p",
+                                "tcp",
+                                "-j",
+                                "REJECT",
+                                "--reject-with",
+                                "tcp-reset",
+                            ],
+                        )?;
+                        iptables(
+                            &router,
+                            &[
+                                "-A",
+                                chain,
+                                "-i",
+                                ETH,
+                                "-j",
+                                "REJECT",
+                                "--reject-with",
+                                "icmp-port-unreachable",
+                            ],
+                        )?;
+                    }
+                }
+            }
+            if let Some(timeout) = home.udp_timeout {
+                // Per namespace; present once the rules above loaded
+                // conntrack.
+                let secs = timeout.as_secs().max(1).to_string();
+                router_host
+                    .in_netns(|| {
+                        for key in [
+                            "nf_conntrack_udp_timeout",
+                            "nf_conntrack_udp_timeout_stream",
+                        ] {
+                            std::fs::write(format!("/proc/sys/net/netfilter/{key}"), &secs)?;
+                        }
+                        Ok::<_, std::io::Error>(())
+                    })?
+                    .context("setting the UDP mapping timeout")?;
             }
 
             let mut hosts = Vec::new();
@@ -387,13 +508,53 @@ impl Lab {
                     "via",
                     &lan.to_string(),
                 ])?;
-                hosts.push(Host { netns: ns, addr });
+                let addr6 = spec.ipv6.then(|| lan6(i, 0x10 + u16::from(small(j))));
+                if let Some(addr6) = addr6 {
+                    add6(&ns, addr6, ETH)?;
+                    ip(&[
+                        "-n",
+                        &ns,
+                        "-6",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &lan6(i, 1).to_string(),
+                    ])?;
+                }
+                hosts.push(Host {
+                    netns: ns,
+                    addr,
+                    addr6,
+                });
             }
-            self.routers.push(Host {
-                netns: router,
-                addr: wan,
-            });
+            self.routers.push(router_host);
             self.homes.push(hosts);
+        }
+
+        if spec.ipv6 {
+            // The internet is one IPv6 link; each home's /64 is routed to
+            // its router's WAN address, from every other host there.
+            for (i, router) in self.routers.iter().enumerate() {
+                let prefix = format!("{}/64", lan6(i, 0));
+                let via = router6(i).to_string();
+                let others = self
+                    .public
+                    .iter()
+                    .chain(self.routers.iter().filter(|r| r.netns != router.netns));
+                for other in others {
+                    ip(&[
+                        "-n",
+                        &other.netns,
+                        "-6",
+                        "route",
+                        "add",
+                        &prefix,
+                        "via",
+                        &via,
+                    ])?;
+                }
+            }
         }
 
         if let Some(latency) = spec.latency {
@@ -618,6 +779,39 @@ fn nfqueue_rule(op: &str) -> Vec<&str> {
     ]
 }
 
+/// Public host `k`'s IPv6 address, `2001:db8::10+k` (hex).
+fn public6(k: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + u16::from(small(k)))
+}
+
+/// Router `i`'s IPv6 WAN address, `2001:db8::20+i` (hex).
+fn router6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20 + u16::from(small(i)))
+}
+
+/// Address `last` of home `i`'s IPv6 LAN `2001:db8:1:i::/64` (the router
+/// is `::1`, hosts `::10+j`, hex).
+fn lan6(i: usize, last: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, u16::from(small(i)), 0, 0, 0, last)
+}
+
+/// Adds an IPv6 address to `dev` in `ns`, usable at once (no duplicate
+/// address detection).
+fn add6(ns: &str, addr: Ipv6Addr, dev: &str) -> anyhow::Result<()> {
+    ip(&[
+        "-n",
+        ns,
+        "-6",
+        "addr",
+        "add",
+        &format!("{addr}/64"),
+        "dev",
+        dev,
+        "nodad",
+    ])?;
+    Ok(())
+}
+
 /// An index already checked to be small, as an address octet.
 fn small(i: usize) -> u8 {
     u8::try_from(i).expect("indices are checked against the spec limits")
@@ -667,6 +861,12 @@ fn iptables(ns: &str, args: &[&str]) -> anyhow::Result<String> {
     // -w: the xtables lock is shared by all namespaces.
     run(Command::new("ip")
         .args(["netns", "exec", ns, "iptables", "-w"])
+        .args(args))
+}
+
+fn ip6tables(ns: &str, args: &[&str]) -> anyhow::Result<String> {
+    run(Command::new("ip")
+        .args(["netns", "exec", ns, "ip6tables", "-w"])
         .args(args))
 }
 

@@ -61,6 +61,7 @@ fn eim(hosts: usize) -> HomeSpec {
         nat: Nat::EndpointIndependent,
         block_udp: false,
         hosts,
+        ..HomeSpec::default()
     }
 }
 
@@ -203,6 +204,7 @@ fn nat_hides_homes_and_keeps_them_apart() {
         public_hosts: 1,
         homes: vec![eim(2), eim(1)],
         latency: None,
+        ipv6: false,
     })
     .expect("lab");
     let relay = lab.public(0);
@@ -289,9 +291,11 @@ fn eim_keeps_ports_and_random_ports_does_not() {
                 nat: Nat::RandomPorts,
                 block_udp: false,
                 hosts: 1,
+                ..HomeSpec::default()
             },
         ],
         latency: None,
+        ipv6: false,
     })
     .expect("lab");
     let relay = lab.public(0);
@@ -331,10 +335,12 @@ fn block_udp_drops_udp_but_not_tcp() {
                 nat: Nat::EndpointIndependent,
                 block_udp: true,
                 hosts: 1,
+                ..HomeSpec::default()
             },
             eim(1),
         ],
         latency: None,
+        ipv6: false,
     })
     .expect("lab");
     let relay = lab.public(0);
@@ -371,6 +377,7 @@ fn multicast_stays_on_the_home_lan() {
         public_hosts: 0,
         homes: vec![eim(2), eim(1)],
         latency: None,
+        ipv6: false,
     })
     .expect("lab");
     let group = Ipv4Addr::new(224, 0, 0, 251);
@@ -424,6 +431,7 @@ fn latency_slows_connects_and_can_change() {
         public_hosts: 1,
         homes: vec![eim(1), eim(1)],
         latency: Some(Duration::from_millis(40)),
+        ipv6: false,
     })
     .expect("lab");
     let relay = lab.public(0);
@@ -513,6 +521,7 @@ fn drop_removes_namespaces_and_processes() {
         public_hosts: 1,
         homes: vec![eim(1)],
         latency: Some(Duration::from_millis(5)),
+        ipv6: false,
     })
     .expect("lab");
     start_whoami(&lab, lab.public(0), &[PORT]);
@@ -566,6 +575,7 @@ fn panicking_test_still_cleans_up() {
             public_hosts: 1,
             homes: vec![eim(1)],
             latency: None,
+            ipv6: false,
         })
         .expect("lab");
         let mut cmd = lab.command(lab.home_host(0, 0), "sleep");
@@ -591,6 +601,7 @@ fn labs_run_side_by_side() {
                         public_hosts: 1,
                         homes: vec![eim(1)],
                         latency: None,
+                        ipv6: false,
                     })
                     .expect("lab");
                     start_whoami(&lab, lab.public(0), &[PORT]);
@@ -622,6 +633,7 @@ fn spawn_rejects_commands_for_other_hosts() {
         public_hosts: 2,
         homes: vec![],
         latency: None,
+        ipv6: false,
     })
     .expect("lab");
     assert!(lab.spawn(lab.public(0), Command::new("sleep")).is_err());
@@ -645,6 +657,7 @@ fn child_builds_a_lab_and_aborts() {
         public_hosts: 1,
         homes: vec![eim(1)],
         latency: None,
+        ipv6: false,
     })
     .expect("lab");
     let mut cmd = lab.command(lab.home_host(0, 0), "sleep");
