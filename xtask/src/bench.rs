@@ -41,7 +41,7 @@ fn stat_fields(pid: &str, numbers: &[usize]) -> Option<Vec<u64>> {
 
 /// CPU time of `pids` so far in clock ticks: user + system (fields 14
 /// and 15), or only system with `kernel`; a process that is gone counts 0.
-fn cpu_ticks(pids: &[u32], kernel: bool) -> u64 {
+pub(crate) fn cpu_ticks(pids: &[u32], kernel: bool) -> u64 {
     let fields: &[usize] = if kernel { &[15] } else { &[14, 15] };
     pids.iter()
         .filter_map(|pid| stat_fields(&pid.to_string(), fields))
@@ -297,6 +297,22 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// A part of the benchmark that writes its own markdown section.
 type Section = fn(&mut String, &std::path::Path, bool) -> anyhow::Result<()>;
 
+/// The directory of the binaries to measure: the release build, built
+/// now; or, with `XTASK_BENCH_BINS=target/debug`, binaries built already,
+/// for a quick look (the figures of docs/BENCHMARKS.md are the release's).
+pub(crate) fn bins() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("XTASK_BENCH_BINS") {
+        return Ok(root().join(dir));
+    }
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    run_cmd(
+        cargo
+            .current_dir(root())
+            .args(["build", "--release", "--bins"]),
+    )?;
+    Ok(root().join("target/release"))
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     for tool in ["wrk", "curl", "h2load"] {
@@ -314,20 +330,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             bail!("{tool} is needed: apt-get install {package}");
         }
     }
-    // `XTASK_BENCH_BINS=target/debug` measures binaries built already, for
-    // a quick look; the figures of docs/BENCHMARKS.md are the release's.
-    let bin = match std::env::var_os("XTASK_BENCH_BINS") {
-        Some(dir) => root().join(dir),
-        None => {
-            let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-            run_cmd(
-                cargo
-                    .current_dir(root())
-                    .args(["build", "--release", "--bins"]),
-            )?;
-            root().join("target/release")
-        }
-    };
+    let bin = bins()?;
     if let Some(i) = args.iter().position(|a| a == "--failover") {
         // Only the failover part, printed: `cargo xtask bench --failover [RUNS]`.
         let runs = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(20);
