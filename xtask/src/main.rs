@@ -8,12 +8,15 @@
 //! - `ci`: lint, test, deny
 //! - `bench`: side-by-side measurements, written to docs/BENCHMARKS.md
 //! - `netlab`: the NAT lab: figures, `--keep` to look around, `test`
+//! - `fuzz`: the fuzz targets of `fuzz/` (cargo-fuzz), each for a while, or
+//!   one: `fuzz [TARGET] [--time S] [--ci] [--seed]`
 
 mod bench;
 mod bench_observe;
 mod bench_scale;
 mod bench_tcp;
 mod failover;
+mod fuzz;
 mod netlab;
 mod node;
 
@@ -34,8 +37,9 @@ fn main() -> ExitCode {
         Some("ci") => lint().and_then(|()| test(&[])).and_then(|()| deny()),
         Some("bench") => bench::run(&args[1..]),
         Some("netlab") => netlab::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench|netlab>");
+            eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench|netlab|fuzz>");
             return ExitCode::from(2);
         }
     };

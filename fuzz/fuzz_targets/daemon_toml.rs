@@ -1,0 +1,11 @@
+//! `DaemonFile::parse`, of a daemon's `config.toml`, and the error it
+//! shows (which quotes the source around the key at fault).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|source: &str| {
+    if let Err(e) = mesh_config::DaemonFile::parse(std::path::Path::new("config.toml"), source) {
+        let _ = e.to_string();
+    }
+});
