@@ -115,7 +115,7 @@ async fn a_client_that_stalls_in_a_request_body_is_cut_off() {
     let _run = a.run_service("api", backend.port(), "1.0.0").await;
     let mut tcp = TcpStream::connect(a.proxy).await.unwrap();
     tcp.write_all(
-        b"POST /echo HTTP/1.1\r\nHost: api.localhost\r\nContent-Length: 1000\r\n\r\nonly ten b",
+        b"POST /upload HTTP/1.1\r\nHost: api.localhost\r\nContent-Length: 1000\r\n\r\nonly ten b",
     )
     .await
     .unwrap();

@@ -70,22 +70,6 @@ fn until_all(
     Ok(started.elapsed())
 }
 
-/// CPU time (user + system) of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    field(11) + field(12)
-}
-
 /// What one team size measured.
 struct Figures {
     nodes: usize,
@@ -150,13 +134,19 @@ fn team(bin: &Path, root: &Path, n: usize, idle_for: Duration) -> anyhow::Result
     // Idle: nothing changes for a while, then CPU over `idle_for`.
     std::thread::sleep(Duration::from_secs(5));
     let ticks = crate::bench::clock_ticks_per_sec();
-    let before: Vec<u64> = nodes.iter().map(|d| cpu_ticks(d.process.pid())).collect();
+    let before: Vec<u64> = nodes
+        .iter()
+        .map(|d| crate::bench::cpu_ticks(&[d.process.pid()], false))
+        .collect();
     std::thread::sleep(idle_for);
     let mut idle: Vec<f64> = nodes
         .iter()
         .zip(&before)
         .map(|(d, b)| {
-            (cpu_ticks(d.process.pid()) - b) as f64 / ticks / idle_for.as_secs_f64() * 100.0
+            (crate::bench::cpu_ticks(&[d.process.pid()], false) - b) as f64
+                / ticks
+                / idle_for.as_secs_f64()
+                * 100.0
         })
         .collect();
     idle.sort_by(f64::total_cmp);

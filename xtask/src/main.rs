@@ -7,6 +7,9 @@
 //! - `deny`: `cargo deny --offline check licenses bans sources`
 //! - `ci`: lint, test, deny
 //! - `bench`: side-by-side measurements, written to docs/BENCHMARKS.md
+//!   (`--scale [N…]`: only the team sizes)
+//! - `soak [--minutes N]`: mixed load through the remote route, with the
+//!   daemons' memory and descriptors watched
 //! - `netlab`: the NAT lab: figures, `--keep` to look around, `test`
 //! - `fuzz`: the fuzz targets of `fuzz/` (cargo-fuzz), each for a while, or
 //!   one: `fuzz [TARGET] [--time S] [--ci] [--seed]`
@@ -19,6 +22,7 @@ mod failover;
 mod fuzz;
 mod netlab;
 mod node;
+mod soak;
 
 use std::{
     path::{Path, PathBuf},
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Some("ci") => lint().and_then(|()| test(&[])).and_then(|()| deny()),
         Some("bench") => bench::run(&args[1..]),
         Some("netlab") => netlab::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench|netlab|fuzz>");
