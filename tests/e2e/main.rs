@@ -26,6 +26,8 @@ mod mesh;
 mod metrics;
 mod namespace;
 mod natlab;
+mod natlab_faults;
+mod natlab_kinds;
 mod plugin;
 mod reqlog;
 mod routing;

@@ -182,6 +182,19 @@ impl Daemon {
         self.spawn().await;
     }
 
+    /// Kills the daemon with SIGKILL, like a crash, and waits until it is
+    /// gone; [`Daemon::start_again`] brings it back.
+    pub async fn kill(&mut self) {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit().await;
+    }
+
+    /// Starts a stopped daemon again with the same home (identity) and
+    /// arguments, and waits until it reports its addresses.
+    pub async fn start_again(&mut self) {
+        self.spawn().await;
+    }
+
     /// Starts devmeshd for this daemon's home and arguments and waits
     /// until it reports its addresses.
     async fn spawn(&mut self) {
