@@ -189,9 +189,76 @@ fn reachability(status: &Status, relay_connected: bool) -> Option<Finding> {
     }
 }
 
+/// The port of an address's first TCP or UDP part, with whether it is UDP.
+fn port_of(addr: &str) -> Option<(bool, u16)> {
+    let mut parts = addr.split('/');
+    while let Some(part) = parts.next() {
+        if part == "tcp" || part == "udp" {
+            return Some((part == "udp", parts.next()?.parse().ok()?));
+        }
+    }
+    None
+}
+
+/// The IP of an address (`/ip4/<ip>/…` or `/ip6/<ip>/…`).
+fn ip_of(addr: &str) -> Option<&str> {
+    let mut parts = addr.split('/').skip(1);
+    match parts.next()? {
+        "ip4" | "ip6" => parts.next(),
+        _ => None,
+    }
+}
+
+/// Why hole punching cannot work from this side, as far as this node's own
+/// addresses tell: the NAT changed the ports it listens on (port
+/// randomising, "symmetric"), or nothing outside saw it over UDP.
+fn punch_obstacles(status: &Status) -> Vec<String> {
+    let listen: Vec<(bool, u16)> = status
+        .listen_addrs
+        .iter()
+        .filter(|a| !a.contains("/p2p-circuit"))
+        .filter_map(|a| port_of(a))
+        .collect();
+    let mut out = Vec::new();
+    let own_ips: Vec<&str> = status
+        .listen_addrs
+        .iter()
+        .filter_map(|a| ip_of(a))
+        .collect();
+    // Observed from outside at another IP: behind a NAT. A port there that
+    // is none of ours: the NAT picks ports itself.
+    let translated: Vec<&String> = status
+        .observed_addrs
+        .iter()
+        .filter(|a| !a.contains("/p2p-circuit"))
+        .filter(|a| ip_of(a).is_some_and(|ip| !own_ips.contains(&ip)))
+        .filter(|a| port_of(a).is_some_and(|p| !listen.contains(&p)))
+        .collect();
+    if let Some(seen) = translated.first() {
+        out.push(format!(
+            "this node's NAT changes its ports (seen from outside as {seen}, a port it does not listen on): a port-randomising (\"symmetric\") NAT defeats hole punching. Fixes: a router setting for endpoint-independent mapping (often \"full cone\" or \"NAT type 2\"), a forwarded port with `--external`, or IPv6"
+        ));
+    }
+    let listens_udp = listen.iter().any(|(udp, _)| *udp);
+    let observed_udp = status.observed_addrs.iter().any(|a| a.contains("/udp/"));
+    let observed_tcp = status.observed_addrs.iter().any(|a| a.contains("/tcp/"));
+    if listens_udp && observed_tcp && !observed_udp {
+        out.push(
+            "nothing outside has seen this node over UDP (QUIC): UDP looks blocked on this network, so hole punching only has TCP, which more NATs defeat".to_owned(),
+        );
+    }
+    out
+}
+
 /// The members connected, and which of them only through the relay.
 fn members(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
     let members: Vec<&PeerStatus> = peers.iter().filter(|p| p.kind == "member").collect();
+    let obstacles = punch_obstacles(status);
+    let why = if obstacles.is_empty() {
+        "nothing on this side stops it (its NAT keeps ports), so the other side's NAT is likely port-randomising, or it filters UDP and resets TCP: run `devmesh doctor` there".to_owned()
+    } else {
+        obstacles.join("; ")
+    };
     let mut out: Vec<Finding> = members
         .iter()
         .filter(|p| p.connection == "relayed")
@@ -199,7 +266,7 @@ fn members(status: &Status, peers: &[PeerStatus]) -> Vec<Finding> {
             finding(
                 Level::Warn,
                 format!(
-                    "member {} is reached through the relay: hole punching has not worked (a port-randomising NAT on either side, or UDP and TCP both filtered). It works, with the relay's bandwidth and latency",
+                    "member {} is reached through the relay: hole punching has not worked. Why: {why}. It works meanwhile, with the relay's bandwidth and latency",
                     p.peer_id
                 ),
             )
@@ -348,6 +415,40 @@ mod tests {
         assert!(
             f.iter()
                 .any(|f| f.level == Level::Warn && f.text.contains("hole punching")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_relayed_member_behind_a_port_changing_nat_says_why() {
+        let mut s = status();
+        s.listen_addrs = vec![
+            "/ip4/198.18.1.10/tcp/4100/p2p/me".into(),
+            "/ip4/198.18.1.10/udp/4101/quic-v1/p2p/me".into(),
+        ];
+        s.observed_addrs = vec!["/ip4/203.0.113.21/tcp/61234".into()];
+        let f = examine(
+            &s,
+            &[peer("R", "relay", "direct"), peer("B", "member", "relayed")],
+        );
+        let text = &f
+            .iter()
+            .find(|f| f.text.starts_with("member B is reached through the relay"))
+            .expect("a finding for B")
+            .text;
+        assert!(text.contains("NAT changes its ports"), "{text}");
+        assert!(text.contains("/ip4/203.0.113.21/tcp/61234"), "{text}");
+        assert!(text.contains("UDP looks blocked"), "{text}");
+
+        // Ports kept on this side: the other side is the one to look at.
+        s.observed_addrs = vec![
+            "/ip4/203.0.113.21/tcp/4100".into(),
+            "/ip4/203.0.113.21/udp/4101/quic-v1".into(),
+        ];
+        let f = examine(&s, &[peer("B", "member", "relayed")]);
+        assert!(
+            f.iter()
+                .any(|f| f.text.contains("run `devmesh doctor` there")),
             "{f:?}"
         );
     }
