@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Some("soak") => soak::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench|netlab|fuzz>");
+            eprintln!("usage: cargo xtask <demo|test|lint|deny|ci|bench|soak|netlab|fuzz>");
             return ExitCode::from(2);
         }
     };
