@@ -3,7 +3,7 @@
 
 use std::io;
 
-use libp2p::request_response::{Codec as _, cbor};
+use libp2p::request_response::cbor;
 use serde::{Deserialize, Serialize};
 
 use crate::registry::MAX_PROVIDERS;
@@ -64,13 +64,11 @@ pub(crate) fn codec() -> cbor::codec::Codec<SyncRequest, SyncResponse> {
 /// Decodes a sync request as the node's codec reads one from a stream
 /// holding `bytes` (what the fuzz target calls).
 pub fn decode_request(bytes: &[u8]) -> io::Result<SyncRequest> {
-    let mut stream = bytes;
-    futures::executor::block_on(codec().read_request(&crate::SYNC_PROTOCOL, &mut stream))
+    crate::wire::request(codec(), &crate::SYNC_PROTOCOL, bytes)
 }
 
 /// Decodes a sync response as the node's codec reads one from a stream
 /// holding `bytes` (what the fuzz target calls).
 pub fn decode_response(bytes: &[u8]) -> io::Result<SyncResponse> {
-    let mut stream = bytes;
-    futures::executor::block_on(codec().read_response(&crate::SYNC_PROTOCOL, &mut stream))
+    crate::wire::response(codec(), &crate::SYNC_PROTOCOL, bytes)
 }

@@ -22,10 +22,7 @@ pub(crate) mod handshake;
 
 use std::io;
 
-use libp2p::{
-    PeerId, StreamProtocol,
-    request_response::{Codec as _, cbor},
-};
+use libp2p::{PeerId, StreamProtocol, request_response::cbor};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
@@ -80,15 +77,13 @@ pub(crate) fn codec() -> cbor::codec::Codec<AuthRequest, AuthResponse> {
 /// Decodes a challenge as the node's codec reads one from a stream
 /// holding `bytes` (what the fuzz target calls).
 pub fn decode_request(bytes: &[u8]) -> io::Result<AuthRequest> {
-    let mut stream = bytes;
-    futures::executor::block_on(codec().read_request(&PROTOCOL, &mut stream))
+    crate::wire::request(codec(), &PROTOCOL, bytes)
 }
 
 /// Decodes an answer as the node's codec reads one from a stream holding
 /// `bytes` (what the fuzz target calls).
 pub fn decode_response(bytes: &[u8]) -> io::Result<AuthResponse> {
-    let mut stream = bytes;
-    futures::executor::block_on(codec().read_response(&PROTOCOL, &mut stream))
+    crate::wire::response(codec(), &PROTOCOL, bytes)
 }
 
 /// The answer to `peer`'s challenge `request`: a proof when both are in
