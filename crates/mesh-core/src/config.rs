@@ -40,6 +40,22 @@ pub struct Config {
     pub agent: String,
 }
 
+/// How often a node re-announces its services when nothing changed.
+///
+/// A change (a service shared, stopped, or its health) is announced at
+/// once, and a provider whose connection closes, or stops answering pings,
+/// has its services withdrawn at once; the
+/// re-announcement only keeps the records of members that stay connected
+/// alive. Each member receives every other member's re-announcements, so
+/// in a team of N one node handles N/20 of them a second: at 3 s, a team of
+/// 100 kept every node busy with records that said nothing new.
+pub const HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// The TTL a node puts in its announcements: three re-announcements, so
+/// that one or two lost on the way do not drop the records. It is also the
+/// longest a receiver keeps them ([`crate::record::MAX_TTL`]).
+pub const RECORD_TTL: Duration = Duration::from_secs(60);
+
 impl Config {
     /// Defaults for everything but identity and namespace.
     pub fn new(keypair: Keypair, namespace: Namespace) -> Self {
@@ -56,8 +72,8 @@ impl Config {
             bootstrap: Vec::new(),
             external: Vec::new(),
             mdns: true,
-            heartbeat: Duration::from_secs(3),
-            record_ttl: Duration::from_secs(10),
+            heartbeat: HEARTBEAT,
+            record_ttl: RECORD_TTL,
             idle_timeout: Duration::from_secs(300),
             agent: format!("devmesh/{}", env!("CARGO_PKG_VERSION")),
         }

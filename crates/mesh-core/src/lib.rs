@@ -39,6 +39,7 @@ pub mod record;
 pub mod registry;
 mod snapshot;
 pub mod sync;
+mod verified;
 mod wire;
 
 pub use addr::{group_by_peer, is_relayed, peer_of};

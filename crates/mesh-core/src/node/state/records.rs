@@ -20,6 +20,7 @@ use crate::{
     registry::{Outcome, Registry},
     snapshot::{LocalService, RemoteService},
     sync::{MAX_SYNC_BYTES, MAX_SYNC_ENTRIES, SyncEntry},
+    verified::Verified,
 };
 
 /// What [`Records::accept`] did with a valid record.
@@ -56,6 +57,8 @@ pub(crate) struct Records {
     local: BTreeMap<String, LocalService>,
     health_failures: BTreeMap<String, String>,
     registry: Registry,
+    /// Envelopes verified before: sync answers repeat them.
+    verified: Verified,
     seq: u64,
 }
 
@@ -69,6 +72,7 @@ impl Records {
             local: BTreeMap::new(),
             health_failures: BTreeMap::new(),
             registry: Registry::default(),
+            verified: Verified::default(),
             seq: 0,
         }
     }
@@ -181,6 +185,7 @@ impl Records {
     pub(crate) fn switch(&mut self, namespace: Namespace) {
         self.namespace = namespace;
         self.registry.clear();
+        self.verified.clear();
     }
 
     /// The next sequence number: the time in microseconds, and always more
@@ -243,8 +248,17 @@ impl Records {
             return Err(RecordRejection::NotMember { kind: from_kind });
         }
         let bytes = self.namespace.open(sealed)?;
-        let announcement = Announcement::verify(&bytes, self.namespace.name())?;
-        let provider = announcement.provider;
+        let digest = self.verified.digest(&bytes);
+        let (provider, announcement) = match self.verified.provider(digest) {
+            // Seen and verified before: the registry holds its sequence
+            // number or a later one, so it is stale; only the author
+            // check is left.
+            Some(provider) => (provider, None),
+            None => {
+                let announcement = Announcement::verify(&bytes, self.namespace.name())?;
+                (announcement.provider, Some(announcement))
+            }
+        };
         if let Some(author) = author
             && author != provider
         {
@@ -256,12 +270,20 @@ impl Records {
         if provider == self.provider {
             return Ok(Accepted::Own);
         }
+        let Some(announcement) = announcement else {
+            return Ok(Accepted::Remote {
+                provider,
+                outcome: Outcome::Stale,
+                services: Vec::new(),
+            });
+        };
         let services = announcement
             .services
             .iter()
             .map(|s| format!("{}@{}", s.name, s.version))
             .collect();
         let outcome = self.registry.insert(announcement, bytes, ttl, now)?;
+        self.verified.insert(digest, provider);
         Ok(Accepted::Remote {
             provider,
             outcome,
