@@ -11,11 +11,15 @@
 //! changes, [`events`]).
 //!
 //! [`Console`] owns what the site shows: one task ([`Console::start`])
-//! follows the node's snapshot and, every second, the request duration
-//! histogram of the metrics ([`rates`]); it rebuilds the state on each
-//! change of either and publishes it on a `watch` channel, which the
-//! event streams follow. A service that appears on another node is on the
-//! page as soon as this node's snapshot has it.
+//! samples the request duration histogram of the metrics every second
+//! ([`rates`]) and follows the node's snapshot. While an event stream is
+//! open it rebuilds the state on each change of either and publishes it
+//! on a `watch` channel, which the streams follow; with no stream open
+//! the state is built only when a request asks for it. A node keeps its
+//! console closed nearly all the time, and rebuilding and encoding the
+//! state for every ping of a hundred peers was a fifth of an idle node's
+//! CPU. A service that appears on another node is on the page as soon as
+//! this node's snapshot has it.
 
 mod assets;
 mod events;
@@ -26,7 +30,7 @@ pub mod state;
 use std::{
     convert::Infallible,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -85,10 +89,23 @@ impl Published {
 }
 
 /// What the site shows, and the task that keeps it current.
-#[derive(Debug)]
 pub(crate) struct Console {
+    node: NodeHandle,
+    /// Whether the node keeps metrics (and so rates).
+    metrics: bool,
+    /// The rates' samples: taken by the task, read by whoever builds.
+    history: Mutex<rates::History>,
     live: watch::Sender<Arc<Published>>,
     started: AtomicBool,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("metrics", &self.metrics)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Console {
@@ -97,6 +114,9 @@ impl Console {
         let state = state::State::build(&node.snapshot(), &[], Default::default(), 0.0, metrics);
         let (live, _) = watch::channel(Arc::new(Published::new(state)));
         Self {
+            node: node.clone(),
+            metrics,
+            history: Mutex::default(),
             live,
             started: AtomicBool::new(false),
         }
@@ -125,34 +145,47 @@ impl Console {
         let mut snapshots = node.watch();
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut history = rates::History::default();
         loop {
             tokio::select! {
                 _ = closing.cancelled() => return,
                 changed = snapshots.changed() => if changed.is_err() { return },
                 _ = tick.tick() => {
                     if let Some(m) = &metrics {
-                        history.push(Instant::now(), rates::parse(&m.duration_text()));
+                        let sample = rates::parse(&m.duration_text());
+                        self.history().push(Instant::now(), sample);
                     }
                 }
             }
-            let snapshot = snapshots.borrow_and_update().clone();
-            self.publish(&snapshot, &history, metrics.is_some());
+            snapshots.borrow_and_update();
+            // Only open event streams need each change as it comes.
+            if self.live.receiver_count() > 0 {
+                self.publish();
+            }
         }
     }
 
-    /// Publishes the state of `snapshot` and `history` when it differs
-    /// from the last one.
-    fn publish(&self, snapshot: &Snapshot, history: &rates::History, metrics: bool) {
-        // Whole seconds: the window's length jitters with the timer.
-        let window = history.seconds().round();
-        let state = state::State::build(
-            snapshot,
-            &history.edges(),
-            history.services(),
-            window,
-            metrics,
-        );
+    fn history(&self) -> std::sync::MutexGuard<'_, rates::History> {
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Builds the state of the node's snapshot and the rates, and publishes
+    /// it when it differs from the last one.
+    fn publish(&self) {
+        let snapshot: Arc<Snapshot> = self.node.snapshot();
+        let state = {
+            let history = self.history();
+            // Whole seconds: the window's length jitters with the timer.
+            let window = history.seconds().round();
+            state::State::build(
+                &snapshot,
+                &history.edges(),
+                history.services(),
+                window,
+                self.metrics,
+            )
+        };
         self.live.send_if_modified(|current| {
             if current.state == state {
                 return false;
@@ -162,8 +195,17 @@ impl Console {
         });
     }
 
+    /// The state as it is now.
     fn current(&self) -> Arc<Published> {
+        self.publish();
         self.live.borrow().clone()
+    }
+
+    /// A stream's view of the state, current from the start.
+    fn subscribe(&self) -> watch::Receiver<Arc<Published>> {
+        let live = self.live.subscribe();
+        self.publish();
+        live
     }
 }
 
@@ -228,7 +270,7 @@ impl Proxy {
         match path.as_str() {
             "/api/state" => respond(StatusCode::OK, JSON, self.console.current().json.clone()),
             "/api/graph" => self.graph(req.uri().query().unwrap_or("")),
-            "/api/events" => events::response(self.console.live.subscribe(), self.closing.clone()),
+            "/api/events" => events::response(self.console.subscribe(), self.closing.clone()),
             _ => match assets::find(&path) {
                 Some(asset) => asset.response(),
                 None if path.starts_with("/api/") => json_error(
