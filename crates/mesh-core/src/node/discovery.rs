@@ -4,7 +4,10 @@
 
 use std::time::Instant;
 
-use libp2p::{Multiaddr, PeerId, identify, mdns, swarm::dial_opts::DialOpts};
+use libp2p::{
+    Multiaddr, PeerId, identify, mdns,
+    swarm::dial_opts::{DialOpts, PeerCondition},
+};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -125,15 +128,20 @@ impl Node {
         // A peer's loopback addresses are only worth trying from the same
         // machine, that is over a loopback connection.
         let local_peer = self.peers.on_loopback(&peer);
-        for addr in info
+        let direct: Vec<Multiaddr> = info
             .listen_addrs
             .iter()
             .filter(|a| !is_relayed(a) && (local_peer || !is_loopback(a)))
-        {
+            .cloned()
+            .collect();
+        for addr in &direct {
             self.swarm
                 .behaviour_mut()
                 .kad
                 .add_address(&peer, addr.clone());
+        }
+        if self.is_member() && self.peers.is_relayed_only(&peer) && !direct.is_empty() {
+            self.dial_listen_addrs(peer, direct);
         }
         let is_relay = info.protocols.contains(&RELAY_HOP_PROTOCOL);
         let mut changed = Changed::from(self.peers.set_agent(&peer, info.agent_version));
@@ -141,6 +149,24 @@ impl Node {
             changed |= self.use_relay(peer);
         }
         changed
+    }
+
+    /// Dials a peer reached only through a relay at the addresses it
+    /// listens on. A hole punch only tries the addresses the relay and the
+    /// peers observed, which for two hosts behind one NAT is the shared
+    /// public one, and most home routers do not hairpin; their LAN
+    /// addresses reach each other directly. The same goes for a peer with
+    /// a public or global IPv6 address: no punch is needed. Where the
+    /// addresses lead nowhere (a LAN address of another home), the dial
+    /// fails on its own and the relayed connection carries on.
+    fn dial_listen_addrs(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        debug!(%peer, ?addrs, "relayed only: dialling the addresses the peer listens on");
+        let _ = self.swarm.dial(
+            DialOpts::peer_id(peer)
+                .condition(PeerCondition::Always)
+                .addresses(addrs)
+                .build(),
+        );
     }
 
     /// Dials again the peers mDNS knows on the LAN: after a move into

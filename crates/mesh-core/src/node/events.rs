@@ -171,14 +171,22 @@ impl Node {
             }) => self.on_identify(peer_id, info),
             BehaviourEvent::Ping(libp2p::ping::Event {
                 peer,
+                connection,
                 result: Ok(rtt),
-                ..
             }) => {
-                if self.peers.set_rtt(&peer, rtt) {
+                if self.peers.set_rtt(&peer, connection, rtt, Instant::now()) {
                     Changed::LATER
                 } else {
                     Changed::NO
                 }
+            }
+            BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(failure),
+            }) => {
+                self.on_ping_failure(peer, connection, &failure);
+                Changed::NO
             }
             BehaviourEvent::Auth(event) => self.on_auth_event(event),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -214,6 +222,21 @@ impl Node {
             }
             _ => Changed::NO,
         }
+    }
+
+    /// A failed ping. A connection that stops answering is closed by the
+    /// peer table's silence check, not here; a peer without ping is not
+    /// watched at all.
+    fn on_ping_failure(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        failure: &libp2p::ping::Failure,
+    ) {
+        if matches!(failure, libp2p::ping::Failure::Unsupported) {
+            self.peers.no_pings(connection);
+        }
+        debug!(%peer, %failure, "ping failed");
     }
 
     fn on_sync_event(

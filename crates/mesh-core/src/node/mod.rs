@@ -55,9 +55,9 @@ pub(crate) struct Changed(u8);
 impl Changed {
     pub(crate) const NO: Changed = Changed(0);
     /// Figures that change all the time and that nothing acts on at once
-    /// (a round-trip time, a record's new expiry): published with the next
-    /// housekeeping tick, so that a node with a hundred peers does not
-    /// rebuild its view for every ping and every refreshed record.
+    /// (a round-trip time, a record's new expiry): published within
+    /// [`PUBLISH_LATER_EVERY`], so that a node with a hundred peers does
+    /// not rebuild its view for every ping and every refreshed record.
     pub(crate) const LATER: Changed = Changed(1);
     /// Published before the loop handles anything else.
     pub(crate) const YES: Changed = Changed(2);
@@ -92,6 +92,8 @@ const PROVIDE_EVERY: Duration = Duration::from_secs(5 * 60);
 /// How often due work (expiries, delayed disconnects, hole-punch retries)
 /// is looked at.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(500);
+/// How often changes left for later ([`Changed::LATER`]) are published.
+const PUBLISH_LATER_EVERY: Duration = Duration::from_secs(2);
 /// How often bootstrap peers that are not connected are dialled again.
 const REDIAL_EVERY: Duration = Duration::from_secs(10);
 /// How often the DHT is bootstrapped while there are peers.
@@ -101,6 +103,7 @@ const KAD_BOOTSTRAP_EVERY: Duration = Duration::from_secs(60);
 struct Timers {
     heartbeat: tokio::time::Interval,
     housekeeping: tokio::time::Interval,
+    publish_later: tokio::time::Interval,
     redial: tokio::time::Interval,
     kad_bootstrap: tokio::time::Interval,
     find_members: tokio::time::Interval,
@@ -118,6 +121,7 @@ impl Timers {
         Self {
             heartbeat: every(heartbeat),
             housekeeping: every(HOUSEKEEPING_EVERY),
+            publish_later: every(PUBLISH_LATER_EVERY),
             redial: every(REDIAL_EVERY),
             kad_bootstrap: every(KAD_BOOTSTRAP_EVERY),
             find_members: every(FIND_MEMBERS_ALONE),
@@ -232,7 +236,7 @@ impl Node {
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut timers = Timers::new(self.heartbeat);
-        // A change to publish with the next housekeeping tick.
+        // A change to publish with the next `publish_later` tick.
         let mut later = Changed::NO;
         loop {
             let changed = tokio::select! {
@@ -253,11 +257,8 @@ impl Node {
                     self.announce_if_providing();
                     Changed::NO
                 }
-                _ = timers.housekeeping.tick() => {
-                    // What was left for later is published now.
-                    let changed = self.housekeeping() | later;
-                    Changed::from(changed != Changed::NO)
-                }
+                _ = timers.housekeeping.tick() => self.housekeeping(),
+                _ = timers.publish_later.tick() => Changed::from(later != Changed::NO),
                 _ = timers.redial.tick() => {
                     self.redial_bootstrap();
                     Changed::NO
@@ -316,8 +317,18 @@ impl Node {
         for peer in due.punch {
             self.punch_again(peer);
         }
-        for addrs in due.redial {
-            tracing::debug!(?addrs, "dialling a lost member again");
+        for (peer, conn) in due.silent {
+            tracing::info!(%peer, "the connection answered no ping for {:?}; closing it", crate::peers::SILENT_AFTER);
+            self.swarm.close_connection(conn);
+        }
+        for mut addrs in due.redial {
+            // A member behind a NAT is only reachable through a relay.
+            if let Some(peer) = addrs.first().and_then(crate::addr::peer_of)
+                && !self.discovery.is_bootstrap(&peer)
+            {
+                addrs.extend(self.circuits_to(peer));
+            }
+            tracing::debug!(?addrs, "dialling a lost member or relay again");
             self.dial_addrs(addrs, None);
         }
         Changed::from(!gone.is_empty())

@@ -120,7 +120,7 @@ impl Node {
     }
 
     /// Addresses reaching `peer` through each relay this node uses.
-    fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
+    pub(super) fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
         self.peers
             .relays()
             .map(|(relay, r)| circuit(&r.addr, relay, Some(peer)))
@@ -220,6 +220,9 @@ impl Node {
                 info!(relay = %relay_peer_id, "relay reservation accepted: peers can reach us through the relay");
                 // Advertise again, now with the relayed address.
                 self.provide();
+                // Members lost meanwhile (a partition that took the relay
+                // too) are reachable through it again.
+                self.peers.redial_now(Instant::now());
                 Changed::YES
             }
             relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {

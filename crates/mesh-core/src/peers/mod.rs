@@ -20,14 +20,17 @@ use std::{
 
 use libp2p::{Multiaddr, PeerId, core::transport::ListenerId};
 
-use self::reconnect::Reconnect;
+use self::{liveness::Liveness, reconnect::Reconnect};
 use crate::{
     addr::{is_loopback, is_quic},
     admission::{PeerKind, handshake::Handshake},
     snapshot::{PeerLink, RelayLink, Reservation},
 };
 
+mod liveness;
 mod reconnect;
+
+pub(crate) use self::liveness::SILENT_AFTER;
 
 /// How long a peer in another namespace (or with a wrong secret) is left
 /// alone before discovery may dial it again.
@@ -188,9 +191,11 @@ pub(crate) struct Due<C> {
     pub close: Vec<(PeerId, C)>,
     /// Peers to open another relayed connection to, for another hole punch.
     pub punch: Vec<PeerId>,
-    /// Members lost that are dialled again, at the addresses they were
-    /// dialled at before.
+    /// Members and relays lost that are dialled again, at the addresses
+    /// they were dialled at before.
     pub redial: Vec<Vec<Multiaddr>>,
+    /// Connections that answered no ping for [`SILENT_AFTER`]: to close.
+    pub silent: Vec<(PeerId, C)>,
 }
 
 impl<C> Default for Due<C> {
@@ -200,6 +205,7 @@ impl<C> Default for Due<C> {
             close: Vec::new(),
             punch: Vec::new(),
             redial: Vec::new(),
+            silent: Vec::new(),
         }
     }
 }
@@ -209,6 +215,7 @@ impl<C> Default for Due<C> {
 pub(crate) struct PeerTable<C, R> {
     peers: HashMap<PeerId, Peer<C, R>>,
     dialing: HashMap<PeerId, Dialing>,
+    liveness: Liveness<C>,
 }
 
 impl<C, R> Default for PeerTable<C, R> {
@@ -216,6 +223,7 @@ impl<C, R> Default for PeerTable<C, R> {
         Self {
             peers: HashMap::new(),
             dialing: HashMap::new(),
+            liveness: Liveness::default(),
         }
     }
 }
@@ -243,6 +251,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             entry.dialed.push(conn.addr.clone());
         }
         entry.conns.insert(id, conn);
+        self.liveness.opened(peer, id, now);
         if replaces_relayed {
             entry.close_relayed_at = Some(now + RELAYED_GRACE);
         }
@@ -265,6 +274,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             };
         };
         entry.conns.remove(&id);
+        self.liveness.forget(id);
         if !entry.conns.is_empty() {
             return Closed {
                 last: false,
@@ -273,7 +283,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         }
         let gone = self.peers.remove(&peer);
         if let Some(p) = &gone
-            && p.kind == PeerKind::Member
+            && matches!(p.kind, PeerKind::Member | PeerKind::Relay)
             && let Some(r) = Reconnect::after_loss(peer, p.dialed.clone(), now)
         {
             self.dialing.entry(peer).or_default().reconnect = Some(r);
@@ -305,14 +315,35 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         }
     }
 
-    /// Records a ping round trip. Returns whether the view changed.
-    pub(crate) fn set_rtt(&mut self, peer: &PeerId, rtt: Duration) -> bool {
+    /// Records a ping round trip on connection `id`. Returns whether the
+    /// view changed.
+    pub(crate) fn set_rtt(&mut self, peer: &PeerId, id: C, rtt: Duration, now: Instant) -> bool {
+        self.liveness.answered(id, now);
         match self.peers.get_mut(peer) {
             Some(p) if p.rtt != Some(rtt) => {
                 p.rtt = Some(rtt);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// The peer of connection `id` does not speak ping: its silence says
+    /// nothing.
+    pub(crate) fn no_pings(&mut self, id: C) {
+        self.liveness.forget(id);
+    }
+
+    /// Redials of lost members and relays come due at once: a relay
+    /// reservation was just accepted, so members behind NATs are reachable
+    /// through it again.
+    pub(crate) fn redial_now(&mut self, now: Instant) {
+        for r in self
+            .dialing
+            .values_mut()
+            .filter_map(|d| d.reconnect.as_mut())
+        {
+            r.hurry(now);
         }
     }
 
@@ -367,6 +398,11 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
                 .max_by_key(|c| c.dialer)
                 .map(|c| c.addr.clone())
         })
+    }
+
+    /// Whether the peer is connected, through relays only.
+    pub(crate) fn is_relayed_only(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(Peer::relayed_only)
     }
 
     /// Whether every open connection to the peer is one it dialled (it
@@ -469,6 +505,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             }
         }
         self.dialing.retain(|_, d| !d.is_empty());
+        due.silent = self.liveness.take_silent(now);
         for (peer, p) in &mut self.peers {
             if p.disconnect_at.is_some_and(|at| at <= now) {
                 p.disconnect_at = None;

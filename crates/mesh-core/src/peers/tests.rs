@@ -34,8 +34,8 @@ fn a_peer_lives_as_long_as_its_connections() {
     assert!(t.set_kind(&peer, PeerKind::Member));
     assert!(!t.set_kind(&peer, PeerKind::Member), "no change");
     assert!(t.any_member());
-    assert!(t.set_rtt(&peer, Duration::from_millis(3)));
-    assert!(!t.set_rtt(&peer, Duration::from_millis(3)));
+    assert!(t.set_rtt(&peer, 1, Duration::from_millis(3), now));
+    assert!(!t.set_rtt(&peer, 1, Duration::from_millis(3), now));
     assert!(t.set_agent(&peer, "devmesh/1".into()));
     assert!(!t.set_agent(&peer, "devmesh/1".into()));
     let link = &t.links()[&peer];
