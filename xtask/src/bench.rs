@@ -315,14 +315,20 @@ pub(crate) fn bins() -> anyhow::Result<std::path::PathBuf> {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    for tool in ["wrk", "curl", "h2load"] {
+    // The team-size part drives the daemons alone; the others need load tools.
+    let tools: &[&str] = if args.iter().any(|a| a == "--scale") {
+        &[]
+    } else {
+        &["wrk", "curl", "h2load"]
+    };
+    for tool in tools {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()?
             .stdout
             .is_empty()
         {
-            let package = if tool == "h2load" {
+            let package = if *tool == "h2load" {
                 "nghttp2-client"
             } else {
                 tool
