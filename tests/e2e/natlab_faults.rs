@@ -1,5 +1,6 @@
 //! Faults in the NAT lab: the relay dies before the members could punch a
-//! hole. Needs root; skips otherwise. (The relay dying after the punch is in `natlab.rs`; a
+//! hole; a home loses its uplink for 30 s and gets it back. Needs root;
+//! skips otherwise. (The relay dying after the punch is in `natlab.rs`; a
 //! provider restarting and a bootstrap address down at join are in
 //! `faults.rs`.)
 
@@ -86,4 +87,51 @@ async fn nat_relay_killed_before_the_punch_members_reconnect() {
     let r = curl(&lab, &b_host, &b, "/name");
     assert_eq!(r.code, 200, "{}", r.body);
     assert_eq!(r.body, "home0-api");
+}
+
+/// A's home loses its uplink for 30 s while the members are linked
+/// directly, then gets it back. While it is gone B stops routing to A (its
+/// records go once the connection is found dead, or with their TTL); after
+/// the heal the members find each other again and B routes to A within
+/// 5 s.
+#[tokio::test(flavor = "multi_thread")]
+async fn nat_partition_then_heal_reconverges() {
+    if skip() {
+        return;
+    }
+    let _serial = LAB.lock().await;
+    let t = team(false).await;
+    eventually(Duration::from_secs(30), "a direct link", || async {
+        link(&t.b, &t.a).await.filter(|(c, _)| c == "direct")
+    })
+    .await;
+    let b_host = t.lab.home_host(1, 0).clone();
+
+    t.lab.isolate(0, true).expect("cutting A's home off");
+    let cut = Instant::now();
+    eventually(Duration::from_secs(30), "B withdrawing A's api", || async {
+        (curl(&t.lab, &b_host, &t.b, "/name").code == 503).then_some(())
+    })
+    .await;
+    eprintln!("B stopped routing to A {:?} after the cut", cut.elapsed());
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed())).await;
+
+    t.lab.isolate(0, false).expect("restoring A's home");
+    let healed = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "B reaching A's api again",
+        || async { (curl(&t.lab, &b_host, &t.b, "/name").code == 200).then_some(()) },
+    )
+    .await;
+    let back = healed.elapsed();
+    eprintln!("B reached A again {back:?} after the heal");
+    if back >= Duration::from_secs(5) {
+        for (name, node) in [("relay", &t.relay), ("A", &t.a), ("B", &t.b)] {
+            eprintln!("===== {name} log =====\n{}", node.log());
+        }
+    }
+    assert!(back < Duration::from_secs(5), "{back:?}");
+    let r = curl(&t.lab, &b_host, &t.b, "/name");
+    assert_eq!((r.code, r.body.as_str()), (200, "home0-api"));
 }
