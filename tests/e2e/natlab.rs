@@ -355,6 +355,7 @@ async fn random_port_nats_stay_on_the_relay(latency: bool) {
     let doctor = t.b.cli(&["doctor"]).await;
     let text = String::from_utf8_lossy(&doctor.stdout);
     assert!(text.contains("reached through the relay"), "{text}");
+    assert!(text.contains("NAT changes its ports"), "{text}");
     if !latency {
         // The relay carries a whole 1 GiB download (its circuits have no
         // byte limit), byte count checked by curl.

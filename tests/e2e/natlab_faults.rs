@@ -109,11 +109,16 @@ async fn nat_partition_then_heal_reconverges() {
 
     t.lab.isolate(0, true).expect("cutting A's home off");
     let cut = Instant::now();
-    eventually(Duration::from_secs(30), "B withdrawing A's api", || async {
-        (curl(&t.lab, &b_host, &t.b, "/name").code == 503).then_some(())
+    // Found silent after 25 s without a ping answered (pings every 10 s).
+    eventually(Duration::from_secs(29), "B withdrawing A's api", || async {
+        let status = t.b.status().await;
+        let services = status["services"].as_array()?;
+        (!services.iter().any(|s| s["name"] == "api")).then_some(())
     })
     .await;
-    eprintln!("B stopped routing to A {:?} after the cut", cut.elapsed());
+    eprintln!("B withdrew A's api {:?} after the cut", cut.elapsed());
+    let r = curl(&t.lab, &b_host, &t.b, "/name");
+    assert_eq!(r.code, 503, "a stale provider is still routed: {}", r.body);
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(cut.elapsed())).await;
 
     t.lab.isolate(0, false).expect("restoring A's home");

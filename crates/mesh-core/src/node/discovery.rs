@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::{Changed, Node, handle::Event};
 use crate::{
     Error, RELAY_HOP_PROTOCOL,
-    addr::{group_by_peer, is_loopback, is_relayed, peer_of},
+    addr::{group_by_peer, is_loopback, is_quic, is_relayed, peer_of},
     namespace::Namespace,
 };
 
@@ -143,12 +143,30 @@ impl Node {
         if self.is_member() && self.peers.is_relayed_only(&peer) && !direct.is_empty() {
             self.dial_listen_addrs(peer, direct);
         }
+        let mut changed = self.on_observed(peer, &info.observed_addr);
         let is_relay = info.protocols.contains(&RELAY_HOP_PROTOCOL);
-        let mut changed = Changed::from(self.peers.set_agent(&peer, info.agent_version));
+        changed |= Changed::from(self.peers.set_agent(&peer, info.agent_version));
         if is_relay {
             changed |= self.use_relay(peer);
         }
         changed
+    }
+
+    /// Keeps the QUIC address a peer with a direct connection saw this node
+    /// at, as it saw it. The candidates the swarm reports are translated to
+    /// the listen port, so they look the same behind a port-randomising NAT
+    /// as behind a friendly one; a QUIC connection leaves from the listen
+    /// port, so a different port here means the NAT changed it, which is
+    /// what `devmesh doctor` tells a member that stays relayed.
+    fn on_observed(&mut self, peer: PeerId, observed: &Multiaddr) -> Changed {
+        if !is_quic(observed) || is_relayed(observed) || self.peers.is_relayed_only(&peer) {
+            return Changed::NO;
+        }
+        let new = self.addresses.observed(observed.clone());
+        if new {
+            debug!(%peer, address = %observed, "a peer sees us at");
+        }
+        Changed::from(new)
     }
 
     /// Dials a peer reached only through a relay at the addresses it
