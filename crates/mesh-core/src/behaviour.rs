@@ -158,8 +158,8 @@ fn behaviour(
     // publishing (by default an author sends its own messages to every
     // peer): each announcement then reaches a node about four times
     // instead of seven, and gossipsub checks the signature of every copy
-    // before it drops duplicates; that was the largest part of an idle
-    // node's CPU in a team of 100. A team smaller than the mesh still gets
+    // before it drops duplicates; that was one of the largest parts of an
+    // idle node's CPU in a team of 100. A team smaller than the mesh still gets
     // every message straight from its author.
     let gossipsub_config = gossipsub::ConfigBuilder::default()
         .validation_mode(gossipsub::ValidationMode::Strict)

@@ -43,10 +43,9 @@ pub struct Config {
 /// How often a node re-announces its services when nothing changed.
 ///
 /// A change (a service shared, stopped, or its health) is announced at
-/// once, and a provider whose connection closes, or stops answering pings,
-/// has its services withdrawn at once; the
-/// re-announcement only keeps the records of members that stay connected
-/// alive. Each member receives every other member's re-announcements, so
+/// once, and a provider whose connection closes, or answers no ping for
+/// 25 s, has its services withdrawn then; the re-announcement only keeps
+/// the records of members that stay connected alive. Each member receives every other member's re-announcements, so
 /// in a team of N one node handles N/20 of them a second: at 3 s, a team of
 /// 100 kept every node busy with records that said nothing new.
 pub const HEARTBEAT: Duration = Duration::from_secs(20);
