@@ -75,10 +75,10 @@ fn relay_config() -> relay::Config {
 /// How often each connection is pinged: the round-trip times `status`
 /// shows, and how a connection that went silent is found out (the peer
 /// table closes one that answered none for `SILENT_AFTER`).
-pub(crate) const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_EVERY: Duration = Duration::from_secs(10);
 
 /// How long one ping is waited for.
-pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bytes read from a TCP connection at a time, below Noise.
 const TCP_READ_BUFFER: usize = 128 * 1024;
