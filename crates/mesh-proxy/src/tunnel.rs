@@ -22,7 +22,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::{error::TunnelError, metrics::io::StreamCounters};
+use tracing::debug;
+
+use crate::{
+    error::{Chain, TunnelError},
+    metrics::io::StreamCounters,
+};
 
 /// Protocol of HTTP tunnels.
 pub const HTTP_PROTOCOL: StreamProtocol = StreamProtocol::new("/devmesh/http/1");
@@ -256,9 +261,54 @@ pub async fn open(
 }
 
 /// Opens a stream of `protocol` to `peer`, sends `hello` and reads the
-/// provider's [`HelloReply`], all within [`HANDSHAKE_TIMEOUT`]; a refusal
-/// is an error carrying the provider's reason.
+/// provider's [`HelloReply`], each attempt within [`HANDSHAKE_TIMEOUT`]; a
+/// refusal is an error carrying the provider's reason. Failed attempts are
+/// made again as [`retry_after`] says.
 pub(crate) async fn handshake<H: Serialize>(
+    control: libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    hello: &H,
+) -> Result<(Stream, HelloReply), TunnelError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tried = handshake_once(control.clone(), peer, protocol.clone(), hello).await;
+        if let Err(e) = &tried
+            && let Some(wait) = retry_after(attempt, e)
+        {
+            debug!(%peer, attempt, error = %Chain(e), "opening a tunnel failed; trying again");
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        return tried;
+    }
+}
+
+/// How long to wait before attempt `attempt + 1` after attempt `attempt`
+/// failed with `error`; `None`: give up.
+///
+/// - The provider closed the stream before it answered: the peer is
+///   connected, but its libp2p-stream inbound queue holds one stream and
+///   drops the rest, which happens when many streams (a burst of requests,
+///   or a member flooding it) arrive at once. Tried again with a doubling
+///   wait from 5 ms, 10 times in all (about 2.5 s).
+/// - The stream could not be opened (libp2p-stream may pick a connection
+///   that is closing, or the peer is gone): 4 times in all, 5 ms more each
+///   time, so that a dead provider fails over quickly.
+/// - A refusal or a timed-out attempt is final.
+pub(crate) fn retry_after(attempt: u32, error: &TunnelError) -> Option<Duration> {
+    match error {
+        TunnelError::Handshake { .. } if attempt < 10 => {
+            Some(Duration::from_millis(5 << (attempt - 1)))
+        }
+        TunnelError::Open { .. } if attempt < 4 => Some(Duration::from_millis(5 * attempt as u64)),
+        _ => None,
+    }
+}
+
+/// One attempt of [`handshake`].
+async fn handshake_once<H: Serialize>(
     mut control: libp2p_stream::Control,
     peer: PeerId,
     protocol: StreamProtocol,
@@ -289,4 +339,42 @@ pub(crate) async fn handshake<H: Serialize>(
             peer,
             after: HANDSHAKE_TIMEOUT,
         })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eof(peer: PeerId) -> TunnelError {
+        TunnelError::Handshake {
+            peer,
+            source: std::io::ErrorKind::UnexpectedEof.into(),
+        }
+    }
+
+    #[test]
+    fn a_dropped_stream_is_opened_again_for_a_few_seconds() {
+        let peer = PeerId::random();
+        let waits: Vec<Duration> = (1..).map_while(|n| retry_after(n, &eof(peer))).collect();
+        assert_eq!(waits.len(), 9, "10 attempts in all");
+        assert_eq!(waits[0], Duration::from_millis(5));
+        assert!(waits.windows(2).all(|w| w[1] == w[0] * 2));
+        let total: Duration = waits.iter().sum();
+        assert!(total > Duration::from_secs(2) && total < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn refusals_and_timeouts_are_final() {
+        let peer = PeerId::random();
+        let refused = TunnelError::Refused {
+            peer,
+            reason: "no such service".into(),
+        };
+        assert_eq!(retry_after(1, &refused), None);
+        let timed_out = TunnelError::TimedOut {
+            peer,
+            after: HANDSHAKE_TIMEOUT,
+        };
+        assert_eq!(retry_after(1, &timed_out), None);
+    }
 }

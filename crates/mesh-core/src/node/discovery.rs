@@ -65,6 +65,23 @@ impl Node {
         }
     }
 
+    /// Dials a lost member or relay again at `addrs` (see
+    /// `peers/reconnect.rs`), even while an earlier dial of it is still
+    /// going: after a partition, that one can hang for seconds on a TCP
+    /// connect whose packets went nowhere, and the path that is back (a
+    /// circuit through a relay that has just taken the peer's reservation
+    /// again) should not wait for it.
+    pub(super) fn redial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        debug!(?addrs, "dialling a lost member or relay again");
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(PeerCondition::Disconnected)
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            debug!(%peer, error = %e, "redial not started");
+        }
+    }
+
     /// Dials the bootstrap peers that are not connected.
     pub(super) fn redial_bootstrap(&mut self) {
         let now = Instant::now();

@@ -321,15 +321,14 @@ impl Node {
             tracing::info!(%peer, "the connection answered no ping for {:?}; closing it", crate::peers::SILENT_AFTER);
             self.swarm.close_connection(conn);
         }
-        for mut addrs in due.redial {
+        for (peer, mut addrs) in due.redial {
             // A member behind a NAT is only reachable through a relay.
-            if let Some(peer) = addrs.first().and_then(crate::addr::peer_of)
-                && !self.discovery.is_bootstrap(&peer)
-            {
+            if !self.discovery.is_bootstrap(&peer) {
                 addrs.extend(self.circuits_to(peer));
             }
-            tracing::debug!(?addrs, "dialling a lost member or relay again");
-            self.dial_addrs(addrs, None);
+            if !addrs.is_empty() {
+                self.redial(peer, addrs);
+            }
         }
         Changed::from(!gone.is_empty())
     }

@@ -191,9 +191,9 @@ pub(crate) struct Due<C> {
     pub close: Vec<(PeerId, C)>,
     /// Peers to open another relayed connection to, for another hole punch.
     pub punch: Vec<PeerId>,
-    /// Members and relays lost that are dialled again, at the addresses
-    /// they were dialled at before.
-    pub redial: Vec<Vec<Multiaddr>>,
+    /// Members and relays lost that are dialled again, at the direct
+    /// addresses they were dialled at before (maybe none).
+    pub redial: Vec<(PeerId, Vec<Multiaddr>)>,
     /// Connections that answered no ping for [`SILENT_AFTER`]: to close.
     pub silent: Vec<(PeerId, C)>,
 }
@@ -264,7 +264,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
 
 impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
     /// A connection to `peer` closed; the peer goes with its last one. A
-    /// member that this node had dialled directly is dialled again from
+    /// member, or a relay this node had dialled, is dialled again from
     /// `now` on ([`reconnect`]).
     pub(crate) fn closed(&mut self, peer: PeerId, id: C, now: Instant) -> Closed {
         let Some(entry) = self.peers.get_mut(&peer) else {
@@ -282,10 +282,13 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             };
         }
         let gone = self.peers.remove(&peer);
-        if let Some(p) = &gone
-            && matches!(p.kind, PeerKind::Member | PeerKind::Relay)
-            && let Some(r) = Reconnect::after_loss(peer, p.dialed.clone(), now)
-        {
+        let max_gap = gone.as_ref().and_then(|p| match p.kind {
+            PeerKind::Member => Some(reconnect::GAP),
+            PeerKind::Relay if !p.dialed.is_empty() => Some(reconnect::RELAY_GAP),
+            _ => None,
+        });
+        if let (Some(p), Some(max_gap)) = (&gone, max_gap) {
+            let r = Reconnect::after_loss(peer, p.dialed.clone(), now, max_gap);
             self.dialing.entry(peer).or_default().reconnect = Some(r);
         }
         Closed {

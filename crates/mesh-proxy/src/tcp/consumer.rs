@@ -223,8 +223,8 @@ impl Proxy {
         })
     }
 
-    /// Opens a TCP stream to `peer`, once more when the connection it went
-    /// on was closing (libp2p-stream may pick one that is going away).
+    /// Opens a TCP stream to `peer` (attempts that fail are made again as
+    /// [`crate::tunnel::retry_after`] says).
     async fn open_tcp(
         &self,
         peer: PeerId,
@@ -232,13 +232,7 @@ impl Proxy {
         service: &str,
         require: Option<String>,
     ) -> Result<libp2p::Stream, TunnelError> {
-        let open = || {
-            let control = self.node.stream_control();
-            super::open(control, peer, namespace, service, require.clone())
-        };
-        match open().await {
-            Err(TunnelError::Open { .. } | TunnelError::Handshake { .. }) => open().await,
-            done => done,
-        }
+        let control = self.node.stream_control();
+        super::open(control, peer, namespace, service, require).await
     }
 }

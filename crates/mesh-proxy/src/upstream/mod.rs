@@ -19,23 +19,18 @@ pub mod local;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use libp2p::PeerId;
 use mesh_core::{NodeHandle, Scheme};
-use tracing::debug;
 
 use crate::{
-    error::{Chain, TunnelError, UpstreamError},
+    error::UpstreamError,
     metrics::{Metrics, Opened},
     tunnel,
 };
-
-/// Times a tunnel stream is opened before the provider counts as unreachable.
-const OPEN_ATTEMPTS: u64 = 4;
 
 /// The HTTP version spoken to an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,28 +114,12 @@ impl Upstreams {
         h2: bool,
     ) -> Result<(tunnel::TunnelIo, tunnel::Accepted), UpstreamError> {
         let snapshot = self.node.snapshot();
-        // The provider's libp2p-stream inbound queue holds one stream:
-        // when many open at once, some are dropped; open those again.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let opened =
-                tunnel::open(self.control.clone(), peer, &snapshot.namespace, service, h2).await;
-            match opened {
-                Ok((mut io, accepted)) => {
-                    if let Some(m) = &self.metrics {
-                        io.count(m.stream(&peer, Opened::Outbound));
-                    }
-                    return Ok((io, accepted));
-                }
-                Err(e @ TunnelError::Refused { .. }) => return Err(e.into()),
-                Err(e) if attempt >= OPEN_ATTEMPTS => return Err(e.into()),
-                Err(e) => {
-                    debug!(%peer, attempt, error = %Chain(&e), "opening a tunnel failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
-                }
-            }
+        let (mut io, accepted) =
+            tunnel::open(self.control.clone(), peer, &snapshot.namespace, service, h2).await?;
+        if let Some(m) = &self.metrics {
+            io.count(m.stream(&peer, Opened::Outbound));
         }
+        Ok((io, accepted))
     }
 }
 
