@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};
 
-/// Back-off before the first redial; it doubles each time, up to [`GAP`].
+/// Back-off before the first redial; it doubles each time, up to [`GAP`]
+/// for a member and [`RELAY_GAP`] for a relay.
 const FIRST: Duration = Duration::from_millis(500);
 /// The longest wait between two redials of a member.
 pub(crate) const GAP: Duration = Duration::from_secs(2);
