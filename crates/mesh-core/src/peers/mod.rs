@@ -282,14 +282,16 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             };
         }
         let gone = self.peers.remove(&peer);
-        let max_gap = gone.as_ref().and_then(|p| match p.kind {
-            PeerKind::Member => Some(reconnect::GAP),
-            PeerKind::Relay if !p.dialed.is_empty() => Some(reconnect::RELAY_GAP),
-            _ => None,
-        });
-        if let (Some(p), Some(max_gap)) = (&gone, max_gap) {
-            let r = Reconnect::after_loss(peer, p.dialed.clone(), now, max_gap);
-            self.dialing.entry(peer).or_default().reconnect = Some(r);
+        if let Some(p) = &gone {
+            let max_gap = match p.kind {
+                PeerKind::Member => Some(reconnect::GAP),
+                PeerKind::Relay if !p.dialed.is_empty() => Some(reconnect::RELAY_GAP),
+                _ => None,
+            };
+            if let Some(max_gap) = max_gap {
+                let r = Reconnect::after_loss(peer, p.dialed.clone(), now, max_gap);
+                self.dialing.entry(peer).or_default().reconnect = Some(r);
+            }
         }
         Closed {
             last: true,

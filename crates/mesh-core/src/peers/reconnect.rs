@@ -70,9 +70,9 @@ impl Reconnect {
     }
 
     /// The peer and its direct addresses when a redial is due at `now`;
-    /// `self` then
-    /// waits twice as long for the next (at most its `max_gap`), and is over
-    /// (`false`) once [`FOR`] has passed since the loss.
+    /// `self` then waits twice as long for the next (at most its
+    /// `max_gap`), and is over (`false`) once [`FOR`] has passed since the
+    /// loss.
     pub(crate) fn due(&mut self, now: Instant) -> (Option<(PeerId, Vec<Multiaddr>)>, bool) {
         if now < self.at {
             return (None, true);
