@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use devmesh_tests::{Shared, eventually, get};
-use futures::{AsyncWriteExt as _, StreamExt as _};
-use libp2p::{StreamProtocol, Swarm, identity::Keypair, request_response};
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use libp2p::{PeerId, StreamProtocol, Swarm, identity::Keypair, request_response};
 use mesh_core::{
     Namespace, SyncEntry, SyncResponse,
     admission::AuthRequest,
@@ -272,6 +272,43 @@ async fn admission_challenges_in_a_loop_are_answered_a_few_times() {
     b_is_served(&shared, 5).await;
 }
 
+/// Opens a tunnel to A's `api` and reads A's answer to the hello, as a
+/// consumer does: a stream A's libp2p-stream inbound queue dropped (it holds
+/// one stream at a time) is closed before the answer and opened again, with
+/// the waits `mesh-proxy`'s handshake uses.
+async fn open_tunnel(control: &mut libp2p_stream::Control, a_peer: PeerId) -> libp2p::Stream {
+    let hello = framed(br#"{"v":1,"namespace":"test","service":"api"}"#);
+    let mut last = None;
+    for attempt in 0..10 {
+        let tried = async {
+            let mut s = control
+                .open_stream(a_peer, StreamProtocol::new("/devmesh/http/1"))
+                .await
+                .map_err(std::io::Error::other)?;
+            s.write_all(&hello).await?;
+            s.flush().await?;
+            let mut len = [0; 2];
+            s.read_exact(&mut len).await?;
+            let mut reply = vec![0; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut reply).await?;
+            Ok::<_, std::io::Error>((s, reply))
+        };
+        match tried.await {
+            Ok((s, reply)) => {
+                let reply = String::from_utf8_lossy(&reply);
+                assert!(
+                    reply.contains(r#""ok":true"#),
+                    "A refused the tunnel: {reply}"
+                );
+                return s;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+    }
+    panic!("no tunnel to A in 10 attempts: {last:?}");
+}
+
 /// A member that opens a tunnel to a large download and never reads it
 /// costs A no more than the stream's window, and B is still served.
 #[tokio::test(flavor = "multi_thread")]
@@ -284,13 +321,7 @@ async fn a_tunnel_reader_that_stops_reading_costs_a_bounded_amount() {
     let pumping = pump(swarm, SyncResponse { entries: vec![] });
     let mut stalled = Vec::new();
     for _ in 0..8 {
-        let mut s = control
-            .open_stream(a_peer, StreamProtocol::new("/devmesh/http/1"))
-            .await
-            .unwrap();
-        s.write_all(&framed(br#"{"v":1,"namespace":"test","service":"api"}"#))
-            .await
-            .unwrap();
+        let mut s = open_tunnel(&mut control, a_peer).await;
         s.write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .unwrap();
