@@ -300,11 +300,8 @@ async fn open_tunnel(control: &mut libp2p_stream::Control, a_peer: PeerId) -> li
         };
         match tried.await {
             Ok((s, reply)) => {
-                let reply = String::from_utf8_lossy(&reply);
-                assert!(
-                    reply.contains(r#""ok":true"#),
-                    "A refused the tunnel: {reply}"
-                );
+                let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+                assert_eq!(reply["ok"], true, "A refused the tunnel: {reply}");
                 return s;
             }
             Err(e) => last = Some(e),
