@@ -38,6 +38,13 @@ pub(crate) const FOREIGN_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a relayed connection stays open once a direct one exists, so
 /// that the tunnels on it can finish.
 pub(crate) const RELAYED_GRACE: Duration = Duration::from_secs(3);
+/// How long a second direct connection this node dialled to a peer it was
+/// already connected to over the same transport stays open. AutoNAT's
+/// dial-back is one: the prober learns from the answer on the first
+/// connection, and the dial-back connection, which gossipsub's streams
+/// would otherwise keep open for good, added one connection per peer and
+/// probe (every 5 minutes, after three probes 30 s apart at start).
+pub(crate) const EXTRA_GRACE: Duration = Duration::from_secs(1);
 /// How often a relayed connection kept for a held peer (a long-lived
 /// tunnel on it, [`crate::holds`]) is looked at again.
 pub(crate) const HELD_RECHECK: Duration = Duration::from_secs(1);
@@ -102,6 +109,9 @@ pub(crate) struct Peer<C, R> {
     punch: Punch<C>,
     disconnect_at: Option<Instant>,
     close_relayed_at: Option<Instant>,
+    /// Extra direct connections this node dialled ([`EXTRA_GRACE`]), and
+    /// when each closes.
+    close_extra: Vec<(C, Instant)>,
     /// The direct addresses this node dialled the peer at.
     dialed: Vec<Multiaddr>,
 }
@@ -118,6 +128,7 @@ impl<C, R> Peer<C, R> {
             punch: Punch::default(),
             disconnect_at: None,
             close_relayed_at: None,
+            close_extra: Vec::new(),
             dialed: Vec::new(),
         }
     }
@@ -189,6 +200,9 @@ pub(crate) struct Due<C> {
     pub disconnect: Vec<PeerId>,
     /// Relayed connections to close (a direct one carries the tunnels).
     pub close: Vec<(PeerId, C)>,
+    /// Extra direct connections this node dialled, to close
+    /// ([`EXTRA_GRACE`]).
+    pub extra: Vec<(PeerId, C)>,
     /// Peers to open another relayed connection to, for another hole punch.
     pub punch: Vec<PeerId>,
     /// Members and relays lost that are dialled again, at the direct
@@ -203,6 +217,7 @@ impl<C> Default for Due<C> {
         Self {
             disconnect: Vec::new(),
             close: Vec::new(),
+            extra: Vec::new(),
             punch: Vec::new(),
             redial: Vec::new(),
             silent: Vec::new(),
@@ -247,6 +262,15 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         let first = !self.peers.contains_key(&peer);
         let entry = self.peers.entry(peer).or_insert_with(|| Peer::new(initial));
         let replaces_relayed = entry.relayed_only() && !conn.relayed;
+        let extra = conn.dialer
+            && !conn.relayed
+            && entry
+                .conns
+                .values()
+                .any(|c| !c.relayed && is_quic(&c.addr) == is_quic(&conn.addr));
+        if extra {
+            entry.close_extra.push((id, now + EXTRA_GRACE));
+        }
         if conn.dialer && !conn.relayed && !entry.dialed.contains(&conn.addr) {
             entry.dialed.push(conn.addr.clone());
         }
@@ -274,6 +298,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             };
         };
         entry.conns.remove(&id);
+        entry.close_extra.retain(|(c, _)| *c != id);
         self.liveness.forget(id);
         if !entry.conns.is_empty() {
             return Closed {
@@ -525,6 +550,16 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
                     due.close.extend(relayed.map(|(id, _)| (*peer, *id)));
                 }
             }
+            for (id, at) in &mut p.close_extra {
+                if *at <= now {
+                    if held(peer) {
+                        *at = now + HELD_RECHECK;
+                    } else {
+                        due.extra.push((*peer, *id));
+                    }
+                }
+            }
+            p.close_extra.retain(|(_, at)| *at > now);
             if p.punch.retry_at.is_some_and(|at| at <= now) {
                 p.punch.retry_at = None;
                 if p.relayed_only() {
