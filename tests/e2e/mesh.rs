@@ -80,3 +80,65 @@ async fn service_reachable_through_a_shared_bootstrap_peer() {
     assert_eq!(r.text(), "api-c");
     assert_eq!(r.header("x-devmesh-provider"), c.peer_id);
 }
+
+/// A team larger than the full mesh (here 3 other members, instead of 12,
+/// so that 8 nodes make a large team): each node keeps at most 3 member
+/// links once the newest are trimmed, every node still sees every
+/// service, and a node reaches every provider, connecting on demand to
+/// those it has no link to.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_team_larger_than_the_full_mesh_keeps_few_links_and_reaches_every_provider() {
+    const NODES: usize = 8;
+    let bounded = ["--full-mesh-up-to", "3"];
+    let nodes = futures::future::join_all((0..NODES).map(|_| Daemon::start_with(&bounded))).await;
+    let backends = futures::future::join_all((0..NODES).map(|i| {
+        let name = format!("s{i}");
+        async move { Backend::start(&name).await }
+    }))
+    .await;
+    for (i, node) in nodes.iter().enumerate() {
+        if i > 0 {
+            node.join(&nodes[0]).await;
+        }
+        node.share_detached(&format!("s{i}"), backends[i].port(), "1.0.0")
+            .await;
+    }
+    let member_links = |peers: serde_json::Value| {
+        peers
+            .as_array()
+            .map_or(0, |p| p.iter().filter(|p| p["kind"] == "member").count())
+    };
+    // Trimming waits until a link is 30 s old.
+    eventually(
+        Duration::from_secs(120),
+        "every node with at most 3 links and all 8 services",
+        || async {
+            for node in &nodes {
+                let services = node.status().await["services"].as_array()?.len();
+                let links = member_links(node.peers().await);
+                if services != NODES || links > 3 {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+
+    let a = &nodes[0];
+    let before = member_links(a.peers().await);
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let r = get(a.proxy, &format!("s{i}.localhost"), "/name").await;
+        assert_eq!(r.status, 200, "s{i}: {}", r.text());
+        assert_eq!(r.text(), format!("s{i}"));
+        assert_eq!(r.header("x-devmesh-provider"), node.peer_id);
+    }
+    assert!(
+        member_links(a.peers().await) > before,
+        "A connected on demand to providers it had no link to"
+    );
+    assert!(
+        a.log().contains("connecting on demand"),
+        "A's log names the on-demand connections"
+    );
+}

@@ -162,6 +162,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     config.bootstrap = settings.bootstrap.clone();
     config.external = settings.external.clone();
     config.mdns = settings.mdns;
+    config.links = settings.links;
     config.agent = format!("devmeshd/{}", env!("CARGO_PKG_VERSION"));
     let (node, node_task) = Node::spawn(config)?;
     if settings.listen_defaulted {

@@ -72,6 +72,12 @@ pub struct Args {
     /// closed [default: 4096]
     #[arg(long, env = "DEVMESH_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Up to how many other members this node connects to every member of
+    /// its team; a larger team keeps a bounded mesh (docs/ARCHITECTURE.md).
+    /// A tuning knob: tests make a small team behave like a large one.
+    #[arg(long, env = "DEVMESH_FULL_MESH_UP_TO", value_name = "N", hide = true,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub full_mesh_up_to: Option<u64>,
     /// Log filter, like `info` or `devmeshd=debug,mesh_core=debug`
     #[arg(long, env = "DEVMESH_LOG", default_value = "info")]
     pub log: String,
@@ -104,6 +110,8 @@ pub struct Settings {
     pub bootstrap: Vec<Multiaddr>,
     pub external: Vec<Multiaddr>,
     pub mdns: bool,
+    /// The sizes of the mesh of member connections.
+    pub links: mesh_core::Links,
     pub routing: mesh_proxy::policy::Defaults,
     pub log: String,
     pub config_path: PathBuf,
@@ -173,6 +181,11 @@ impl Settings {
             })?,
             membership,
             mdns: args.mdns.or(file.mdns).unwrap_or(true),
+            links: args
+                .full_mesh_up_to
+                .map_or_else(mesh_core::Links::default, |n| {
+                    mesh_core::Links::up_to(n as usize)
+                }),
             log: args.log,
             home,
         })

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libp2p::{Multiaddr, identity::Keypair};
 
-use crate::{namespace::Namespace, snapshot::Role};
+use crate::{namespace::Namespace, peers::links::Links, snapshot::Role};
 
 /// Settings of a [`crate::Node`].
 #[derive(Debug, Clone)]
@@ -38,6 +38,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Agent string reported through identify.
     pub agent: String,
+    /// Up to how many other members every member connects to every other,
+    /// and how many links a larger team keeps (see [`Links`]).
+    pub links: Links,
 }
 
 /// How often a node re-announces its services when nothing changed.
@@ -75,6 +78,7 @@ impl Config {
             record_ttl: RECORD_TTL,
             idle_timeout: Duration::from_secs(300),
             agent: format!("devmesh/{}", env!("CARGO_PKG_VERSION")),
+            links: Links::default(),
         }
     }
 }

@@ -1,10 +1,15 @@
-//! Long-lived tunnels that keep a peer's relayed connections open.
+//! Tunnels that keep a peer's connections open.
 //!
 //! When a hole punch gives a peer a direct connection, its relayed one
 //! closes after a grace period. A raw TCP session or an upgraded HTTP
 //! connection opened over the relayed connection cannot move to the
 //! direct one, so the proxy holds the peer while such a tunnel is open,
 //! and the relayed connection closes once nothing holds it.
+//!
+//! In a team larger than the full mesh (`peers/links.rs`) a node trims its
+//! member connections; every open tunnel stream, pooled ones included,
+//! marks its peer's link as in use ([`LinkUse`]), and a link in use is
+//! never trimmed.
 
 use std::{
     collections::HashMap,
@@ -19,12 +24,13 @@ use libp2p::PeerId;
 #[derive(Debug, Default)]
 pub struct Holds {
     counts: Mutex<HashMap<PeerId, usize>>,
+    uses: Mutex<HashMap<PeerId, usize>>,
 }
 
 impl Holds {
     /// Holds `peer` until the returned guard drops.
     pub(crate) fn hold(self: &Arc<Self>, peer: PeerId) -> Hold {
-        *self.lock().entry(peer).or_default() += 1;
+        add(&self.counts, peer);
         Hold {
             holds: Arc::clone(self),
             peer,
@@ -36,8 +42,64 @@ impl Holds {
         self.lock().contains_key(peer)
     }
 
+    /// Marks the link to `peer` in use until the returned guard drops.
+    pub(crate) fn use_link(self: &Arc<Self>, peer: PeerId) -> LinkUse {
+        add(&self.uses, peer);
+        LinkUse {
+            holds: Arc::clone(self),
+            peer,
+        }
+    }
+
+    /// Whether a tunnel to or from `peer` is open now.
+    pub(crate) fn in_use(&self, peer: &PeerId) -> bool {
+        lock(&self.uses).contains_key(peer)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.counts)
+    }
+}
+
+fn lock(
+    counts: &Mutex<HashMap<PeerId, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
+    counts.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn add(counts: &Mutex<HashMap<PeerId, usize>>, peer: PeerId) {
+    *lock(counts).entry(peer).or_default() += 1;
+}
+
+fn remove(counts: &Mutex<HashMap<PeerId, usize>>, peer: &PeerId) {
+    let mut counts = lock(counts);
+    if let Some(n) = counts.get_mut(peer) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(peer);
+        }
+    }
+}
+
+/// An open tunnel stream to or from a peer: while it lives, the node does
+/// not trim its link to the peer.
+#[derive(Debug)]
+#[must_use = "the use ends when this is dropped"]
+pub struct LinkUse {
+    holds: Arc<Holds>,
+    peer: PeerId,
+}
+
+impl LinkUse {
+    /// The peer whose link is in use.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+}
+
+impl Drop for LinkUse {
+    fn drop(&mut self) {
+        remove(&self.holds.uses, &self.peer);
     }
 }
 
@@ -52,13 +114,7 @@ pub struct Hold {
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let mut counts = self.holds.lock();
-        if let Some(n) = counts.get_mut(&self.peer) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.peer);
-            }
-        }
+        remove(&self.holds.counts, &self.peer);
     }
 }
 
@@ -79,5 +135,18 @@ mod tests {
         drop(second);
         assert!(!holds.held(&a));
         assert!(holds.lock().is_empty());
+    }
+
+    #[test]
+    fn a_link_is_in_use_while_a_tunnel_on_it_lives_and_apart_from_holds() {
+        let holds = Arc::new(Holds::default());
+        let peer = PeerId::random();
+        let first = holds.use_link(peer);
+        let second = holds.use_link(peer);
+        assert!(holds.in_use(&peer) && !holds.held(&peer));
+        drop(first);
+        assert!(holds.in_use(&peer));
+        drop(second);
+        assert!(!holds.in_use(&peer));
     }
 }

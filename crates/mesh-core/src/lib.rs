@@ -49,6 +49,7 @@ pub use error::Error;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use namespace::{Invite, Namespace, Secret};
 pub use node::{Event, Node, NodeHandle};
+pub use peers::links::Links;
 pub use snapshot::{
     AdmissionFailure, LocalService, PeerLink, Provider, Reachability, RelayLink, RemoteService,
     Reservation, Role, Scheme, SchemeError, Snapshot,

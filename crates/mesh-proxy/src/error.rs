@@ -31,6 +31,14 @@ pub enum TunnelError {
         #[source]
         source: libp2p_stream::OpenStreamError,
     },
+    /// This node had no connection to the provider and could not make one
+    /// (in a team larger than the full mesh, links open on demand).
+    #[error("connecting to {peer}")]
+    Connect {
+        peer: PeerId,
+        #[source]
+        source: mesh_core::Error,
+    },
     /// Opening the stream and exchanging hellos took too long.
     #[error("opening a stream to {peer}: timed out after {after:?}")]
     TimedOut { peer: PeerId, after: Duration },

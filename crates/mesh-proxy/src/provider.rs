@@ -88,10 +88,13 @@ impl Proxy {
                     continue;
                 }
             };
+            // The consumer's link to this node stays while the tunnel does
+            // (a bounded mesh trims only links no tunnel uses).
+            let link = self.node.use_link(peer);
             let served = serve(self.clone(), peer, stream);
             self.tasks.spawn(async move {
                 served.await;
-                drop(permit);
+                drop((permit, link));
             });
         }
         drop(incoming);

@@ -137,6 +137,9 @@ pub struct TunnelIo {
     joined: Vec<u8>,
     /// Bytes sent and received, counted for metrics when set.
     counters: Option<StreamCounters>,
+    /// Keeps the link to the provider from being trimmed while the tunnel
+    /// lives, pooled or not.
+    link: Option<mesh_core::holds::LinkUse>,
 }
 
 impl TunnelIo {
@@ -146,7 +149,13 @@ impl TunnelIo {
             chunk: vec![0; READ_CHUNK].into_boxed_slice(),
             joined: Vec::new(),
             counters: None,
+            link: None,
         }
+    }
+
+    /// Keeps `link` in use as long as the tunnel.
+    pub(crate) fn keep(&mut self, link: mesh_core::holds::LinkUse) {
+        self.link = Some(link);
     }
 
     /// Counts what moves through the stream, from now on, in `counters`.
@@ -257,6 +266,26 @@ pub async fn open(
         scheme: reply.scheme.unwrap_or_default(),
     };
     Ok((TunnelIo::new(stream), accepted))
+}
+
+/// Marks the link to `peer` in use for a tunnel, connecting to it first
+/// when this node has none: in a team larger than the full mesh a node
+/// is connected to a few members only (mesh-core's `peers/links.rs`).
+pub(crate) async fn link_to(
+    node: &mesh_core::NodeHandle,
+    peer: PeerId,
+) -> Result<mesh_core::holds::LinkUse, TunnelError> {
+    let link = node.use_link(peer);
+    if !node.snapshot().peers.contains_key(&peer) {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, node.connect(peer))
+            .await
+            .map_err(|_| TunnelError::TimedOut {
+                peer,
+                after: HANDSHAKE_TIMEOUT,
+            })?
+            .map_err(|source| TunnelError::Connect { peer, source })?;
+    }
+    Ok(link)
 }
 
 /// Opens a stream of `protocol` to `peer`, sends `hello` and reads the

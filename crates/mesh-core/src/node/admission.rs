@@ -58,6 +58,7 @@ impl Node {
             }
             Action::Admit => {
                 let _ = self.peers.set_kind(&peer, PeerKind::Member);
+                self.discovery.admitted(peer);
                 info!(%peer, namespace = %self.records.namespace().name(), "peer admitted as a member");
                 self.request_sync(peer);
                 let _ = self.events.send(Event::PeerAdmitted { peer });

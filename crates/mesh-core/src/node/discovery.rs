@@ -85,10 +85,16 @@ impl Node {
     /// Dials the bootstrap peers that are not connected.
     pub(super) fn redial_bootstrap(&mut self) {
         let now = Instant::now();
+        // A member's bootstrap peer that is a member too may have trimmed
+        // the link (`links.rs`); it is dialled again only while links are
+        // wanted.
+        let links_wanted = self.member_dials_left() != Some(0);
         for group in group_by_peer(self.discovery.bootstrap()) {
             let connected = match group.first().and_then(peer_of) {
                 Some(peer) => {
-                    self.swarm.is_connected(&peer) || self.peers.is_backed_off(&peer, now)
+                    self.swarm.is_connected(&peer)
+                        || self.peers.is_backed_off(&peer, now)
+                        || (!links_wanted && self.discovery.is_member(&peer))
                 }
                 None => self.peers.connected_at(&group),
             };
@@ -228,12 +234,16 @@ impl Node {
             return;
         };
         let now = Instant::now();
+        let links_wanted = self.member_dials_left() != Some(0);
         for (peer, addr) in found {
             self.swarm
                 .behaviour_mut()
                 .kad
                 .add_address(&peer, addr.clone());
-            if !self.swarm.is_connected(&peer) && !self.peers.is_backed_off(&peer, now) {
+            if links_wanted
+                && !self.swarm.is_connected(&peer)
+                && !self.peers.is_backed_off(&peer, now)
+            {
                 debug!(%peer, %addr, "mDNS discovered a peer");
                 let _ = self
                     .swarm

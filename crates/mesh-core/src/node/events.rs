@@ -51,6 +51,9 @@ impl Node {
                 cause,
                 ..
             } => {
+                // Whether the team is larger than the full mesh, known
+                // before the peer leaves the table.
+                let bounded = self.bounded();
                 let closed = self.peers.closed(peer_id, connection_id, Instant::now());
                 if closed.last != (num_established == 0) {
                     debug!(peer = %peer_id, num_established, "the peer table and the swarm disagree on the connections");
@@ -60,7 +63,12 @@ impl Node {
                         info!(relay = %peer_id, "lost the connection to a relay");
                     }
                     info!(peer = %peer_id, cause = ?cause.map(|c| c.to_string()), "peer disconnected");
-                    if self.records.forget(&peer_id, Instant::now()) {
+                    if bounded {
+                        // A link of a bounded mesh: trimmed by either side,
+                        // not a member gone (`links.rs`). Its records live
+                        // by their TTL; missing links are dialled anew.
+                        self.peers.forget_reconnect(&peer_id);
+                    } else if self.records.forget(&peer_id, Instant::now()) {
                         info!(peer = %peer_id, "withdrew the services of the disconnected peer");
                         let _ = self.events.send(Event::ServicesChanged);
                     }

@@ -58,6 +58,10 @@ pub(super) enum Command {
         addrs: Vec<Multiaddr>,
         sender: oneshot::Sender<Result<PeerId, Error>>,
     },
+    Connect {
+        peer: PeerId,
+        sender: oneshot::Sender<Result<PeerId, Error>>,
+    },
     Join {
         namespace: Namespace,
         bootstrap: Vec<Multiaddr>,
@@ -110,6 +114,23 @@ impl NodeHandle {
     /// cannot move to a direct connection that a hole punch opens later.
     pub fn hold_connections(&self, peer: PeerId) -> crate::holds::Hold {
         self.holds.hold(peer)
+    }
+
+    /// Marks the link to `peer` in use until the guard drops: for every
+    /// open tunnel stream, so that trimming the bounded mesh
+    /// (`peers/links.rs`) does not close the connection under it.
+    pub fn use_link(&self, peer: PeerId) -> crate::holds::LinkUse {
+        self.holds.use_link(peer)
+    }
+
+    /// Connects to `peer` unless it is connected: at the addresses the DHT
+    /// and identify gave, and through this node's relays. For a tunnel to a
+    /// provider of a team larger than the full mesh, which this node may
+    /// have no connection to.
+    pub async fn connect(&self, peer: PeerId) -> Result<(), Error> {
+        self.call(|sender| Command::Connect { peer, sender })
+            .await?
+            .map(|_| ())
     }
 
     /// Subscribes to node events.

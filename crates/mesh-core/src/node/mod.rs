@@ -16,6 +16,7 @@ mod admission;
 mod discovery;
 mod events;
 mod handle;
+mod links;
 mod records;
 mod shutdown;
 mod state;
@@ -152,6 +153,10 @@ pub struct Node {
     holds: Arc<crate::holds::Holds>,
     /// How many more admission challenges each peer gets answered.
     answers: crate::admission::budget::AnswerBudget<PeerId>,
+    /// The sizes of the mesh of member connections.
+    links: crate::peers::links::Links,
+    /// This node's own random order of peers, for picking members to dial.
+    shuffle: std::hash::RandomState,
 }
 
 impl Node {
@@ -184,6 +189,8 @@ impl Node {
             counters: Arc::default(),
             holds: Arc::default(),
             answers: Default::default(),
+            links: config.links,
+            shuffle: std::hash::RandomState::new(),
         };
         node.start(&config)?;
         node.publish_snapshot();
@@ -321,6 +328,8 @@ impl Node {
         for peer in due.punch {
             self.punch_again(peer);
         }
+        self.trim_links();
+        self.top_up_links();
         for (peer, conn) in due.silent {
             tracing::info!(%peer, "the connection answered no ping for {:?}; closing it", crate::peers::SILENT_AFTER);
             self.swarm.close_connection(conn);
@@ -356,6 +365,10 @@ impl Node {
             }
             Command::Dial { addrs, sender } => {
                 self.dial_addrs(addrs, Some(sender));
+                Changed::NO
+            }
+            Command::Connect { peer, sender } => {
+                self.connect(peer, sender);
                 Changed::NO
             }
             Command::Join {

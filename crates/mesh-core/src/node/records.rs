@@ -105,10 +105,14 @@ impl Node {
                 let _ = self.events.send(Event::ServicesChanged);
                 if !services.is_empty() && !self.swarm.is_connected(&provider) {
                     // Learned through another member: find the provider's
-                    // addresses in the DHT so tunnels can reach it.
+                    // addresses in the DHT so tunnels can reach it, and
+                    // dial it in a full mesh (a bounded one picks its links
+                    // at random, `links.rs`).
                     debug!(%provider, "looking up a provider we are not connected to");
                     self.swarm.behaviour_mut().kad.get_closest_peers(provider);
-                    self.dial_member(provider);
+                    if self.member_dials_left().is_none() {
+                        self.dial_member(provider);
+                    }
                 }
                 Ok(Changed::YES)
             }

@@ -111,12 +111,17 @@ impl Node {
         self.peers.member_dial_started(peer);
         let circuits = self.circuits_to(peer);
         debug!(%peer, ?circuits, "dialling a member found in the DHT");
-        let _ = self.swarm.dial(
+        let dialled = self.swarm.dial(
             DialOpts::peer_id(peer)
                 .addresses(circuits)
                 .extend_addresses_through_behaviour()
                 .build(),
         );
+        if let Err(e) = dialled {
+            // No address known yet, say: no event will end this dial.
+            debug!(%peer, error = %e, "dialling a member not started");
+            let _ = self.peers.dial_failed(peer, Instant::now());
+        }
     }
 
     /// Addresses reaching `peer` through each relay this node uses.
@@ -179,7 +184,13 @@ impl Node {
                 providers,
                 ..
             })) => {
-                for peer in providers {
+                let left = self.member_dials_left().unwrap_or(usize::MAX);
+                let mut found: Vec<PeerId> = providers
+                    .into_iter()
+                    .filter(|p| !self.swarm.is_connected(p))
+                    .collect();
+                found.sort_by_key(|p| std::hash::BuildHasher::hash_one(&self.shuffle, p));
+                for peer in found.into_iter().take(left) {
                     self.dial_member(peer);
                 }
             }
@@ -190,17 +201,29 @@ impl Node {
                     .live()
                     .map(|e| e.announcement.provider)
                     .collect();
+                let full_mesh = self.member_dials_left().is_none();
                 for info in found.peers {
-                    if providers.contains(&info.peer_id)
-                        && !self.swarm.is_connected(&info.peer_id)
-                        && !info.addrs.is_empty()
+                    if !providers.contains(&info.peer_id)
+                        || self.swarm.is_connected(&info.peer_id)
+                        || info.addrs.is_empty()
                     {
+                        continue;
+                    }
+                    if full_mesh {
                         debug!(peer = %info.peer_id, addrs = ?info.addrs, "dialling a provider found in the DHT");
                         let _ = self.swarm.dial(
                             DialOpts::peer_id(info.peer_id)
                                 .addresses(info.addrs)
                                 .build(),
                         );
+                    } else {
+                        // Kept for a tunnel's dial on demand (`connect`).
+                        for addr in info.addrs {
+                            self.swarm
+                                .behaviour_mut()
+                                .kad
+                                .add_address(&info.peer_id, addr);
+                        }
                     }
                 }
             }

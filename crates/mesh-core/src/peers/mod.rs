@@ -27,6 +27,7 @@ use crate::{
     snapshot::{PeerLink, RelayLink, Reservation},
 };
 
+pub(crate) mod links;
 mod liveness;
 mod reconnect;
 
@@ -100,6 +101,8 @@ impl<C> Default for Punch<C> {
 #[derive(Debug)]
 pub(crate) struct Peer<C, R> {
     conns: HashMap<C, Conn>,
+    /// When the first of its connections opened.
+    since: Instant,
     rtt: Option<Duration>,
     agent: Option<String>,
     kind: PeerKind,
@@ -117,9 +120,10 @@ pub(crate) struct Peer<C, R> {
 }
 
 impl<C, R> Peer<C, R> {
-    fn new(kind: PeerKind) -> Self {
+    fn new(kind: PeerKind, since: Instant) -> Self {
         Self {
             conns: HashMap::new(),
+            since,
             rtt: None,
             agent: None,
             kind,
@@ -260,7 +264,10 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         }
         self.dialing.retain(|_, d| !d.is_empty());
         let first = !self.peers.contains_key(&peer);
-        let entry = self.peers.entry(peer).or_insert_with(|| Peer::new(initial));
+        let entry = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(initial, now));
         let replaces_relayed = entry.relayed_only() && !conn.relayed;
         let extra = conn.dialer
             && !conn.relayed
@@ -394,6 +401,48 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
     }
 
     /// Whether any admitted member is connected.
+    /// Connected members (and peers whose admission is still running), and
+    /// members being dialled after they were found (the links of
+    /// `links.rs`).
+    pub(crate) fn member_links(&self) -> usize {
+        let connected = self
+            .peers
+            .values()
+            .filter(|p| matches!(p.kind, PeerKind::Member | PeerKind::Pending))
+            .count();
+        connected + self.dialing.values().filter(|d| d.member_dial).count()
+    }
+
+    /// The member connections, each with whether to `keep` it.
+    pub(crate) fn member_link_list(&self, keep: impl Fn(&PeerId) -> bool) -> Vec<links::Link> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.kind == PeerKind::Member)
+            .map(|(peer, p)| links::Link {
+                peer: *peer,
+                since: p.since,
+                keep: keep(peer),
+            })
+            .collect()
+    }
+
+    /// Connected members.
+    pub(crate) fn members(&self) -> impl Iterator<Item = &PeerId> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.kind == PeerKind::Member)
+            .map(|(peer, _)| peer)
+    }
+
+    /// Drops the redials of a lost member: in a bounded mesh a closed link
+    /// is not a lost member.
+    pub(crate) fn forget_reconnect(&mut self, peer: &PeerId) {
+        if let Some(d) = self.dialing.get_mut(peer) {
+            d.reconnect = None;
+        }
+        self.dialing.retain(|_, d| !d.is_empty());
+    }
+
     pub(crate) fn any_member(&self) -> bool {
         self.peers.values().any(|p| p.kind == PeerKind::Member)
     }

@@ -35,8 +35,9 @@ struct Open {
 
 /// Where an accepted connection goes.
 enum Upstream {
-    /// A stream to a provider node, in the data phase.
-    Remote(libp2p::Stream, PeerId),
+    /// A stream to a provider node, in the data phase, and the link it
+    /// keeps in use.
+    Remote(libp2p::Stream, mesh_core::holds::LinkUse),
     /// A provider on this machine.
     Local(TcpStream),
 }
@@ -153,7 +154,8 @@ impl Proxy {
     async fn serve_tcp_client(self: Arc<Self>, service: String, mut client: TcpStream) {
         let _ = client.set_nodelay(true);
         match self.tcp_upstream(&service).await {
-            Ok(Upstream::Remote(stream, peer)) => {
+            Ok(Upstream::Remote(stream, link)) => {
+                let peer = link.peer();
                 self.tcp.set_refusal(&service, None);
                 // Keeps the connection the session is on, relayed or not.
                 let _hold = self.node.hold_connections(peer);
@@ -204,9 +206,9 @@ impl Proxy {
                         .open_tcp(peer, &snapshot.namespace, service, require)
                         .await
                     {
-                        Ok(stream) => {
+                        Ok((stream, link)) => {
                             self.routing.succeeded(service, &peer);
-                            return Ok(Upstream::Remote(stream, peer));
+                            return Ok(Upstream::Remote(stream, link));
                         }
                         Err(e) => {
                             let backoff = self.routing.failed(service, peer, now);
@@ -231,8 +233,10 @@ impl Proxy {
         namespace: &str,
         service: &str,
         require: Option<String>,
-    ) -> Result<libp2p::Stream, TunnelError> {
+    ) -> Result<(libp2p::Stream, mesh_core::holds::LinkUse), TunnelError> {
+        let link = crate::tunnel::link_to(&self.node, peer).await?;
         let control = self.node.stream_control();
-        super::open(control, peer, namespace, service, require).await
+        let stream = super::open(control, peer, namespace, service, require).await?;
+        Ok((stream, link))
     }
 }

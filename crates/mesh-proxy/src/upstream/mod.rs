@@ -113,9 +113,11 @@ impl Upstreams {
         service: &str,
         h2: bool,
     ) -> Result<(tunnel::TunnelIo, tunnel::Accepted), UpstreamError> {
+        let link = tunnel::link_to(&self.node, peer).await?;
         let snapshot = self.node.snapshot();
         let (mut io, accepted) =
             tunnel::open(self.control.clone(), peer, &snapshot.namespace, service, h2).await?;
+        io.keep(link);
         if let Some(m) = &self.metrics {
             io.count(m.stream(&peer, Opened::Outbound));
         }

@@ -22,6 +22,8 @@ pub(super) struct Discovery {
     find_fast_until: Instant,
     /// Bootstrap peers whose failed dial was logged (once per outage).
     unreachable: std::collections::HashSet<libp2p::PeerId>,
+    /// Bootstrap peers admitted as members (not relays).
+    members: std::collections::HashSet<libp2p::PeerId>,
 }
 
 impl Discovery {
@@ -30,7 +32,21 @@ impl Discovery {
             bootstrap,
             find_fast_until: Instant::now(),
             unreachable: std::collections::HashSet::new(),
+            members: std::collections::HashSet::new(),
         }
+    }
+
+    /// `peer` was admitted as a member; remembered when it is a bootstrap
+    /// peer.
+    pub(super) fn admitted(&mut self, peer: libp2p::PeerId) {
+        if self.is_bootstrap(&peer) {
+            self.members.insert(peer);
+        }
+    }
+
+    /// Whether bootstrap peer `peer` was admitted as a member before.
+    pub(super) fn is_member(&self, peer: &libp2p::PeerId) -> bool {
+        self.members.contains(peer)
     }
 
     /// Whether `peer` is a bootstrap peer.

@@ -1,0 +1,111 @@
+//! The member connections a node keeps: the full mesh of a small team and
+//! the bounded mesh of a large one, as `peers/links.rs` decides; and the
+//! connections a tunnel opens on demand.
+
+use std::{collections::HashSet, hash::BuildHasher as _, time::Instant};
+
+use libp2p::{
+    PeerId,
+    swarm::dial_opts::{DialOpts, PeerCondition},
+};
+use tokio::sync::oneshot;
+use tracing::info;
+
+use super::Node;
+use crate::Error;
+
+impl Node {
+    /// The other members this node knows: the providers in its registry
+    /// and the members it is connected to.
+    pub(super) fn known_members(&self) -> usize {
+        let me = self.local_peer();
+        let mut known: HashSet<PeerId> = self
+            .records
+            .registry()
+            .live()
+            .map(|e| e.announcement.provider)
+            .collect();
+        known.extend(self.peers.members().copied());
+        known.remove(&me);
+        known.len()
+    }
+
+    /// Whether this node keeps a bounded mesh (a team larger than the full
+    /// mesh).
+    pub(super) fn bounded(&self) -> bool {
+        self.is_member() && self.links.bounded(self.known_members())
+    }
+
+    /// How many more members to dial now; `None`: every member found.
+    pub(super) fn member_dials_left(&self) -> Option<usize> {
+        if !self.is_member() {
+            return None;
+        }
+        self.links
+            .dials_wanted(self.known_members(), self.peers.member_links())
+    }
+
+    /// Dials the members this node knows until it has the links a bounded
+    /// mesh wants, at random among the providers it is not connected to.
+    pub(super) fn top_up_links(&mut self) {
+        let Some(left) = self.member_dials_left().filter(|&n| n > 0) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut candidates: Vec<PeerId> = self
+            .records
+            .registry()
+            .live()
+            .map(|e| e.announcement.provider)
+            .filter(|p| *p != self.local_peer() && self.peers.may_dial_member(p, now))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        candidates.sort_by_key(|p| self.shuffle.hash_one(p));
+        for peer in candidates.into_iter().take(left) {
+            self.dial_member(peer);
+        }
+    }
+
+    /// Closes the newest member links no tunnel uses while there are more
+    /// than a bounded mesh keeps.
+    pub(super) fn trim_links(&mut self) {
+        if !self.bounded() {
+            return;
+        }
+        let holds = &self.holds;
+        let links = self
+            .peers
+            .member_link_list(|peer| holds.in_use(peer) || holds.held(peer));
+        for peer in self.links.trimmed(&links, Instant::now()) {
+            info!(%peer, "closing a member link the bounded mesh does not need");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// See [`crate::NodeHandle::connect`].
+    pub(super) fn connect(&mut self, peer: PeerId, reply: oneshot::Sender<Result<PeerId, Error>>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(peer));
+            return;
+        }
+        let opts = DialOpts::peer_id(peer)
+            .addresses(self.circuits_to(peer))
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::Disconnected)
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                info!(%peer, "connecting on demand, for a tunnel");
+                self.pending_dials.insert(id, reply);
+            }
+            Err(source) => {
+                let _ = reply.send(Err(Error::Dial {
+                    target: crate::error::dial_target(Some(peer), &[], &source),
+                    cause: Box::new(source),
+                }));
+            }
+        }
+    }
+}
