@@ -25,11 +25,22 @@ const SIZES: [usize; 4] = [10, 50, 100, 200];
 /// Nodes started at once.
 const START_BATCH: usize = 10;
 
+/// A team larger than this is a bounded mesh (mesh-core's `Links`).
+const FULL_MESH_UP_TO: usize = 12;
+/// How long a bounded mesh takes to settle once every node saw every
+/// service: links are trimmed once they are 30 s old.
+const SETTLE_BOUNDED: Duration = Duration::from_secs(45);
+
 /// One `status` from a node's control socket.
 fn status(home: &Path) -> anyhow::Result<serde_json::Value> {
+    ask(home, "status")
+}
+
+/// One answer of `cmd` from a node's control socket.
+fn ask(home: &Path, cmd: &str) -> anyhow::Result<serde_json::Value> {
     let mut socket = UnixStream::connect(home.join("devmeshd.sock"))?;
     socket.set_read_timeout(Some(Duration::from_secs(10)))?;
-    socket.write_all(b"{\"cmd\":\"status\"}\n")?;
+    socket.write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(socket).read_line(&mut line)?;
     let mut reply: serde_json::Value = serde_json::from_str(&line)?;
@@ -76,7 +87,18 @@ struct Figures {
     converge: Duration,
     idle_median: f64,
     idle_max: f64,
+    /// Member connections per node while idle: median and most.
+    links_median: usize,
+    links_max: usize,
     new_record: Duration,
+}
+
+/// How many member connections `home`'s node has.
+fn member_links(home: &Path) -> usize {
+    ask(home, "peers").ok().map_or(0, |p| {
+        p.as_array()
+            .map_or(0, |p| p.iter().filter(|p| p["kind"] == "member").count())
+    })
 }
 
 fn team(bin: &Path, root: &Path, n: usize, idle_for: Duration) -> anyhow::Result<Figures> {
@@ -131,8 +153,13 @@ fn team(bin: &Path, root: &Path, n: usize, idle_for: Duration) -> anyhow::Result
     })?;
     eprintln!("{n} nodes: started and shared in {shared:.1?}, converged {converge:.2?} later");
 
-    // Idle: nothing changes for a while, then CPU over `idle_for`.
-    std::thread::sleep(Duration::from_secs(5));
+    // Idle: nothing changes for a while (a bounded mesh has trimmed its
+    // links), then CPU over `idle_for`.
+    std::thread::sleep(if n > FULL_MESH_UP_TO + 1 {
+        SETTLE_BOUNDED
+    } else {
+        Duration::from_secs(5)
+    });
     let ticks = crate::bench::clock_ticks_per_sec();
     let before: Vec<u64> = nodes
         .iter()
@@ -152,6 +179,9 @@ fn team(bin: &Path, root: &Path, n: usize, idle_for: Duration) -> anyhow::Result
     idle.sort_by(f64::total_cmp);
     let idle_median = idle[idle.len() / 2];
     let idle_max = idle[idle.len() - 1];
+    let mut links: Vec<usize> = homes.iter().map(|h| member_links(h)).collect();
+    links.sort_unstable();
+    let (links_median, links_max) = (links[links.len() / 2], links[links.len() - 1]);
 
     // A new record, from the node in the middle.
     let middle = &nodes[n / 2];
@@ -182,6 +212,8 @@ fn team(bin: &Path, root: &Path, n: usize, idle_for: Duration) -> anyhow::Result
         converge,
         idle_median,
         idle_max,
+        links_median,
+        links_max,
         new_record,
     })
 }
@@ -238,20 +270,25 @@ pub fn section(md: &mut String, bin: &Path, quick: bool, sizes: &[usize]) -> any
         "## Team size (`cargo xtask bench --scale`)\n\n\
          N nodes on this machine's loopback, one open namespace, each sharing one service; \
          all N share the machine's 2 cores. Converged: from the last share until every node \
-         sees every service. Idle: CPU of each node over {} s with nothing changing. New \
-         record: from `devmesh run` on one node until every node sees it.\n\n\
-         | nodes | converged | idle CPU per node, median | idle CPU, busiest node | new record on every node |\n\
-         |---|---|---|---|---|",
-        idle_for.as_secs()
+         sees every service. Idle: CPU of each node over {} s with nothing changing (in a \
+         team of more than 13, a bounded mesh, once its links are trimmed, {} s after \
+         converging). Links: member connections per node then. New record: from `devmesh run` \
+         on one node until every node sees it.\n\n\
+         | nodes | converged | idle CPU per node, median | idle CPU, busiest node | links per node, median / most | new record on every node |\n\
+         |---|---|---|---|---|---|",
+        idle_for.as_secs(),
+        SETTLE_BOUNDED.as_secs()
     )?;
     for r in &rows {
         writeln!(
             md,
-            "| {} | {:.2} s | {:.2}% | {:.2}% | {:.2} s |",
+            "| {} | {:.2} s | {:.2}% | {:.2}% | {} / {} | {:.2} s |",
             r.nodes,
             r.converge.as_secs_f64(),
             r.idle_median,
             r.idle_max,
+            r.links_median,
+            r.links_max,
             r.new_record.as_secs_f64()
         )?;
     }
