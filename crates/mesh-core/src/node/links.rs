@@ -5,11 +5,14 @@
 use std::{collections::HashSet, hash::BuildHasher as _, time::Instant};
 
 use libp2p::{
-    PeerId,
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    Multiaddr, PeerId, kad,
+    swarm::{
+        DialError,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::Node;
 use crate::Error;
@@ -83,14 +86,58 @@ impl Node {
         }
     }
 
-    /// See [`crate::NodeHandle::connect`].
+    /// See [`crate::NodeHandle::connect`]. A peer with no known address is
+    /// looked up in the DHT first ([`Node::looked_up`]).
     pub(super) fn connect(&mut self, peer: PeerId, reply: oneshot::Sender<Result<PeerId, Error>>) {
         if self.swarm.is_connected(&peer) {
             let _ = reply.send(Ok(peer));
             return;
         }
+        if let Err(reply) = self.dial_for_tunnel(peer, Vec::new(), reply) {
+            let lookup = !self.pending_lookups.contains_key(&peer);
+            self.pending_lookups.entry(peer).or_default().push(reply);
+            if lookup {
+                debug!(%peer, "no address to connect on demand at; asking the DHT");
+                self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+            }
+        }
+    }
+
+    /// A DHT lookup ended: dials the peers `connect` waits for at what it
+    /// found, or tells them it found nothing.
+    pub(super) fn looked_up(&mut self, found: &kad::GetClosestPeersOk) {
+        let Ok(peer) = PeerId::from_bytes(&found.key) else {
+            return;
+        };
+        let Some(waiting) = self.pending_lookups.remove(&peer) else {
+            return;
+        };
+        let addrs: Vec<Multiaddr> = found
+            .peers
+            .iter()
+            .filter(|p| p.peer_id == peer)
+            .flat_map(|p| p.addrs.clone())
+            .collect();
+        for reply in waiting {
+            if let Err(reply) = self.dial_for_tunnel(peer, addrs.clone(), reply) {
+                let _ = reply.send(Err(Error::NoAddress));
+            }
+        }
+    }
+
+    /// Dials `peer` at `addrs`, its relay circuits and what the behaviours
+    /// know, answering `reply` once connected; hands `reply` back when
+    /// there is no address to dial.
+    fn dial_for_tunnel(
+        &mut self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<PeerId, Error>>,
+    ) -> Result<(), oneshot::Sender<Result<PeerId, Error>>> {
+        let mut addrs = addrs;
+        addrs.extend(self.circuits_to(peer));
         let opts = DialOpts::peer_id(peer)
-            .addresses(self.circuits_to(peer))
+            .addresses(addrs)
             .extend_addresses_through_behaviour()
             .condition(PeerCondition::Disconnected)
             .build();
@@ -99,12 +146,15 @@ impl Node {
             Ok(()) => {
                 info!(%peer, "connecting on demand, for a tunnel");
                 self.pending_dials.insert(id, reply);
+                Ok(())
             }
+            Err(DialError::NoAddresses) => Err(reply),
             Err(source) => {
                 let _ = reply.send(Err(Error::Dial {
                     target: crate::error::dial_target(Some(peer), &[], &source),
                     cause: Box::new(source),
                 }));
+                Ok(())
             }
         }
     }

@@ -145,6 +145,8 @@ pub struct Node {
     failures: VecDeque<AdmissionFailure>,
     addresses: Addresses,
     pending_dials: HashMap<ConnectionId, oneshot::Sender<Result<PeerId, Error>>>,
+    /// `connect`s waiting for the DHT to find a peer's addresses.
+    pending_lookups: HashMap<PeerId, Vec<oneshot::Sender<Result<PeerId, Error>>>>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Event>,
     /// Hole punches and gossip, counted for metrics.
@@ -184,6 +186,7 @@ impl Node {
             failures: VecDeque::new(),
             addresses: Addresses::default(),
             pending_dials: HashMap::new(),
+            pending_lookups: HashMap::new(),
             snapshot_tx,
             events: events.clone(),
             counters: Arc::default(),
@@ -271,7 +274,9 @@ impl Node {
                     Changed::NO
                 }
                 _ = timers.kad_bootstrap.tick() => {
-                    if !self.peers.is_empty() {
+                    // A bounded mesh leaves the DHT alone: each query
+                    // dials peers, and each dial is a link to trim.
+                    if !self.peers.is_empty() && !self.bounded() {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                     Changed::NO

@@ -103,16 +103,17 @@ impl Node {
             Outcome::Changed => {
                 info!(%provider, via = %from, services = ?services, "service records updated");
                 let _ = self.events.send(Event::ServicesChanged);
-                if !services.is_empty() && !self.swarm.is_connected(&provider) {
-                    // Learned through another member: find the provider's
-                    // addresses in the DHT so tunnels can reach it, and
-                    // dial it in a full mesh (a bounded one picks its links
-                    // at random, `links.rs`).
+                // Learned through another member: in a full mesh, find the
+                // provider's addresses in the DHT and dial it (a bounded
+                // mesh picks its links at random and looks addresses up
+                // when a tunnel needs them, `links.rs`).
+                if !services.is_empty()
+                    && !self.swarm.is_connected(&provider)
+                    && self.member_dials_left().is_none()
+                {
                     debug!(%provider, "looking up a provider we are not connected to");
                     self.swarm.behaviour_mut().kad.get_closest_peers(provider);
-                    if self.member_dials_left().is_none() {
-                        self.dial_member(provider);
-                    }
+                    self.dial_member(provider);
                 }
                 Ok(Changed::YES)
             }

@@ -92,7 +92,7 @@ impl Node {
 
     /// Asks the DHT for the namespace's members.
     pub(super) fn find_members(&mut self) {
-        if !self.is_member() || !self.peers.has_relays() {
+        if !self.is_member() || !self.peers.has_relays() || self.member_dials_left() == Some(0) {
             return;
         }
         let key = self.records.rendezvous();
@@ -195,37 +195,37 @@ impl Node {
                 }
             }
             kad::QueryResult::GetClosestPeers(Ok(found)) => {
+                self.looked_up(&found);
                 let providers: HashSet<PeerId> = self
                     .records
                     .registry()
                     .live()
                     .map(|e| e.announcement.provider)
                     .collect();
+                // A bounded mesh dials only the links it wants (`links.rs`).
                 let full_mesh = self.member_dials_left().is_none();
                 for info in found.peers {
-                    if !providers.contains(&info.peer_id)
+                    if !full_mesh
+                        || !providers.contains(&info.peer_id)
                         || self.swarm.is_connected(&info.peer_id)
                         || info.addrs.is_empty()
                     {
                         continue;
                     }
-                    if full_mesh {
-                        debug!(peer = %info.peer_id, addrs = ?info.addrs, "dialling a provider found in the DHT");
-                        let _ = self.swarm.dial(
-                            DialOpts::peer_id(info.peer_id)
-                                .addresses(info.addrs)
-                                .build(),
-                        );
-                    } else {
-                        // Kept for a tunnel's dial on demand (`connect`).
-                        for addr in info.addrs {
-                            self.swarm
-                                .behaviour_mut()
-                                .kad
-                                .add_address(&info.peer_id, addr);
-                        }
-                    }
+                    debug!(peer = %info.peer_id, addrs = ?info.addrs, "dialling a provider found in the DHT");
+                    let _ = self.swarm.dial(
+                        DialOpts::peer_id(info.peer_id)
+                            .addresses(info.addrs)
+                            .build(),
+                    );
                 }
+            }
+            kad::QueryResult::GetClosestPeers(Err(kad::GetClosestPeersError::Timeout {
+                key,
+                peers,
+            })) => {
+                let found = kad::GetClosestPeersOk { key, peers };
+                self.looked_up(&found);
             }
             kad::QueryResult::StartProviding(Err(e)) => {
                 debug!(error = %e, "advertising membership in the DHT failed")
