@@ -63,8 +63,11 @@ impl Node {
                 self.request_sync(peer);
                 let _ = self.events.send(Event::PeerAdmitted { peer });
                 // The peer's gossip subscription may have arrived before it
-                // was admitted; make sure it hears us now.
-                self.announce_if_providing();
+                // was admitted; make sure it hears us now (a bounded mesh
+                // leaves that to the sync, as for `Subscribed`).
+                if !self.bounded() {
+                    self.announce_if_providing();
+                }
                 Changed::YES
             }
             Action::Relay => {

@@ -202,8 +202,13 @@ impl Node {
                 message_id,
                 message,
             }) => self.on_gossip(propagation_source, message_id, message),
+            // In a bounded mesh links come and go, and the new peer's sync
+            // brings it our record anyway: announcing to the whole team for
+            // every link would cost every member.
             BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
-                if topic == self.records.topic().hash() && self.records.has_local() =>
+                if topic == self.records.topic().hash()
+                    && self.records.has_local()
+                    && !self.bounded() =>
             {
                 debug!(peer = %peer_id, "peer subscribed to our namespace; announcing");
                 self.announce();

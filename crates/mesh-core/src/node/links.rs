@@ -48,11 +48,16 @@ impl Node {
             .dials_wanted(self.known_members(), self.peers.member_links())
     }
 
-    /// Dials the members this node knows until it has the links a bounded
-    /// mesh wants, at random among the providers it is not connected to.
+    /// Dials the providers this node knows and is not connected to: all
+    /// of them in a full mesh; in a bounded one, at random, until it has
+    /// the links it wants. Called once a sync answer or gossip is applied
+    /// (so that a newcomer's choice sees the whole table, not the first
+    /// providers of its first answer) and on every housekeeping tick.
     pub(super) fn top_up_links(&mut self) {
-        let Some(left) = self.member_dials_left().filter(|&n| n > 0) else {
-            return;
+        let left = match self.member_dials_left() {
+            Some(0) => return,
+            Some(n) => n,
+            None => usize::MAX,
         };
         let now = Instant::now();
         let mut candidates: Vec<PeerId> = self

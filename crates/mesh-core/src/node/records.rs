@@ -104,16 +104,15 @@ impl Node {
                 info!(%provider, via = %from, services = ?services, "service records updated");
                 let _ = self.events.send(Event::ServicesChanged);
                 // Learned through another member: in a full mesh, find the
-                // provider's addresses in the DHT and dial it (a bounded
-                // mesh picks its links at random and looks addresses up
-                // when a tunnel needs them, `links.rs`).
+                // provider's addresses in the DHT (a bounded mesh looks
+                // addresses up when a tunnel needs them). Who is dialled is
+                // `top_up_links`'s choice, once the whole answer is in.
                 if !services.is_empty()
                     && !self.swarm.is_connected(&provider)
                     && self.member_dials_left().is_none()
                 {
                     debug!(%provider, "looking up a provider we are not connected to");
                     self.swarm.behaviour_mut().kad.get_closest_peers(provider);
-                    self.dial_member(provider);
                 }
                 Ok(Changed::YES)
             }
@@ -163,6 +162,9 @@ impl Node {
             .behaviour_mut()
             .gossipsub
             .report_message_validation_result(&id, &source, acceptance);
+        if changed == Changed::YES {
+            self.top_up_links();
+        }
         changed
     }
 
@@ -205,6 +207,9 @@ impl Node {
                 Ok(c) => changed |= c,
                 Err(reason) => self.reject_record(peer, reason),
             }
+        }
+        if changed == Changed::YES {
+            self.top_up_links();
         }
         changed
     }
