@@ -13,7 +13,9 @@
 //!   [`Links::wanted`] member connections, picking them at random, and
 //!   accepts every connection offered;
 //! - once it has more than `full_mesh_up_to`, it closes the newest ones
-//!   that no tunnel uses and that are older than [`TRIM_AFTER`];
+//!   that no tunnel uses and that are older than [`TRIM_AFTER`], those the
+//!   other side dialled first: a member's own dials are what keeps it in
+//!   the mesh, and the members it pushes out dial others;
 //! - a tunnel to a provider it has no connection to opens one on demand
 //!   (`NodeHandle::connect`), which is trimmed later like any other.
 //!
@@ -72,8 +74,10 @@ impl Links {
             .then(|| self.wanted.saturating_sub(links))
     }
 
-    /// The member links to close: the newest ones not to keep and older
-    /// than [`TRIM_AFTER`], as many as there are over `full_mesh_up_to`.
+    /// The member links to close, as many as there are over
+    /// `full_mesh_up_to`: of those not to keep and older than
+    /// [`TRIM_AFTER`], the ones the other side dialled before the ones
+    /// this node did, the newest first.
     pub(crate) fn trimmed(&self, links: &[Link], now: Instant) -> Vec<PeerId> {
         let excess = links.len().saturating_sub(self.full_mesh_up_to);
         if excess == 0 {
@@ -83,7 +87,7 @@ impl Links {
             .iter()
             .filter(|l| !l.keep && now.saturating_duration_since(l.since) >= TRIM_AFTER)
             .collect();
-        candidates.sort_by_key(|l| Reverse(l.since));
+        candidates.sort_by_key(|l| (l.dialled, Reverse(l.since)));
         candidates
             .into_iter()
             .take(excess)
@@ -100,6 +104,8 @@ pub(crate) struct Link {
     pub since: Instant,
     /// A tunnel uses it, or it holds a long-lived one.
     pub keep: bool,
+    /// This node dialled it.
+    pub dialled: bool,
 }
 
 #[cfg(test)]
@@ -127,6 +133,7 @@ mod tests {
             peer: PeerId::random(),
             since: start + Duration::from_secs(secs),
             keep,
+            dialled: false,
         };
         let mut table = vec![link(0, false), link(1, false), link(2, true)];
         assert!(links.trimmed(&table, now).is_empty(), "not over the bound");
@@ -140,5 +147,10 @@ mod tests {
         let peers = |i: &[usize]| i.iter().map(|&i| table[i].peer).collect::<Vec<_>>();
         assert_eq!(trimmed, peers(&[4, 3, 1, 0]));
         assert!(!trimmed.contains(&young.peer));
+        // This node's own dials go last.
+        table[4].dialled = true;
+        let trimmed = links.trimmed(&table[..6], now);
+        assert_eq!(trimmed, peers(&[3, 1, 0]));
+        assert_eq!(links.trimmed(&table, now), peers(&[3, 1, 0, 4]));
     }
 }

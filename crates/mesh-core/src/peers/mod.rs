@@ -422,6 +422,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
                 peer: *peer,
                 since: p.since,
                 keep: keep(peer),
+                dialled: p.conns.values().any(|c| c.dialer),
             })
             .collect()
     }
