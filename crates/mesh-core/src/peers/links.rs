@@ -137,14 +137,15 @@ mod tests {
         };
         let mut table = vec![link(0, false), link(1, false), link(2, true)];
         assert!(links.trimmed(&table, now).is_empty(), "not over the bound");
-        // Over by two: the newest is in use, the next is too young.
+        // Over by four: two are in use, the newest is too young.
         table.push(link(3, false));
         table.push(link(4, false));
         table.push(link(5, true));
         let young = link(20, false);
         table.push(young);
         let trimmed = links.trimmed(&table, now);
-        let peers = |i: &[usize]| i.iter().map(|&i| table[i].peer).collect::<Vec<_>>();
+        let ids: Vec<PeerId> = table.iter().map(|l| l.peer).collect();
+        let peers = |i: &[usize]| i.iter().map(|&i| ids[i]).collect::<Vec<_>>();
         assert_eq!(trimmed, peers(&[4, 3, 1, 0]));
         assert!(!trimmed.contains(&young.peer));
         // This node's own dials go last.
