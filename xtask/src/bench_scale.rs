@@ -205,7 +205,7 @@ fn team(bin: &Path, root: &Path, n: usize, idle_for: Duration) -> anyhow::Result
     })?;
     let new_record = t0.elapsed();
     eprintln!(
-        "{n} nodes: idle CPU per node median {idle_median:.2}%, max {idle_max:.2}%; new record on all in {new_record:.2?}"
+        "{n} nodes: idle CPU per node median {idle_median:.2}%, max {idle_max:.2}%; links median {links_median}, most {links_max}; new record on all in {new_record:.2?}"
     );
     Ok(Figures {
         nodes: n,

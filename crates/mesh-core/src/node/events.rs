@@ -148,6 +148,10 @@ impl Node {
         let connected = self
             .peers
             .connected(peer, id, conn, initial, Instant::now());
+        if connected.extra && !self.holds.held(&peer) {
+            debug!(%peer, "closing a second direct connection this node dialled (an AutoNAT dial-back, say)");
+            self.swarm.close_connection(id);
+        }
         if connected.replaces_relayed {
             // A direct connection replaces the relayed ones: they close
             // after a grace period that lets the tunnels on them finish,

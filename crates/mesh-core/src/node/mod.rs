@@ -326,10 +326,6 @@ impl Node {
             tracing::debug!(%peer, "closing the relayed connection; the direct one carries the tunnels");
             self.swarm.close_connection(conn);
         }
-        for (peer, conn) in due.extra {
-            tracing::debug!(%peer, "closing a second direct connection this node dialled (an AutoNAT dial-back, say)");
-            self.swarm.close_connection(conn);
-        }
         for peer in due.punch {
             self.punch_again(peer);
         }

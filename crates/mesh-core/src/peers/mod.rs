@@ -39,13 +39,6 @@ pub(crate) const FOREIGN_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a relayed connection stays open once a direct one exists, so
 /// that the tunnels on it can finish.
 pub(crate) const RELAYED_GRACE: Duration = Duration::from_secs(3);
-/// How long a second direct connection this node dialled to a peer it was
-/// already connected to over the same transport stays open. AutoNAT's
-/// dial-back is one: the prober learns from the answer on the first
-/// connection, and the dial-back connection, which gossipsub's streams
-/// would otherwise keep open for good, added one connection per peer and
-/// probe (every 5 minutes, after three probes 30 s apart at start).
-pub(crate) const EXTRA_GRACE: Duration = Duration::from_secs(1);
 /// How often a relayed connection kept for a held peer (a long-lived
 /// tunnel on it, [`crate::holds`]) is looked at again.
 pub(crate) const HELD_RECHECK: Duration = Duration::from_secs(1);
@@ -112,9 +105,6 @@ pub(crate) struct Peer<C, R> {
     punch: Punch<C>,
     disconnect_at: Option<Instant>,
     close_relayed_at: Option<Instant>,
-    /// Extra direct connections this node dialled ([`EXTRA_GRACE`]), and
-    /// when each closes.
-    close_extra: Vec<(C, Instant)>,
     /// The direct addresses this node dialled the peer at.
     dialed: Vec<Multiaddr>,
 }
@@ -132,7 +122,6 @@ impl<C, R> Peer<C, R> {
             punch: Punch::default(),
             disconnect_at: None,
             close_relayed_at: None,
-            close_extra: Vec::new(),
             dialed: Vec::new(),
         }
     }
@@ -175,6 +164,15 @@ pub(crate) struct Connected {
     /// A direct connection to a peer reached only through relays so far:
     /// the relayed ones close after [`RELAYED_GRACE`].
     pub replaces_relayed: bool,
+    /// A second direct connection this node dialled to a peer it already
+    /// had one with over the same transport: to close at once. AutoNAT's
+    /// dial-back is one: the prober learns from the answer on the first
+    /// connection, and the dial-back connection, which gossipsub's streams
+    /// would otherwise keep open for good, added one connection per peer
+    /// and probe. Closed at once, before the peer opens a tunnel on it
+    /// (libp2p-stream picks one of a peer's connections at random); a
+    /// stream caught opening is opened again by the tunnel's handshake.
+    pub extra: bool,
 }
 
 /// What [`PeerTable::closed`] found.
@@ -204,9 +202,6 @@ pub(crate) struct Due<C> {
     pub disconnect: Vec<PeerId>,
     /// Relayed connections to close (a direct one carries the tunnels).
     pub close: Vec<(PeerId, C)>,
-    /// Extra direct connections this node dialled, to close
-    /// ([`EXTRA_GRACE`]).
-    pub extra: Vec<(PeerId, C)>,
     /// Peers to open another relayed connection to, for another hole punch.
     pub punch: Vec<PeerId>,
     /// Members and relays lost that are dialled again, at the direct
@@ -221,7 +216,6 @@ impl<C> Default for Due<C> {
         Self {
             disconnect: Vec::new(),
             close: Vec::new(),
-            extra: Vec::new(),
             punch: Vec::new(),
             redial: Vec::new(),
             silent: Vec::new(),
@@ -275,9 +269,6 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
                 .conns
                 .values()
                 .any(|c| !c.relayed && is_quic(&c.addr) == is_quic(&conn.addr));
-        if extra {
-            entry.close_extra.push((id, now + EXTRA_GRACE));
-        }
         if conn.dialer && !conn.relayed && !entry.dialed.contains(&conn.addr) {
             entry.dialed.push(conn.addr.clone());
         }
@@ -289,6 +280,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         Connected {
             first,
             replaces_relayed,
+            extra,
         }
     }
 }
@@ -305,7 +297,6 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
             };
         };
         entry.conns.remove(&id);
-        entry.close_extra.retain(|(c, _)| *c != id);
         self.liveness.forget(id);
         if !entry.conns.is_empty() {
             return Closed {
@@ -600,16 +591,6 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
                     due.close.extend(relayed.map(|(id, _)| (*peer, *id)));
                 }
             }
-            for (id, at) in &mut p.close_extra {
-                if *at <= now {
-                    if held(peer) {
-                        *at = now + HELD_RECHECK;
-                    } else {
-                        due.extra.push((*peer, *id));
-                    }
-                }
-            }
-            p.close_extra.retain(|(_, at)| *at > now);
             if p.punch.retry_at.is_some_and(|at| at <= now) {
                 p.punch.retry_at = None;
                 if p.relayed_only() {

@@ -257,7 +257,7 @@ fn a_lost_member_is_dialled_again() {
 }
 
 #[test]
-fn a_second_direct_connection_this_node_dialled_closes_after_the_grace() {
+fn a_second_direct_connection_this_node_dialled_is_extra() {
     let mut t = Table::default();
     let peer = PeerId::random();
     let now = Instant::now();
@@ -265,31 +265,34 @@ fn a_second_direct_connection_this_node_dialled_closes_after_the_grace() {
         dialer: false,
         ..conn(DIRECT, false)
     };
-    t.connected(peer, 1, inbound.clone(), PeerKind::Member, now);
-    // The peer's own second connection (its AutoNAT dial-back to us) is
-    // its to close; ours over another transport is wanted.
-    t.connected(peer, 2, inbound, PeerKind::Member, now);
-    t.connected(
+    let extra = |c: Connected| c.extra;
+    assert!(!extra(t.connected(
         peer,
-        3,
-        conn("/ip4/10.0.0.2/udp/4001/quic-v1", false),
+        1,
+        inbound.clone(),
         PeerKind::Member,
-        now,
-    );
-    t.connected(peer, 4, conn(RELAYED, true), PeerKind::Member, now);
+        now
+    )));
+    // The peer's own second connection (its AutoNAT dial-back to us) is
+    // its to close; ours over another transport, or relayed, is wanted.
+    assert!(!extra(t.connected(peer, 2, inbound, PeerKind::Member, now)));
+    let quic = conn("/ip4/10.0.0.2/udp/4001/quic-v1", false);
+    assert!(!extra(t.connected(peer, 3, quic, PeerKind::Member, now)));
+    assert!(!extra(t.connected(
+        peer,
+        4,
+        conn(RELAYED, true),
+        PeerKind::Member,
+        now
+    )));
     // Ours over TCP, while TCP connections exist: extra.
-    t.connected(peer, 5, conn(DIRECT, false), PeerKind::Member, now);
-    t.connected(peer, 6, conn(DIRECT, false), PeerKind::Member, now);
-    assert_eq!(t.take_due(now, none_held), Due::default());
-    let held = |_: &PeerId| true;
-    assert_eq!(t.take_due(now + EXTRA_GRACE, held).extra, vec![]);
-    t.closed(peer, 6, now + EXTRA_GRACE);
-    let due = t.take_due(now + EXTRA_GRACE + HELD_RECHECK, none_held);
-    assert_eq!(due.extra, vec![(peer, 5)]);
-    assert_eq!(
-        t.take_due(now + EXTRA_GRACE * 10, none_held),
-        Due::default()
-    );
+    assert!(extra(t.connected(
+        peer,
+        5,
+        conn(DIRECT, false),
+        PeerKind::Member,
+        now
+    )));
 }
 
 #[test]
@@ -298,8 +301,6 @@ fn the_first_direct_connection_is_never_extra() {
     let peer = PeerId::random();
     let now = Instant::now();
     t.connected(peer, 1, conn(RELAYED, true), PeerKind::Member, now);
-    t.connected(peer, 2, conn(DIRECT, false), PeerKind::Member, now);
-    let due = t.take_due(now + RELAYED_GRACE, none_held);
-    assert_eq!(due.close, vec![(peer, 1)]);
-    assert!(due.extra.is_empty());
+    let c = t.connected(peer, 2, conn(DIRECT, false), PeerKind::Member, now);
+    assert!(c.replaces_relayed && !c.extra);
 }
