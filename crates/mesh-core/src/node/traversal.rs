@@ -5,7 +5,10 @@ use std::{collections::HashSet, time::Instant};
 
 use libp2p::{
     Multiaddr, PeerId, dcutr, kad, relay,
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{
+        DialError,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use tracing::{debug, info, warn};
 
@@ -117,10 +120,14 @@ impl Node {
                 .extend_addresses_through_behaviour()
                 .build(),
         );
-        if let Err(e) = dialled {
+        match dialled {
+            // Another dial of it is under way; its end settles this one.
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
             // No address known yet, say: no event will end this dial.
-            debug!(%peer, error = %e, "dialling a member not started");
-            let _ = self.peers.dial_failed(peer, Instant::now());
+            Err(e) => {
+                debug!(%peer, error = %e, "dialling a member not started");
+                let _ = self.peers.dial_failed(peer, Instant::now());
+            }
         }
     }
 

@@ -391,7 +391,6 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         self.peers.is_empty()
     }
 
-    /// Whether any admitted member is connected.
     /// Connected members (and peers whose admission is still running), and
     /// members being dialled after they were found (the links of
     /// `links.rs`).
@@ -435,6 +434,7 @@ impl<C: Copy + Eq + Hash, R> PeerTable<C, R> {
         self.dialing.retain(|_, d| !d.is_empty());
     }
 
+    /// Whether any admitted member is connected.
     pub(crate) fn any_member(&self) -> bool {
         self.peers.values().any(|p| p.kind == PeerKind::Member)
     }
