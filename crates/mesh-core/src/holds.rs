@@ -39,7 +39,7 @@ impl Holds {
 
     /// Whether a tunnel holds `peer` now.
     pub(crate) fn held(&self, peer: &PeerId) -> bool {
-        self.lock().contains_key(peer)
+        lock(&self.counts).contains_key(peer)
     }
 
     /// Marks the link to `peer` in use until the returned guard drops.
@@ -54,10 +54,6 @@ impl Holds {
     /// Whether a tunnel to or from `peer` is open now.
     pub(crate) fn in_use(&self, peer: &PeerId) -> bool {
         lock(&self.uses).contains_key(peer)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, usize>> {
-        lock(&self.counts)
     }
 }
 
@@ -134,7 +130,7 @@ mod tests {
         assert!(holds.held(&a));
         drop(second);
         assert!(!holds.held(&a));
-        assert!(holds.lock().is_empty());
+        assert!(lock(&holds.counts).is_empty());
     }
 
     #[test]

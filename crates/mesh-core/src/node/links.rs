@@ -66,8 +66,6 @@ impl Node {
             .live()
             .map(|e| e.announcement.provider)
             .filter(|p| *p != self.local_peer() && self.peers.may_dial_member(p, now))
-            .collect::<HashSet<_>>()
-            .into_iter()
             .collect();
         candidates.sort_by_key(|p| self.shuffle.hash_one(p));
         for peer in candidates.into_iter().take(left) {
