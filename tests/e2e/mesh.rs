@@ -142,3 +142,27 @@ async fn a_team_larger_than_the_full_mesh_keeps_few_links_and_reaches_every_prov
         "A's log names the on-demand connections"
     );
 }
+
+/// AutoNAT's probes (2 s after start, then every 30 s until sure) make
+/// each node dial the other back: a second connection, which nothing
+/// closed and gossipsub kept open, one more per probe. The node that
+/// dialled it now closes it at once, so two nodes keep one connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn autonat_dial_backs_leave_one_connection_between_two_nodes() {
+    let (a, b) = tokio::join!(Daemon::start(), Daemon::start());
+    b.join(&a).await;
+    // Long enough for two probes each way.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    for node in [&a, &b] {
+        eventually(
+            Duration::from_secs(5),
+            "one connection to the other node",
+            || async {
+                let peers = node.peers().await;
+                let addrs = peers[0]["addresses"].as_array()?.len();
+                (addrs == 1).then_some(())
+            },
+        )
+        .await;
+    }
+}
